@@ -1,0 +1,19 @@
+"""sotakit: train state-of-the-art image classifiers with PyTorch, and measure what each technique is worth.
+
+The public helper API, for people who write their own loop::
+
+    from sotakit import build_model, make_loaders, build_optimizer, train_one_epoch, evaluate
+"""
+
+__version__ = "0.1.0"
+
+from .data import load_data, make_loaders  # noqa: E402
+from .evaluate import evaluate  # noqa: E402
+from .models import build_model, list_models, register_model  # noqa: E402
+from .recipes import Recipe, load_preset, load_recipe, make_recipe  # noqa: E402
+from .train import (build_ema, build_optimizer, build_scheduler, fit, load_checkpoint, param_groups,  # noqa: E402
+                    save_checkpoint, train_one_epoch)
+
+__all__ = ["Recipe", "build_ema", "build_model", "build_optimizer", "build_scheduler", "evaluate", "fit",
+           "list_models", "load_checkpoint", "load_data", "load_preset", "load_recipe", "make_loaders",
+           "make_recipe", "param_groups", "register_model", "save_checkpoint", "train_one_epoch"]

@@ -1,0 +1,7 @@
+"""`python -m sotakit` (also what torchrun runs with `-m sotakit`)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

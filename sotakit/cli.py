@@ -1,0 +1,172 @@
+"""The `sotakit` command: argument parsing only; each subcommand calls one function below."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+
+from .recipes import (Recipe, RecipeError, dump_recipe, list_presets, load_preset, load_recipe, make_recipe,
+                      preset_meta, resolve)
+from .recipes.flags import add_recipe_arguments, check_unknown, overrides_from
+
+
+def build_recipe(args: argparse.Namespace) -> Recipe:
+    """Preset (or reference defaults), then --config file, then the flags the user typed."""
+    base = load_preset(args.recipe) if args.recipe else Recipe()
+    if args.config:
+        base = load_recipe(args.config, base)
+    overrides = overrides_from(args)
+    if "data_path" in overrides and "data" not in overrides:
+        overrides["data"] = overrides["data_path"]  # the reference's --data-path means --data PATH
+    if args.recipe and "recipe_name" not in overrides:
+        overrides["recipe_name"] = args.recipe
+    return make_recipe(base, **overrides)
+
+
+def cmd_train(args, argv) -> int:
+    from .train import fit
+    if args.resume_run:
+        result = _run_fit(lambda: fit(resume=args.resume_run))
+    else:
+        recipe = build_recipe(args)
+        if args.dry_run:
+            print(dump_recipe(recipe), end="")
+            return 0
+        result = _run_fit(lambda: fit(recipe))
+    if isinstance(result, int):
+        return result
+    s = result.summary
+    print(_summary_text(s))
+    return 0
+
+
+def _run_fit(call):
+    from .train import Interrupted, NonFiniteLossError
+    try:
+        return call()
+    except Interrupted:
+        return 143
+    except NonFiniteLossError:
+        return 3
+
+
+def _summary_text(s: dict) -> str:
+    lines = [f"run directory: {s['run_dir']}"]
+    for split in ("holdout", "holdout_ema", "test", "test_ema"):
+        if split in s:
+            m = s[split]
+            lines.append(f"{split:12s} acc@1 {m['acc1']:.2f}  acc@5 {m['acc5']:.2f}  ({m['n']} images)")
+    lines.append(f"train time {s['train_time_s']:.0f}s, wall time {s['wall_time_s']:.0f}s, "
+                 f"median {s['median_img_s']:.0f} img/s" if s.get("median_img_s") else "")
+    if s.get("skipped_files"):
+        lines.append(f"skipped files: {s['skipped_files']} (see skipped_files.txt)")
+    return "\n".join(x for x in lines if x)
+
+
+def cmd_eval(args, argv) -> int:
+    from .train.evaluate_run import evaluate_checkpoint
+    out = evaluate_checkpoint(args.path, data=args.data, data_root=args.data_root, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{out['checkpoint']} (epoch {out['epoch']}) on {out['data']} test split:")
+    for key, label in (("test", "model"), ("test_ema", "EMA model")):
+        if key in out:
+            m = out[key]
+            print(f"  {label:10s} acc@1 {m['acc1']:.2f}  acc@5 {m['acc5']:.2f}  ({m['n']} images)")
+    return 0
+
+
+def cmd_recipes(args, argv) -> int:
+    if args.action == "show":
+        if not args.name:
+            raise RecipeError("usage: sotakit recipes show NAME [--data D]")
+        recipe = load_preset(args.name)
+        notes = []
+        if args.data:
+            from .data.datasets import peek_native_size
+            import torch
+            recipe, notes = resolve(recipe, native_size=peek_native_size(args.data), cuda_available=torch.cuda.is_available())
+            recipe = recipe.replace(data=args.data)
+        meta = dict(preset_meta(args.name))
+        if notes:
+            meta["resolved_for"] = f"{args.data}: " + "; ".join(notes)
+        print(dump_recipe(recipe, meta), end="")
+        return 0
+    for name in list_presets():
+        meta = preset_meta(name)
+        print(f"{name:28s} {meta.get('title', '')}")
+    return 0
+
+
+def cmd_models(args, argv) -> int:
+    from .models import describe_models
+    size, small = 224, False
+    if args.data:
+        from .data.datasets import peek_native_size
+        size = peek_native_size(args.data) or 224
+        small = size <= 64
+    rows = describe_models(args.pattern, image_size=size, num_classes=args.num_classes, small_input=small)
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title=f"models at {size}px" + (" (small-image stem)" if small else ""))
+    for col in ("model", "params (M)", "GFLOPs", "note"):
+        table.add_column(col, justify="right" if col != "model" and col != "note" else "left")
+    for r in rows:
+        flops = r.get("flops")
+        table.add_row(r["name"], f"{r['params'] / 1e6:.2f}" if r.get("params") is not None else "-",
+                      f"{flops / 1e9:.3f}" if flops else "-", r.get("error") or "")
+    Console().print(table)
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sotakit", description="Train state-of-the-art image classifiers.")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a model from a recipe", allow_abbrev=False)
+    t.add_argument("--recipe", help="preset name (see `sotakit recipes`)")
+    t.add_argument("--config", help="recipe TOML file")
+    t.add_argument("--dry-run", action="store_true", help="print the recipe and exit")
+    add_recipe_arguments(t)
+    t.set_defaults(func=cmd_train)
+    e = sub.add_parser("eval", help="evaluate a run directory or checkpoint")
+    e.add_argument("path")
+    e.add_argument("--data")
+    e.add_argument("--data-root")
+    e.add_argument("-b", "--batch-size", type=int)
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_eval)
+    r = sub.add_parser("recipes", help="list presets, or show one resolved for a data set")
+    r.add_argument("action", nargs="?", choices=("list", "show"), default="list")
+    r.add_argument("name", nargs="?")
+    r.add_argument("--data")
+    r.set_defaults(func=cmd_recipes)
+    m = sub.add_parser("models", help="list models with parameters and FLOPs")
+    m.add_argument("pattern", nargs="?")
+    m.add_argument("--data")
+    m.add_argument("--num-classes", type=int, default=10)
+    m.set_defaults(func=cmd_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = make_parser()
+    try:
+        if argv and argv[0] == "train":
+            check_unknown(argv[1:], parser._subparsers._group_actions[0].choices["train"])
+        args = parser.parse_args(argv)
+        if args.command == "train":
+            # --resume RUN_DIR continues a run: its recipe comes from the run, not from flags.
+            args.resume_run = getattr(args, "resume", None)
+        return args.func(args, argv)
+    except RecipeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT

@@ -1,0 +1,204 @@
+"""Data sets as image sources (index -> raw image, label) with their class names and statistics.
+
+Two kinds of source: ``TensorSource`` keeps a whole data set in memory as uint8 tensors (Fashion-MNIST,
+CIFAR: "faster to load and process uint8", as airbench does), ``FolderSource`` reads an ImageFolder
+tree (``train/<class>/*``, ``val/<class>/*``) after one decode pass that sets aside unreadable files,
+so a bad JPEG is listed at the start instead of crashing a run hours in.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import statistics
+import struct
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torchvision import tv_tensors
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+from . import catalog
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class TensorSource:
+    """A data set held in memory: ``images`` uint8 (N, C, H, W), ``targets`` int64 (N,)."""
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor):
+        if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(targets):
+            raise ValueError("TensorSource wants uint8 images (N, C, H, W) and N targets")
+        self.images, self.targets = images, targets.long()
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def load(self, i: int):
+        return tv_tensors.Image(self.images[i])
+
+
+class FolderSource:
+    """Images listed as (path, class index); decoded to RGB on access."""
+
+    def __init__(self, samples: list[tuple[str, int]]):
+        self.samples = samples
+        self.targets = torch.tensor([t for _, t in samples], dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, i: int):
+        # A file that went bad after the scan is replaced by the next readable one (deterministic),
+        # so one broken image cannot stop a long run.
+        for k in range(len(self.samples)):
+            path = self.samples[(i + k) % len(self.samples)][0]
+            try:
+                with Image.open(path) as im:
+                    return im.convert("RGB")
+            except (OSError, ValueError, Image.DecompressionBombError):
+                continue
+        raise RuntimeError("no readable image left in the data set")
+
+
+@dataclass
+class DataBundle:
+    """A data set's train and test sources with what a run needs to know about them."""
+
+    name: str
+    classes: list[str]
+    native_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    train: TensorSource | FolderSource
+    test: TensorSource | FolderSource
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """An IDX file (gz or raw) as a tensor; format from the MNIST page (magic: 0, 0, dtype, ndim)."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    zero, dtype, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {data[:4].hex()})")
+    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    body = data[4 + 4 * ndim:]
+    if len(body) != int(torch.Size(shape).numel()):
+        raise ValueError(f"{path}: truncated IDX file ({len(body)} bytes for shape {shape})")
+    return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(shape)
+
+
+def load_idx_pair(folder: Path, prefix: str) -> TensorSource:
+    images = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")
+    labels = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")
+    return TensorSource(images.unsqueeze(1).contiguous(), labels.long())
+
+
+def scan_folder(root: Path, class_to_idx: dict[str, int], *, workers: int = 8,
+                cache_dir: Path | None = None) -> tuple[list[tuple[str, int]], list[tuple[str, str]], list[int]]:
+    """Decode every image once; return readable samples, skipped (path, reason) and image sizes.
+
+    Results are cached by (path, size, mtime), so a second run only re-decodes changed files.
+    """
+    samples = make_dataset(str(root), class_to_idx, extensions=IMG_EXTENSIONS)
+    cache_file = None
+    cache: dict[str, list] = {}
+    if cache_dir is not None:
+        cache_file = cache_dir / (hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16] + ".json")
+        if cache_file.exists():
+            try:
+                cache = json.loads(cache_file.read_text())
+            except (OSError, ValueError):
+                cache = {}
+
+    def check(path: str) -> list:
+        st = os.stat(path)
+        key = f"{st.st_size}:{st.st_mtime_ns}"
+        hit = cache.get(path)
+        if hit and hit[0] == key:
+            return hit
+        try:
+            with Image.open(path) as im:
+                im.load()  # full decode: verify() alone misses truncated JPEGs
+                return [key, None, min(im.size)]
+        except Exception as e:  # PIL raises many types for bad files; each is a skip, not a crash
+            return [key, f"{type(e).__name__}: {e}", 0]
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:  # PIL releases the GIL while decoding
+        results = list(pool.map(check, [p for p, _ in samples]))
+    good, skipped, sizes = [], [], []
+    for (path, target), (key, err, size) in zip(samples, results):
+        cache[path] = [key, err, size]
+        if err is None:
+            good.append((path, target))
+            sizes.append(size)
+        else:
+            skipped.append((path, err))
+    if cache_file is not None:
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(cache))
+            os.replace(tmp, cache_file)
+        except OSError:
+            pass  # the cache is an optimisation only
+    return good, skipped, sizes
+
+
+def load_image_folder(path: str | Path, *, name: str | None = None, classes: list[str] | None = None,
+                      mean=IMAGENET_MEAN, std=IMAGENET_STD, native_size: int | None = None) -> DataBundle:
+    """An ImageNet-layout folder: ``train/<class>/*`` and ``val/<class>/*`` (val is the test split)."""
+    root = Path(path)
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            raise FileNotFoundError(
+                f"{root / split} is missing: --data PATH needs PATH/train/<class>/* and PATH/val/<class>/*")
+    train_classes, class_to_idx = find_classes(str(root / "train"))
+    val_classes, _ = find_classes(str(root / "val"))
+    if train_classes != val_classes:
+        only_train = sorted(set(train_classes) - set(val_classes))
+        only_val = sorted(set(val_classes) - set(train_classes))
+        raise ValueError(f"train and val classes differ in {root}: only in train: {only_train or 'none'}; "
+                         f"only in val: {only_val or 'none'}. Both folders need the same class sub-folders.")
+    cache_dir = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sotakit" / "index"
+    train, skip_tr, sizes = scan_folder(root / "train", class_to_idx, cache_dir=cache_dir)
+    test, skip_te, _ = scan_folder(root / "val", class_to_idx, cache_dir=cache_dir)
+    if not train:
+        raise ValueError(f"no readable training images under {root / 'train'}")
+    native = native_size or (int(statistics.median(sizes)) if sizes else 224)
+    return DataBundle(name or root.name, classes or train_classes, native, tuple(mean), tuple(std),
+                      FolderSource(train), FolderSource(test), skip_tr + skip_te)
+
+
+def load_data(data: str, data_root: str | None = None) -> DataBundle:
+    """A data set by catalog name (fashion-mnist, cifar10, imagenette-160, ...) or folder path."""
+    if data not in catalog.SPECS and (Path(data).is_dir() or os.sep in data):
+        return load_image_folder(data)
+    spec = catalog.SPECS.get(data)
+    folder = catalog.locate(data, data_root)  # raises with the places tried and the remedies
+    if spec.layout == "idx":
+        train, test = load_idx_pair(folder, "train"), load_idx_pair(folder, "t10k")
+    elif spec.layout == "cifar-python":
+        from .cifar import load_cifar10
+        (trx, try_), (tex, tey) = load_cifar10(folder)
+        train, test = TensorSource(trx, try_), TensorSource(tex, tey)
+    else:
+        bundle = load_image_folder(folder, name=spec.name, classes=list(spec.classes), mean=spec.mean,
+                                   std=spec.std, native_size=spec.native_size)
+        return bundle
+    return DataBundle(spec.name, list(spec.classes), spec.native_size, tuple(spec.mean), tuple(spec.std),
+                      train, test)
+
+
+def peek_native_size(data: str, data_root: str | None = None) -> int | None:
+    """The native image size without loading the data (catalog entries), else None."""
+    spec = catalog.SPECS.get(data)
+    return spec.native_size if spec else None

@@ -1,0 +1,129 @@
+"""DataLoaders for a run: seeded order, stratified holdout, repeated augmentation, exact DDP eval."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from .datasets import DataBundle
+from .mixing import Collate
+from .samplers import RASampler, ResumableSampler
+from .transforms import BatchFinish, make_eval_transform, make_train_transform
+
+
+class SampleDataset(Dataset):
+    """``source`` restricted to ``indices`` with a transform: what a DataLoader iterates."""
+
+    def __init__(self, source, indices, transform):
+        self.source, self.indices, self.transform = source, list(indices), transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        j = self.indices[i]
+        return self.transform(self.source.load(j)), int(self.source.targets[j])
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return self.source.targets[self.indices]
+
+
+def stratified_split(targets: torch.Tensor, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(keep, holdout) positions; each class gives round(fraction * its count) images to the holdout."""
+    g = torch.Generator().manual_seed(seed)
+    keep, hold = [], []
+    for c in torch.unique(targets).tolist():
+        idx = torch.nonzero(targets == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)].tolist()
+        k = round(fraction * len(idx))
+        hold += idx[:k]
+        keep += idx[k:]
+    return sorted(keep), sorted(hold)
+
+
+def stratified_subset(targets: torch.Tensor, limit: int, seed: int) -> list[int]:
+    """About ``limit`` positions with the class proportions of ``targets`` (all when limit is 0 or large)."""
+    if limit <= 0 or limit >= len(targets):
+        return list(range(len(targets)))
+    return stratified_split(targets, limit / len(targets), seed + 1)[1]
+
+
+@dataclass
+class Loaders:
+    train: DataLoader
+    holdout: DataLoader | None
+    test: DataLoader
+    train_sampler: ResumableSampler  # set_epoch(epoch, skip=0)
+
+
+def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, val_resize_size: int,
+                 val_crop_size: int, interpolation: str = "bilinear", auto_augment: str | None = None,
+                 ra_magnitude: int = 9, augmix_severity: int = 3, random_erase: float = 0.0,
+                 crop_min_scale: float = 0.08, hflip_prob: float = 0.5, mixup_alpha: float = 0.0,
+                 cutmix_alpha: float = 0.0, ra_sampler: bool = False, ra_reps: int = 3, holdout: float = 0.0,
+                 seed: int = 0, workers: int = 0, world_size: int = 1, rank: int = 0,
+                 pin_memory: bool = False, eval_batch_size: int | None = None, train_limit: int = 0,
+                 test_limit: int = 0) -> Loaders:
+    train_tf = make_train_transform(
+        crop_size=train_crop_size, interpolation=interpolation, hflip_prob=hflip_prob, auto_augment=auto_augment,
+        ra_magnitude=ra_magnitude, augmix_severity=augmix_severity, crop_min_scale=crop_min_scale)
+    eval_tf = make_eval_transform(resize_size=val_resize_size, crop_size=val_crop_size, interpolation=interpolation)
+    train_collate = Collate(BatchFinish(bundle.mean, bundle.std, random_erase), len(bundle.classes),
+                            mixup_alpha, cutmix_alpha)
+    eval_collate = Collate(BatchFinish(bundle.mean, bundle.std))
+    pool = stratified_subset(bundle.train.targets, train_limit, seed)
+    keep, hold = stratified_split(bundle.train.targets[pool], holdout, seed) if holdout > 0 else (range(len(pool)), [])
+    keep, hold = [pool[i] for i in keep], [pool[i] for i in hold]
+    test_idx = stratified_subset(bundle.test.targets, test_limit, seed)
+    train_ds = SampleDataset(bundle.train, keep, train_tf)
+    if ra_sampler:
+        sampler = RASampler(len(train_ds), num_replicas=world_size, rank=rank, seed=seed, repetitions=ra_reps)
+    else:
+        sampler = DistributedSampler(train_ds, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
+                                     drop_last=False)
+    sampler = ResumableSampler(sampler)
+    # The DataLoader gets its own generator so worker seeds depend on the run's seed only.
+    gen = torch.Generator().manual_seed(seed)
+    common = dict(num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0)
+    train = DataLoader(train_ds, batch_size=batch_size, sampler=sampler, drop_last=len(sampler) > batch_size,
+                       collate_fn=train_collate, generator=gen,
+                       **common)
+    eval_bs = eval_batch_size or batch_size * 2
+
+    def eval_loader(source, indices):
+        # Exact evaluation under DDP: rank r takes every world_size-th image, nothing padded or repeated.
+        ds = SampleDataset(source, list(indices)[rank::world_size], eval_tf)
+        return DataLoader(ds, batch_size=eval_bs, shuffle=False, collate_fn=eval_collate, **common)
+
+    return Loaders(train, eval_loader(bundle.train, hold) if hold else None,
+                   eval_loader(bundle.test, test_idx), sampler)
+
+
+def single_threaded_fetch(loader):
+    """Iterate ``loader`` with one intra-op thread while fetching, all threads while computing.
+
+    With ``num_workers=0`` the per-image transforms run between training steps, and each tiny
+    tensor op there pays for waking the intra-op thread pool. On 2 cores, fetching with one
+    thread took a resnet9_w16 epoch from 146 to 739 img/s (benchmarks/README.md).
+    """
+    threads = torch.get_num_threads()
+    it = iter(loader)
+    while True:
+        torch.set_num_threads(1)
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        finally:
+            torch.set_num_threads(threads)
+        yield batch
+
+
+def iterate(loader, device: torch.device):
+    """The loader's batches, fetched single-threaded when they are made in this process on a CPU."""
+    if getattr(loader, "num_workers", 1) == 0 and torch.device(device).type == "cpu":
+        return single_threaded_fetch(loader)
+    return iter(loader)

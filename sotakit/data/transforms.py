@@ -1,0 +1,72 @@
+"""Train and eval preprocessing, as TorchVision's ``ClassificationPresetTrain/Eval`` with transforms.v2.
+
+Split in two so the per-image Python work stays small: the per-image part (crop, flip, automatic
+augmentation) works on uint8 images, PIL or tensor; the batch part (``BatchFinish``, run in the
+collate function) converts the whole batch to float, makes grayscale RGB, normalizes and applies
+random erasing per image. Converting and normalizing a batch at once costs a fraction of doing it
+image by image (measured: 0.17 ms of 0.4 ms per 28 px image), which matters on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import v2
+
+INTERPOLATION = {"nearest": v2.InterpolationMode.NEAREST, "bilinear": v2.InterpolationMode.BILINEAR,
+                 "bicubic": v2.InterpolationMode.BICUBIC}
+
+
+def auto_augment_transform(policy: str, interpolation: str, ra_magnitude: int = 9, augmix_severity: int = 3):
+    """The reference's --auto-augment choices, each a torchvision v2 transform."""
+    mode = INTERPOLATION[interpolation]
+    if policy == "ta_wide":
+        return v2.TrivialAugmentWide(interpolation=mode)
+    if policy == "ra":
+        return v2.RandAugment(interpolation=mode, magnitude=ra_magnitude)
+    if policy == "augmix":
+        return v2.AugMix(interpolation=mode, severity=augmix_severity)
+    return v2.AutoAugment(v2.AutoAugmentPolicy(policy), interpolation=mode)
+
+
+def make_train_transform(*, crop_size: int, interpolation: str = "bilinear", hflip_prob: float = 0.5,
+                         auto_augment: str | None = None, ra_magnitude: int = 9, augmix_severity: int = 3,
+                         crop_min_scale: float = 0.08) -> v2.Compose:
+    """Per-image training transform: uint8 image in, uint8 CHW tensor of ``crop_size`` out."""
+    mode = INTERPOLATION[interpolation]
+    steps = [v2.ToImage(),
+             v2.RandomResizedCrop(crop_size, scale=(crop_min_scale, 1.0), interpolation=mode, antialias=True)]
+    if hflip_prob > 0:
+        steps.append(v2.RandomHorizontalFlip(hflip_prob))
+    if auto_augment:
+        steps.append(auto_augment_transform(auto_augment, interpolation, ra_magnitude, augmix_severity))
+    steps.append(v2.ToPureTensor())
+    return v2.Compose(steps)
+
+
+def make_eval_transform(*, resize_size: int, crop_size: int, interpolation: str = "bilinear") -> v2.Compose:
+    """Per-image eval transform: resize the short side, center crop; uint8 out."""
+    return v2.Compose([
+        v2.ToImage(),
+        v2.Resize(resize_size, interpolation=INTERPOLATION[interpolation], antialias=True),
+        v2.CenterCrop(crop_size),
+        v2.ToPureTensor(),
+    ])
+
+
+class BatchFinish:
+    """uint8 batch (B, C, H, W) -> normalized float RGB batch, with per-image random erasing."""
+
+    def __init__(self, mean, std, random_erase: float = 0.0):
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.erase = v2.RandomErasing(p=random_erase) if random_erase > 0 else None
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float().div_(255)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)  # grayscale as RGB, so every architecture takes it
+        x = (x - self.mean) / self.std
+        if self.erase is not None:
+            # After Normalize as in the reference; one call per image so each gets its own box.
+            x = torch.stack([self.erase(img) for img in x])
+        return x

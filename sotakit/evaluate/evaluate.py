@@ -1,0 +1,45 @@
+"""Evaluation: loss and acc@1/acc@5 over a loader, exact under DDP (each image counted once)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..data import iterate
+from .metrics import topk_correct
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Autocast context for ``dtype`` on ``device``; a no-op when dtype is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader, *, device: torch.device | str = "cpu", amp_dtype: torch.dtype | None = None,
+             channels_last: bool = False, criterion: nn.Module | None = None) -> dict[str, float]:
+    """Mean loss, acc@1 and acc@5 (percent) and the image count ``n``, summed over all ranks."""
+    device = torch.device(device)
+    criterion = criterion or nn.CrossEntropyLoss()
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64)  # loss*n, correct@1, correct@5, n
+    for images, targets in iterate(loader, device):
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp_dtype):
+            logits = model(images)
+        loss = criterion(logits.float(), targets)
+        c1, c5 = topk_correct(logits, targets)
+        sums += torch.tensor([loss.item() * len(images), c1, c5, len(images)], dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized():
+        sums = sums.to(device)
+        dist.all_reduce(sums)
+        sums = sums.cpu()
+    n = max(sums[3].item(), 1.0)
+    return {"loss": sums[0].item() / n, "acc1": 100 * sums[1].item() / n, "acc5": 100 * sums[2].item() / n,
+            "n": int(sums[3].item())}

@@ -1,0 +1,31 @@
+"""Model registry and complexity counts.
+
+A leaf package: it imports only torch, torchvision and the standard library, so every other part
+of sotakit can depend on it without cycles.
+"""
+
+import importlib
+
+from .complexity import build_meta_model, count_flops, count_parameters, describe_models
+from .registry import UnknownModelError, build_model, get_model_builder, list_models, register_model
+
+try:
+    # Registers sotakit's own models. import_module rather than ``from . import compact``: the
+    # latter reports a missing submodule as a plain ImportError, indistinguishable from others.
+    importlib.import_module(f"{__name__}.compact")
+except ModuleNotFoundError as err:
+    # Only a missing compact module is optional; a missing import inside it is a real error.
+    if err.name != f"{__name__}.compact":
+        raise
+
+__all__ = [
+    "UnknownModelError",
+    "build_meta_model",
+    "build_model",
+    "count_flops",
+    "count_parameters",
+    "describe_models",
+    "get_model_builder",
+    "list_models",
+    "register_model",
+]

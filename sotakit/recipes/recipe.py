@@ -1,0 +1,239 @@
+"""The Recipe: every option of TorchVision's ``references/classification/train.py`` plus sotakit's own.
+
+Field names are the reference script's argparse ``dest`` names and defaults are the reference
+defaults (torchvision 0.29), so a recipe written for the reference reads the same here. Each field's
+``help`` metadata is its ``--help`` text; flags are derived from names (``lr_min`` -> ``--lr-min``).
+Standard library only: this module is a leaf every other part may read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+
+
+def _f(default: Any, help: str, *, ref: bool = True, choices: tuple | None = None, aliases: tuple = ()):
+    return field(default=default, metadata={"help": help, "ref": ref, "choices": choices, "aliases": aliases})
+
+
+OPTIMIZERS = ("sgd", "sgd-nesterov", "rmsprop", "adamw")
+SCHEDULERS = ("steplr", "cosineannealinglr", "exponentiallr")
+AUTO_AUGMENT = ("ta_wide", "ra", "augmix", "imagenet", "cifar10", "svhn")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A complete, immutable description of one training run."""
+
+    # --- the 51 options of references/classification/train.py, same names and defaults ---
+    data_path: str = _f("/datasets01/imagenet_full_size/061417/", "dataset folder with train/ and val/ (same as --data PATH)")
+    model: str = _f("resnet18", "model name (see `sotakit models`)")
+    device: str = _f("cuda", "cuda or cpu; cuda falls back to cpu with a warning when no GPU is present")
+    batch_size: int = _f(32, "images per process per step; global batch = world_size x batch_size", aliases=("-b",))
+    epochs: int = _f(90, "number of total epochs to run")
+    workers: int = _f(16, "DataLoader worker processes (capped at the cores available)", aliases=("-j",))
+    opt: str = _f("sgd", "optimizer", choices=OPTIMIZERS)
+    lr: float = _f(0.1, "initial learning rate (scaled by global batch / lr_ref_batch when that is set)")
+    momentum: float = _f(0.9, "momentum (sgd, rmsprop)")
+    weight_decay: float = _f(1e-4, "weight decay", aliases=("--wd",))
+    norm_weight_decay: Optional[float] = _f(None, "weight decay for normalization layers (default: weight_decay)")
+    bias_weight_decay: Optional[float] = _f(None, "weight decay for bias parameters (default: weight_decay)")
+    transformer_embedding_decay: Optional[float] = _f(None, "weight decay for class token, position embeddings and relative position bias tables")
+    label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy loss")
+    mixup_alpha: float = _f(0.0, "mixup Beta(alpha, alpha); 0 disables")
+    cutmix_alpha: float = _f(0.0, "cutmix Beta(alpha, alpha); 0 disables; with mixup, one of the two per batch")
+    lr_scheduler: str = _f("steplr", "learning-rate schedule after warm-up", choices=SCHEDULERS)
+    lr_warmup_epochs: int = _f(0, "epochs of warm-up")
+    lr_warmup_method: str = _f("constant", "warm-up shape", choices=("constant", "linear"))
+    lr_warmup_decay: float = _f(0.01, "learning-rate factor at the start of warm-up")
+    lr_step_size: int = _f(30, "StepLR: decay every this many epochs")
+    lr_gamma: float = _f(0.1, "StepLR/ExponentialLR decay factor")
+    lr_min: float = _f(0.0, "cosine schedule's minimum learning rate")
+    print_freq: int = _f(10, "log a metrics line every this many steps")
+    output_dir: str = _f(".", "runs are created under OUTPUT_DIR/runs/")
+    resume: str = _f("", "run directory or checkpoint to continue from")
+    start_epoch: int = _f(0, "first epoch (overridden by --resume)")
+    cache_dataset: bool = _f(False, "accepted for compatibility; folder indexes are cached anyway")
+    sync_bn: bool = _f(False, "convert BatchNorm to SyncBatchNorm under DDP")
+    test_only: bool = _f(False, "only evaluate (with --resume or --weights)")
+    auto_augment: Optional[str] = _f(None, "automatic augmentation policy", choices=AUTO_AUGMENT)
+    ra_magnitude: int = _f(9, "RandAugment magnitude")
+    augmix_severity: int = _f(3, "AugMix severity")
+    random_erase: float = _f(0.0, "random erasing probability")
+    amp: bool = _f(False, "mixed precision (autocast with amp_dtype)")
+    world_size: int = _f(1, "number of processes (set from WORLD_SIZE under torchrun)")
+    dist_url: str = _f("env://", "url used to set up distributed training")
+    model_ema: bool = _f(False, "keep an exponential moving average of parameters and buffers")
+    model_ema_steps: int = _f(32, "update the EMA every this many steps")
+    model_ema_decay: float = _f(0.99998, "EMA decay (adjusted to batch, steps and epochs as the reference does)")
+    use_deterministic_algorithms: bool = _f(False, "deterministic kernels only (bit-exact resume)")
+    interpolation: str = _f("bilinear", "resize interpolation", choices=INTERPOLATIONS)
+    val_resize_size: int = _f(256, "validation resize size")
+    val_crop_size: int = _f(224, "validation center-crop size")
+    train_crop_size: int = _f(224, "training random-resized-crop size")
+    clip_grad_norm: Optional[float] = _f(None, "maximum gradient norm; unset disables")
+    ra_sampler: bool = _f(False, "repeated-augmentation sampler (one process or DDP)")
+    ra_reps: int = _f(3, "repetitions per image with --ra-sampler")
+    weights: Optional[str] = _f(None, "weights to start from: a sotakit weights/checkpoint file (no hub downloads)")
+    backend: str = _f("pil", "image backend", choices=("pil", "tensor"))
+    use_v2: bool = _f(False, "accepted for compatibility; sotakit always uses transforms.v2")
+
+    # --- sotakit's own ---
+    data: str = _f("fashion-mnist", "a data set name (fashion-mnist, cifar10, imagenette-160, ...) or a folder", ref=False)
+    data_root: Optional[str] = _f(None, "where named data sets are looked up and downloaded ($SOTAKIT_DATA)", ref=False)
+    seed: int = _f(0, "seed for weights, data order and augmentation", ref=False)
+    holdout: float = _f(0.0, "fraction of the training set held out (stratified) as validation", ref=False)
+    channels_last: bool = _f(False, "channels-last memory format", ref=False)
+    amp_dtype: str = _f("bfloat16", "autocast dtype; float16 uses a GradScaler (CUDA)", ref=False, choices=("bfloat16", "float16"))
+    run_name: str = _f("", "name of the run directory (default: recipe or model name)", ref=False)
+    lr_ref_batch: Optional[int] = _f(None, "global batch the lr was tuned for; lr is scaled linearly by global batch / this", ref=False)
+    recipe_name: str = _f("", "preset this recipe came from (informational)", ref=False)
+    lr_per_step: bool = _f(False, "step the schedule every batch (warm-up and decay in steps) instead of every epoch", ref=False)
+    train_limit: int = _f(0, "train on a stratified, seeded subset of this many images (0: all), for quick runs", ref=False)
+    test_limit: int = _f(0, "evaluate on a stratified, seeded subset of this many test images (0: all)", ref=False)
+    crop_min_scale: float = _f(0.08, "smallest area fraction of the training random-resized crop", ref=False)
+
+    def replace(self, **changes: Any) -> "Recipe":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in fields(Recipe)}
+REFERENCE_FIELDS = tuple(f.name for f in fields(Recipe) if f.metadata["ref"])
+
+
+def flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def field_type(name: str) -> type:
+    """The scalar type of a field (Optional[...] unwrapped)."""
+    t = FIELDS[name].type
+    t = t.replace("Optional[", "").rstrip("]") if isinstance(t, str) else t
+    return {"str": str, "int": int, "float": float, "bool": bool}[t]
+
+
+class RecipeError(ValueError):
+    """A recipe value or key is invalid; the message says what to use instead."""
+
+
+def closest(name: str, candidates) -> str:
+    match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
+    return f" Did you mean {match[0]!r}?" if match else ""
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Check one key/value against the Recipe schema and return the typed value."""
+    if name not in FIELDS:
+        raise RecipeError(f"unknown recipe key {name!r}.{closest(name, FIELDS)}")
+    if value is None:
+        if FIELDS[name].default is not None:
+            raise RecipeError(f"{name} cannot be empty")
+        return None
+    t = field_type(name)
+    if t is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            value = value.lower() in ("true", "1")
+        if not isinstance(value, bool):
+            raise RecipeError(f"{name} must be true or false, got {value!r}")
+    elif t is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    elif t is float and isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise RecipeError(f"{name} must be a number, got {value!r}") from None
+    elif t is int and isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise RecipeError(f"{name} must be an integer, got {value!r}") from None
+    if not isinstance(value, t) or (t is int and isinstance(value, bool)):
+        raise RecipeError(f"{name} must be {t.__name__}, got {value!r}")
+    choices = FIELDS[name].metadata["choices"]
+    if choices is not None:
+        if t is str:
+            value = value.lower() if name in ("backend", "opt", "lr_scheduler", "lr_warmup_method") else value
+        if name == "opt" and value.startswith("sgd") and value not in choices:
+            value = "sgd-nesterov" if "nesterov" in value else "sgd"  # the reference matches by prefix
+        if value not in choices:
+            raise RecipeError(f"{name}={value!r} is not one of {', '.join(choices)}.{closest(str(value), choices)}")
+    return value
+
+
+def make_recipe(base: Recipe | None = None, **changes: Any) -> Recipe:
+    """A Recipe from ``base`` with ``changes`` checked, typed and validated."""
+    typed = {k: coerce(k, v) for k, v in changes.items()}
+    recipe = (base or Recipe()).replace(**typed)
+    validate(recipe)
+    return recipe
+
+
+_POSITIVE = ("batch_size", "epochs", "lr", "model_ema_steps", "val_resize_size", "val_crop_size",
+             "train_crop_size", "lr_step_size", "ra_reps", "print_freq", "world_size")
+_NON_NEGATIVE = ("workers", "momentum", "weight_decay", "norm_weight_decay", "bias_weight_decay",
+                 "transformer_embedding_decay", "mixup_alpha", "cutmix_alpha", "lr_warmup_epochs",
+                 "lr_min", "start_epoch", "ra_magnitude", "clip_grad_norm", "seed", "train_limit", "test_limit")
+_UNIT = ("crop_min_scale", "label_smoothing", "random_erase", "lr_warmup_decay", "model_ema_decay", "lr_gamma")
+
+
+def validate(r: Recipe) -> None:
+    """Raise RecipeError for values no run could use."""
+    for name in _POSITIVE:
+        if getattr(r, name) <= 0:
+            raise RecipeError(f"{name} must be > 0, got {getattr(r, name)}")
+    for name in _NON_NEGATIVE:
+        v = getattr(r, name)
+        if v is not None and v < 0:
+            raise RecipeError(f"{name} must be >= 0, got {v}")
+    for name in _UNIT:
+        if not 0.0 <= getattr(r, name) <= 1.0:
+            raise RecipeError(f"{name} must be in [0, 1], got {getattr(r, name)}")
+    if not 0.0 <= r.holdout < 1.0:
+        raise RecipeError(f"holdout must be in [0, 1), got {r.holdout}; use e.g. --holdout 0.1")
+    if not 1 <= r.augmix_severity <= 10:
+        raise RecipeError(f"augmix_severity must be in 1..10, got {r.augmix_severity}")
+    if r.lr_warmup_epochs >= r.epochs and r.lr_warmup_epochs > 0:
+        raise RecipeError(f"lr_warmup_epochs ({r.lr_warmup_epochs}) must be smaller than epochs ({r.epochs})")
+    if r.lr_ref_batch is not None and r.lr_ref_batch <= 0:
+        raise RecipeError("lr_ref_batch must be > 0")
+
+
+def warnings_for(r: Recipe, steps_per_epoch: int | None = None) -> list[str]:
+    """Options the reference silently ignores or that contradict each other, each with the reason."""
+    out = []
+    if r.ra_sampler and r.ra_reps < 2:
+        out.append(f"--ra-sampler with --ra-reps {r.ra_reps} repeats nothing: use --ra-reps 2 or more, or drop --ra-sampler")
+    if not r.ra_sampler and r.ra_reps != FIELDS["ra_reps"].default:
+        out.append(f"--ra-reps {r.ra_reps} has no effect without --ra-sampler")
+    if (r.mixup_alpha > 0 or r.cutmix_alpha > 0) and r.batch_size < 2:
+        out.append("mixup/cutmix mix images within a batch; with --batch-size 1 each image is mixed with itself")
+    if r.val_crop_size > r.val_resize_size:
+        out.append(f"--val-crop-size {r.val_crop_size} is larger than --val-resize-size {r.val_resize_size}: the crop pads")
+    if r.lr_scheduler != "steplr" and r.lr_step_size != FIELDS["lr_step_size"].default:
+        out.append(f"--lr-step-size only applies to steplr, not {r.lr_scheduler}")
+    if r.lr_warmup_epochs == 0 and r.lr_warmup_method != "constant":
+        out.append("--lr-warmup-method has no effect with --lr-warmup-epochs 0")
+    if r.model_ema and steps_per_epoch:
+        alpha = ema_alpha(r)
+        updates = r.epochs * steps_per_epoch // r.model_ema_steps
+        if alpha < 1.0 and 1.0 / alpha > updates:
+            out.append(
+                f"EMA averages over ~{1 / alpha:.0f} updates but the run makes only {updates}: "
+                "the EMA model will lag far behind; lower --model-ema-decay or --model-ema-steps")
+    return out
+
+
+def ema_alpha(r: Recipe) -> float:
+    """The reference's decay adjustment: alpha = (1 - decay) * global_batch * ema_steps / epochs.
+
+    It makes the averaging horizon a fixed fraction of the run whatever the batch and epoch count
+    (the pycls trick the TorchVision blog adopted); the EMA keeps ``1 - alpha`` of itself per update.
+    """
+    adjust = r.world_size * r.batch_size * r.model_ema_steps / r.epochs
+    return min(1.0, (1.0 - r.model_ema_decay) * adjust)

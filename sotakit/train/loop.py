@@ -1,0 +1,105 @@
+"""One training epoch: a plain loop a reader can follow and a user can copy.
+
+Order of work per step, as TorchVision's reference: forward under autocast, loss, backward (scaled
+when a GradScaler is given), optional gradient clipping on unscaled gradients, optimizer step,
+EMA update every ``ema_steps`` steps. The loss is checked for a non-finite value before the
+backward pass, so a NaN never reaches the weights.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..data import iterate
+from ..evaluate import autocast, topk_correct
+from .ema import update_ema
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the weights were not updated with it."""
+
+    def __init__(self, epoch: int, step: int, value: float):
+        super().__init__(f"loss is {value} at epoch {epoch}, step {step}: stopping before the optimizer step. "
+                         "Lower --lr, set --clip-grad-norm, or check the data; the last good checkpoint is kept.")
+        self.epoch, self.step, self.value = epoch, step, value
+
+
+class Interrupted(Exception):
+    """The run was asked to stop (signal); raised at a step boundary."""
+
+    def __init__(self, step_in_epoch: int):
+        super().__init__(f"interrupted after step {step_in_epoch}")
+        self.step_in_epoch = step_in_epoch
+
+
+def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *, criterion: nn.Module,
+                    device: torch.device, epoch: int, first_step: int = 0,
+                    step_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+                    ema=None, ema_steps: int = 32, ema_in_warmup: bool = False,
+                    scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None,
+                    clip_grad_norm: float | None = None, channels_last: bool = False, print_freq: int = 10,
+                    on_log: Callable[[dict], None] | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
+    """Train for one pass over ``loader``; return mean loss, acc@1, acc@5, img/s, data and epoch time.
+
+    ``first_step`` is the index of the loader's first batch within the epoch (non-zero when resuming
+    mid-epoch; the loader then already skips the batches done). ``on_log`` receives a metrics dict
+    every ``print_freq`` steps; ``should_stop`` is polled after each step and raises ``Interrupted``.
+    """
+    model.train()
+    sums = torch.zeros(4, dtype=torch.float64)  # loss*n, correct@1, correct@5, n
+    window = {"loss": 0.0, "n": 0, "t": time.perf_counter()}
+    data_time = 0.0
+    start = t_data = time.perf_counter()
+    step = first_step
+    for step, (images, targets) in enumerate(iterate(loader, device), start=first_step):
+        data_time += time.perf_counter() - t_data
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp_dtype):
+            logits = model(images)
+            loss = criterion(logits, targets)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(epoch, step, loss.item())
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if clip_grad_norm is not None:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+                nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if clip_grad_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+            optimizer.step()
+        if ema is not None:
+            update_ema(ema, model, step=step, every=ema_steps, in_warmup=ema_in_warmup)
+        lr = optimizer.param_groups[0]["lr"]
+        if step_scheduler is not None:
+            step_scheduler.step()
+
+        n = len(images)
+        c1, c5 = topk_correct(logits.detach(), targets)
+        sums += torch.tensor([loss.item() * n, c1, c5, n], dtype=torch.float64)
+        window["loss"] += loss.item() * n
+        window["n"] += n
+        if on_log is not None and (step + 1) % print_freq == 0:
+            now = time.perf_counter()
+            on_log({"epoch": epoch, "step": step + 1, "loss": window["loss"] / window["n"], "lr": lr,
+                    "img_s": window["n"] / max(now - window["t"], 1e-9)})
+            window = {"loss": 0.0, "n": 0, "t": now}
+        if should_stop is not None and should_stop():
+            raise Interrupted(step + 1)
+        t_data = time.perf_counter()
+    elapsed = time.perf_counter() - start
+    n = max(sums[3].item(), 1.0)
+    return {"loss": sums[0].item() / n, "acc1": 100 * sums[1].item() / n, "acc5": 100 * sums[2].item() / n,
+            "img_s": sums[3].item() / max(elapsed, 1e-9), "data_time": data_time, "epoch_time": elapsed,
+            "steps": step + 1}

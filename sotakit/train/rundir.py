@@ -1,0 +1,125 @@
+"""The run directory: resolved recipe, metrics log (JSON lines + TensorBoard), summary, curves.
+
+``runs/<YYYYmmdd-HHMMSS>-<name>/`` is the single source of truth for a run; everything a later
+command (eval, resume, report) needs is read back from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+
+
+def create_run_dir(output_dir: str | Path, name: str) -> Path:
+    """A new, unique run directory under ``output_dir/runs``."""
+    base = Path(output_dir) / "runs"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for k in range(100):
+        path = base / (f"{stamp}-{name}" if k == 0 else f"{stamp}-{name}-{k}")
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a run directory under {base}")
+
+
+class MetricsLog:
+    """Appends one JSON line per record to metrics.jsonl and mirrors scalars to TensorBoard."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True):
+        self.path = run_dir / "metrics.jsonl"
+        self.enabled = enabled
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+            except ImportError:  # tensorboard is optional; metrics.jsonl is the record
+                self.tb = None
+
+    def write(self, record: dict[str, Any], *, global_step: int) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            kind = record.get("kind", "step")
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step"):
+                    self.tb.add_scalar(f"{kind}/{k}", v, global_step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def environment() -> dict[str, Any]:
+    """Versions and code revision stored with every result."""
+    from .. import __version__
+    env = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+           "sotakit": __version__, "machine": platform.machine(), "processor": platform.processor() or "",
+           "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+           "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    try:
+        repo = Path(__file__).resolve().parents[2]
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        env["git_commit"] = out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        env["git_commit"] = None
+    return env
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def plot_curves(run_dir: Path) -> Path | None:
+    """curves.png: loss, accuracy and learning rate per epoch."""
+    epochs = [r for r in read_metrics(run_dir) if r.get("kind") == "epoch"]
+    if not epochs:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [r["epoch"] + 1 for r in epochs]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(x, [r["train_loss"] for r in epochs], "o-", label="train")
+    axes[0].plot(x, [r["val_loss"] for r in epochs], "o-", label=epochs[0].get("val_split", "val"))
+    axes[0].set_title("loss")
+    axes[1].plot(x, [r["train_acc1"] for r in epochs], "o-", label="train acc@1")
+    axes[1].plot(x, [r["val_acc1"] for r in epochs], "o-", label="val acc@1")
+    if any("ema_acc1" in r for r in epochs):
+        axes[1].plot(x, [r.get("ema_acc1", float("nan")) for r in epochs], "o-", label="EMA val acc@1")
+    axes[1].set_title("accuracy (%)")
+    axes[2].plot(x, [r["lr"] for r in epochs], "o-")
+    axes[2].set_title("learning rate (end of epoch)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    axes[1].legend()
+    fig.suptitle(run_dir.name)
+    fig.tight_layout()
+    out = run_dir / "curves.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
