@@ -46,8 +46,8 @@ def _run_fit(call):
     from .train import Interrupted, NonFiniteLossError
     try:
         return call()
-    except Interrupted:
-        return 143
+    except Interrupted as e:
+        return 128 + (getattr(e, "signum", None) or signal.SIGTERM)
     except NonFiniteLossError:
         return 3
 

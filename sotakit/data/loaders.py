@@ -32,15 +32,21 @@ class SampleDataset(Dataset):
 
 
 def stratified_split(targets: torch.Tensor, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """(keep, holdout) positions; each class gives round(fraction * its count) images to the holdout."""
+    """(keep, holdout) positions, seeded; the holdout has round(fraction * N) images, each class
+    giving its share (largest-remainder rounding, so the total is exact)."""
     g = torch.Generator().manual_seed(seed)
+    classes = torch.unique(targets).tolist()
+    members = {c: torch.nonzero(targets == c).flatten() for c in classes}
+    members = {c: idx[torch.randperm(len(idx), generator=g)].tolist() for c, idx in members.items()}
+    exact = {c: fraction * len(members[c]) for c in classes}
+    take = {c: int(exact[c]) for c in classes}
+    short = round(fraction * len(targets)) - sum(take.values())
+    for c in sorted(classes, key=lambda c: exact[c] - take[c], reverse=True)[:max(0, short)]:
+        take[c] += 1
     keep, hold = [], []
-    for c in torch.unique(targets).tolist():
-        idx = torch.nonzero(targets == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)].tolist()
-        k = round(fraction * len(idx))
-        hold += idx[:k]
-        keep += idx[k:]
+    for c in classes:
+        hold += members[c][:take[c]]
+        keep += members[c][take[c]:]
     return sorted(keep), sorted(hold)
 
 

@@ -32,6 +32,14 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
                                metavar=name.upper(), help=help_text)
 
 
+# Names other trainers (timm, fastai scripts) use for the same options, so the hint is the right one.
+SYNONYMS = {"--learning-rate": "--lr", "--optimizer": "--opt", "--arch": "--model", "--num-workers": "--workers",
+            "--smoothing": "--label-smoothing", "--mixup": "--mixup-alpha", "--cutmix": "--cutmix-alpha",
+            "--sched": "--lr-scheduler", "--warmup-epochs": "--lr-warmup-epochs", "--aa": "--auto-augment",
+            "--reprob": "--random-erase", "--min-lr": "--lr-min", "--model-ema-force-cpu": "--model-ema",
+            "--channels-last": "--channels-last", "--clip-grad": "--clip-grad-norm", "--data-dir": "--data"}
+
+
 def known_flags(parser: argparse.ArgumentParser) -> list[str]:
     return [s for a in parser._actions for s in a.option_strings]
 
@@ -43,7 +51,8 @@ def check_unknown(argv: list[str], parser: argparse.ArgumentParser) -> None:
         if tok.startswith("-") and not _is_number(tok):
             opt = tok.split("=", 1)[0]
             if opt not in flags:
-                raise RecipeError(f"unknown option {opt}.{closest(opt, flags)} See `sotakit train --help`.")
+                hint = f" Did you mean {SYNONYMS[opt]!r}?" if opt in SYNONYMS else closest(opt, flags)
+                raise RecipeError(f"unknown option {opt}.{hint} See `sotakit train --help`.")
 
 
 def _is_number(tok: str) -> bool:

@@ -58,7 +58,7 @@ class StopRequest:
         for s, h in self._old.items():
             signal.signal(s, h)
 
-    def __call__(self) -> bool:
+    def __call__(self, *_) -> bool:
         return self.signum is not None
 
 
@@ -74,8 +74,13 @@ def amp_dtype_for(recipe: Recipe, device: torch.device) -> tuple[torch.dtype | N
     return getattr(torch, recipe.amp_dtype), None
 
 
-def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbose: bool = True) -> FitResult:
-    """Train ``recipe`` (or continue the run in ``resume``, with its own recipe); return run dir and summary."""
+def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbose: bool = True,
+        stop_at: tuple[int, int] | None = None) -> FitResult:
+    """Train ``recipe`` (or continue the run in ``resume``, with its own recipe); return run dir and summary.
+
+    ``stop_at=(epoch, steps)`` stops as a signal would once ``steps`` steps of epoch ``epoch`` (from 0)
+    are done, writing a checkpoint to resume from: for time-sliced jobs and resume tests.
+    """
     t_start = time.perf_counter()
     ckpt = None
     resume = resume or (recipe.resume if recipe is not None else None)
@@ -206,13 +211,14 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                         channels_last=recipe.channels_last, print_freq=recipe.print_freq,
                         on_log=lambda r: (log.write({"kind": "step", **r}, global_step=r["epoch"] * steps_per_epoch + r["step"]),
                                           progress.log_step(r)),
-                        should_stop=stop)
+                        should_stop=lambda done, e=epoch: stop() or (stop_at is not None and (e, done) == tuple(stop_at)))
                 except Interrupted as e:
                     if dist_info.is_main:
                         save_checkpoint(state(epoch, e.step_in_epoch, gen_state, [rng_state()]),
                                         run_dir / "checkpoint-last.pt")
-                    progress.message(f"stopped by signal {stop.signum} at epoch {epoch + 1} step {e.step_in_epoch}; "
+                    progress.message(f"stopped ({_signal_name(stop.signum)}) at epoch {epoch + 1} step {e.step_in_epoch}; "
                                      f"checkpoint written. Continue with: sotakit train --resume {run_dir}")
+                    e.signum = stop.signum
                     raise
                 first_step = 0
                 if not recipe.lr_per_step:
@@ -268,6 +274,10 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
         plot_curves(run_dir)
     barrier()
     return FitResult(run_dir, summary)
+
+
+def _signal_name(signum) -> str:
+    return signal.Signals(signum).name if signum is not None else "stop_at"
 
 
 def _model_state(ckpt: dict) -> dict:

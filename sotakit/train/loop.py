@@ -43,12 +43,13 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
                     scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None,
                     clip_grad_norm: float | None = None, channels_last: bool = False, print_freq: int = 10,
                     on_log: Callable[[dict], None] | None = None,
-                    should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
+                    should_stop: Callable[[int], bool] | None = None) -> dict[str, float]:
     """Train for one pass over ``loader``; return mean loss, acc@1, acc@5, img/s, data and epoch time.
 
     ``first_step`` is the index of the loader's first batch within the epoch (non-zero when resuming
     mid-epoch; the loader then already skips the batches done). ``on_log`` receives a metrics dict
-    every ``print_freq`` steps; ``should_stop`` is polled after each step and raises ``Interrupted``.
+    every ``print_freq`` steps; ``should_stop(steps_done_in_epoch)`` is polled after each step and a
+    true answer raises ``Interrupted``.
     """
     model.train()
     sums = torch.zeros(4, dtype=torch.float64)  # loss*n, correct@1, correct@5, n
@@ -95,7 +96,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             on_log({"epoch": epoch, "step": step + 1, "loss": window["loss"] / window["n"], "lr": lr,
                     "img_s": window["n"] / max(now - window["t"], 1e-9)})
             window = {"loss": 0.0, "n": 0, "t": now}
-        if should_stop is not None and should_stop():
+        if should_stop is not None and should_stop(step + 1):
             raise Interrupted(step + 1)
         t_data = time.perf_counter()
     elapsed = time.perf_counter() - start

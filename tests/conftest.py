@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny generated data sets and the real Fashion-MNIST when installed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def make_image_folder(root: Path, classes=("cat", "dog", "fox"), per_class=(12, 4), size=32, seed=0) -> Path:
+    """train/ and val/ folders of small images whose class is visible in their colour."""
+    rng = np.random.default_rng(seed)
+    for split, n in zip(("train", "val"), per_class):
+        for ci, c in enumerate(classes):
+            d = root / split / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                base = np.zeros((size, size, 3), np.uint8)
+                base[..., ci % 3] = 180
+                img = np.clip(base + rng.integers(0, 60, base.shape), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(d / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def folder_factory():
+    return make_image_folder
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    return make_image_folder(tmp_path / "imgs")
+
+
+@pytest.fixture
+def fmnist_root() -> Path:
+    if not (FMNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    return FMNIST
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    # Folder-index caches and downloads go to a per-session temp dir, never the user's home.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture
+def one_thread():
+    """Tests that time nothing but run models: one thread avoids oversubscription with subprocesses."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def pytest_collection_modifyitems(config, items):
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs CUDA")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning")

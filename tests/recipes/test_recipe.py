@@ -1,0 +1,146 @@
+"""The Recipe schema, presets, the ladder, flags and the scaling rules."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from sotakit.cli import build_recipe, make_parser
+from sotakit.recipes import (REFERENCE_FIELDS, Recipe, RecipeError, dump_recipe, ema_alpha, list_presets,
+                             load_ladder, load_preset, load_recipe, make_recipe, preset_meta, resolve, warnings_for)
+from sotakit.recipes.flags import check_unknown
+
+# The reference script's defaults (torchvision 0.29 references/classification/train.py).
+REFERENCE_DEFAULTS = {
+    "data_path": "/datasets01/imagenet_full_size/061417/", "model": "resnet18", "device": "cuda", "batch_size": 32,
+    "epochs": 90, "workers": 16, "opt": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4,
+    "norm_weight_decay": None, "bias_weight_decay": None, "transformer_embedding_decay": None,
+    "label_smoothing": 0.0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "lr_scheduler": "steplr",
+    "lr_warmup_epochs": 0, "lr_warmup_method": "constant", "lr_warmup_decay": 0.01, "lr_step_size": 30,
+    "lr_gamma": 0.1, "lr_min": 0.0, "print_freq": 10, "output_dir": ".", "resume": "", "start_epoch": 0,
+    "cache_dataset": False, "sync_bn": False, "test_only": False, "auto_augment": None, "ra_magnitude": 9,
+    "augmix_severity": 3, "random_erase": 0.0, "amp": False, "world_size": 1, "dist_url": "env://",
+    "model_ema": False, "model_ema_steps": 32, "model_ema_decay": 0.99998, "use_deterministic_algorithms": False,
+    "interpolation": "bilinear", "val_resize_size": 256, "val_crop_size": 224, "train_crop_size": 224,
+    "clip_grad_norm": None, "ra_sampler": False, "ra_reps": 3, "weights": None, "backend": "pil", "use_v2": False,
+}
+
+SEED_COMMAND = (
+    "--model resnet50 --batch-size 128 --lr 0.5 --lr-scheduler cosineannealinglr --lr-warmup-epochs 5 "
+    "--lr-warmup-method linear --auto-augment ta_wide --epochs 600 --random-erase 0.1 --weight-decay 0.00002 "
+    "--norm-weight-decay 0.0 --label-smoothing 0.1 --mixup-alpha 0.2 --cutmix-alpha 1.0 --train-crop-size 176 "
+    "--model-ema --val-resize-size 232 --ra-sampler --ra-reps 4")
+
+
+def parse_train(cmd: str) -> Recipe:
+    argv = ["train", *shlex.split(cmd)]
+    parser = make_parser()
+    check_unknown(argv[1:], parser._subparsers._group_actions[0].choices["train"])
+    return build_recipe(parser.parse_args(argv))
+
+
+def test_reference_fields_and_defaults():
+    assert len(REFERENCE_FIELDS) == 51
+    assert set(REFERENCE_FIELDS) == set(REFERENCE_DEFAULTS)
+    r = Recipe()
+    assert {k: getattr(r, k) for k in REFERENCE_FIELDS} == REFERENCE_DEFAULTS
+
+
+def test_seed_command_line_resolves_to_v2_preset():
+    from_flags = parse_train(SEED_COMMAND)
+    preset = load_preset("torchvision-v2")
+    for k in REFERENCE_FIELDS:
+        assert getattr(from_flags, k) == getattr(preset, k), k
+
+
+def test_reference_aliases():
+    r = parse_train("-b 64 -j 3 --wd 0.05")
+    assert (r.batch_size, r.workers, r.weight_decay) == (64, 3, 0.05)
+    assert parse_train("--data-path /some/folder").data == "/some/folder"
+
+
+def test_flags_override_preset_and_bool_can_be_switched_off():
+    r = parse_train("--recipe torchvision-v2 --epochs 7 --no-model-ema")
+    assert (r.epochs, r.model_ema, r.lr, r.recipe_name) == (7, False, 0.5, "torchvision-v2")
+
+
+@pytest.mark.parametrize("cmd, message", [
+    ("--learning-rate 0.1", "Did you mean '--lr'"),
+    ("--lr-schedular steplr", "Did you mean '--lr-scheduler'"),
+    ("--opt adam", "Did you mean 'adamw'"),
+    ("--auto-augment ta_wid", "Did you mean 'ta_wide'"),
+    ("--epochs ten", "epochs must be an integer"),
+    ("--label-smoothing 1.5", "label_smoothing must be in [0, 1]"),
+    ("--lr-warmup-epochs 5 --epochs 5", "lr_warmup_epochs (5) must be smaller than epochs (5)"),
+    ("--recipe torchvision-v3", "Did you mean 'torchvision-v2'"),
+])
+def test_invalid_input_fails_with_the_fix(cmd, message):
+    with pytest.raises(RecipeError) as e:
+        parse_train(cmd)
+    assert message in str(e.value)
+
+
+def test_every_preset_loads_with_meta_source():
+    for name in list_presets():
+        r = load_preset(name)
+        assert isinstance(r, Recipe)
+        assert preset_meta(name)["source"].startswith("seeds/")
+
+
+def test_ladder_is_stacked_and_ends_at_v2():
+    steps = load_ladder("torchvision")
+    assert [s.name for s in steps][:3] == ["tv-baseline", "tv-lr-optimizations", "tv-trivialaugment"]
+    assert len(steps) == 13
+    assert steps[0].recipe.replace(recipe_name="") == load_preset("torchvision-v1").replace(recipe_name="")
+    # each step keeps what the previous ones set
+    assert steps[2].recipe.lr == 0.5 and steps[2].recipe.auto_augment == "ta_wide"
+    assert steps[-1].recipe.replace(recipe_name="") == load_preset("torchvision-v2").replace(recipe_name="")
+    # the blog's table: absolute diff of the last step
+    assert round(steps[-1].paper_acc1 - steps[0].paper_acc1, 3) == 4.728
+    assert [s.long for s in steps].index(True) == 3
+
+
+def test_small_image_scaling_keeps_ratios_and_lr_is_linear_in_global_batch():
+    v2 = load_preset("torchvision-v2")
+    r, notes = resolve(v2, native_size=28, world_size=2, cuda_available=False, cpu_count=2)
+    assert (r.val_crop_size, r.train_crop_size, r.val_resize_size) == (28, round(176 * 28 / 224), round(232 * 28 / 224))
+    assert r.lr == pytest.approx(0.5 * 128 * 2 / 1024)
+    assert r.device == "cpu" and r.workers == 0 and r.world_size == 2
+    # resolving a resolved recipe changes nothing (resume re-resolves the saved recipe)
+    assert resolve(r, native_size=28, world_size=2, cuda_available=False, cpu_count=2)[0] == r
+    big, _ = resolve(v2, native_size=160, cuda_available=True, cpu_count=8)
+    assert (big.train_crop_size, big.val_crop_size, big.device, big.workers) == (176, 224, "cuda", 7)
+    assert any("linear scaling" in n for n in notes)
+
+
+def test_recipe_file_round_trip(tmp_path):
+    r = make_recipe(load_preset("tv-mixup"), epochs=30, data="cifar10")
+    path = tmp_path / "r.toml"
+    path.write_text(dump_recipe(r, {"source": "test"}))
+    assert load_recipe(path) == r
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[recipe]\nlearning_rate = 0.1\n")
+    with pytest.raises(RecipeError, match="unknown key 'learning_rate'"):
+        load_recipe(bad)
+
+
+def test_config_file_then_flags(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[meta]\nbase = "torchvision-v1"\n[recipe]\nepochs = 4\nlr = 0.2\n')
+    r = parse_train(f"--config {cfg} --lr 0.3")
+    assert (r.model, r.epochs, r.lr) == ("resnet50", 4, 0.3)
+
+
+def test_warnings_say_why():
+    w = warnings_for(make_recipe(ra_sampler=True, ra_reps=1))
+    assert any("repeats nothing" in x for x in w)
+    w = warnings_for(make_recipe(mixup_alpha=0.2, batch_size=1))
+    assert any("mixed with itself" in x for x in w)
+    # EMA horizon 1/alpha vs the number of updates in the run
+    r = make_recipe(model_ema=True, epochs=2, batch_size=32, model_ema_steps=32)
+    alpha = (1 - 0.99998) * 32 * 32 / 2
+    assert ema_alpha(r) == pytest.approx(alpha)
+    w = warnings_for(r, steps_per_epoch=100)  # 6 updates, horizon ~98
+    assert any("EMA averages over ~98 updates but the run makes only 6" in x for x in w)
+    assert not any("EMA" in x for x in warnings_for(r, steps_per_epoch=10_000))

@@ -1,0 +1,88 @@
+"""EMA against its formula, the warm-up reset, label-smoothed loss, one epoch's stop rules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from sotakit.train import NonFiniteLossError, build_ema, train_one_epoch, update_ema
+
+
+def test_ema_follows_the_formula_for_parameters_and_buffers():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    ema = build_ema(m, decay=0.9)
+    w0 = m[0].weight.detach().clone()
+    update_ema(ema, m, step=0, every=4, in_warmup=False)  # first update copies
+    assert torch.equal(ema.module[0].weight, w0)
+    with torch.no_grad():
+        m[0].weight.add_(1.0)
+        m[1].running_mean.fill_(2.0)
+    assert not update_ema(ema, m, step=3, every=4, in_warmup=False)  # not a multiple of 4: no update
+    assert update_ema(ema, m, step=4, every=4, in_warmup=False)
+    torch.testing.assert_close(ema.module[0].weight, 0.9 * w0 + 0.1 * (w0 + 1.0))
+    torch.testing.assert_close(ema.module[1].running_mean, 0.9 * torch.zeros(2) + 0.1 * 2.0)
+
+
+def test_ema_keeps_copying_during_warmup():
+    m = nn.Linear(2, 2)
+    ema = build_ema(m, decay=0.9)
+    for k in range(3):
+        with torch.no_grad():
+            m.weight.add_(1.0)
+        update_ema(ema, m, step=0, every=1, in_warmup=True)
+        assert ema.n_averaged.item() == 0
+        assert torch.equal(ema.module.weight, m.weight)
+
+
+def test_label_smoothing_loss_value():
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    target = torch.tensor([0])
+    eps, k = 0.1, 3
+    logp = torch.log_softmax(logits, dim=1)[0]
+    expected = -((1 - eps) * logp[0] + eps / k * logp.sum())
+    got = nn.CrossEntropyLoss(label_smoothing=eps)(logits, target)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+class _NaNAt(nn.Module):
+    def __init__(self, step):
+        super().__init__()
+        self.step, self.calls = step, 0
+
+    def forward(self, logits, target):
+        loss = nn.functional.cross_entropy(logits, target)
+        self.calls += 1
+        return loss * math.nan if self.calls - 1 == self.step else loss
+
+
+def test_non_finite_loss_stops_before_the_weights_change():
+    torch.manual_seed(0)
+    m = nn.Linear(4, 3)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    data = [(torch.randn(5, 4), torch.randint(0, 3, (5,))) for _ in range(4)]
+    before = {}
+
+    def remember(rec):
+        before.update({k: v.clone() for k, v in m.state_dict().items()})
+
+    with pytest.raises(NonFiniteLossError, match="epoch 0, step 2") as e:
+        train_one_epoch(m, data, opt, criterion=_NaNAt(2), device=torch.device("cpu"), epoch=0,
+                        print_freq=1, on_log=remember)
+    assert e.value.step == 2
+    for k, v in m.state_dict().items():  # weights are those after step 1
+        assert torch.equal(v, before[k]) and torch.isfinite(v).all()
+
+
+def test_clip_grad_norm_bounds_the_update():
+    m = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        m.weight.zero_()
+    opt = torch.optim.SGD(m.parameters(), lr=1.0)
+    data = [(torch.tensor([[100.0, 0.0]]), torch.tensor([[1.0]]))]
+    train_one_epoch(m, data, opt, criterion=nn.MSELoss(), device=torch.device("cpu"), epoch=0,
+                    clip_grad_norm=0.5)
+    assert m.weight.norm().item() == pytest.approx(0.5, rel=1e-5)

@@ -1,0 +1,111 @@
+"""Tiny end-to-end runs: run directory contents, seeds, exact resume, eval, a real Fashion-MNIST subset."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sotakit.recipes import make_recipe
+from sotakit.train import Interrupted, NonFiniteLossError, fit, load_checkpoint
+from sotakit.train.evaluate_run import evaluate_checkpoint
+
+
+def tiny(data, tmp_path, **kw):
+    base = dict(data=str(data), model="resnet9_w16", epochs=2, batch_size=8, lr=0.05, workers=0,
+                output_dir=str(tmp_path), print_freq=2, device="cpu", seed=1)
+    return make_recipe(**{**base, **kw})
+
+
+def weights_of(run_dir):
+    return load_checkpoint(run_dir / "checkpoint-last.pt")
+
+
+def same_state(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_run_directory_contents(image_folder, tmp_path, one_thread):
+    bad = image_folder / "train" / "cat" / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    res = fit(tiny(image_folder, tmp_path, model_ema=True, model_ema_steps=1, holdout=0.25, run_name="t"),
+              verbose=False)
+    d = res.run_dir
+    assert d.parent == tmp_path / "runs" and d.name.endswith("-t")
+    names = {p.name for p in d.iterdir()}
+    assert {"recipe.toml", "metrics.jsonl", "summary.json", "curves.png", "checkpoint-last.pt",
+            "checkpoint-best.pt", "skipped_files.txt", "tensorboard"} <= names
+    assert "broken.jpg" in (d / "skipped_files.txt").read_text()
+    records = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [0, 1]
+    assert {"train_loss", "train_acc1", "train_acc5", "lr", "train_img_s", "train_data_time", "train_epoch_time",
+            "val_acc1", "ema_acc1"} <= set(epochs[0])
+    assert epochs[0]["val_split"] == "holdout"
+    assert any(r["kind"] == "step" for r in records)
+    s = json.loads((d / "summary.json").read_text())
+    assert s["holdout"]["n"] == 9 and s["test"]["n"] == 12  # 36 train images (3 classes x 12), 25% held out
+    assert {"holdout_ema", "test_ema", "wall_time_s", "median_img_s"} <= set(s)
+    assert {"python", "torch", "torchvision", "sotakit", "git_commit"} <= set(s["environment"])
+    assert s["skipped_files"] == 1
+    ck = weights_of(d)
+    assert ck["epoch"] == 2 and ck["classes"] == ["cat", "dog", "fox"] and ck["ema"] is not None
+    assert (d / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    # the saved recipe is the resolved one: 32 px images use their native size
+    assert "val_crop_size = 32" in (d / "recipe.toml").read_text()
+
+
+def test_same_seed_same_weights_other_seed_differs(image_folder, tmp_path, one_thread):
+    a = weights_of(fit(tiny(image_folder, tmp_path / "a", mixup_alpha=0.2, cutmix_alpha=1.0), verbose=False).run_dir)
+    b = weights_of(fit(tiny(image_folder, tmp_path / "b", mixup_alpha=0.2, cutmix_alpha=1.0), verbose=False).run_dir)
+    c = weights_of(fit(tiny(image_folder, tmp_path / "c", mixup_alpha=0.2, cutmix_alpha=1.0, seed=2),
+                       verbose=False).run_dir)
+    assert same_state(a["model"], b["model"])
+    assert not same_state(a["model"], c["model"])
+
+
+@pytest.mark.parametrize("stop_at", [(1, 0), (1, 2)], ids=["after-epoch", "mid-epoch"])
+def test_resume_is_bit_identical(image_folder, tmp_path, stop_at, one_thread):
+    kw = dict(epochs=3, model_ema=True, model_ema_steps=2, auto_augment="ta_wide", random_erase=0.2,
+              label_smoothing=0.1, mixup_alpha=0.2, lr_scheduler="cosineannealinglr", lr_warmup_epochs=1,
+              lr_per_step=True, use_deterministic_algorithms=True)
+    full = weights_of(fit(tiny(image_folder, tmp_path / "full", **kw), verbose=False).run_dir)
+    epoch, step = stop_at
+    with pytest.raises(Interrupted):
+        # (1, 0) would be "before epoch 1"; stopping at the last step of epoch 0 is the epoch boundary
+        fit(tiny(image_folder, tmp_path / "cut", **kw), verbose=False,
+            stop_at=(0, 4) if step == 0 else stop_at)
+    run = next((tmp_path / "cut" / "runs").iterdir())
+    partial = weights_of(run)
+    assert (partial["epoch"], partial["step_in_epoch"]) == ((0, 4) if step == 0 else stop_at)
+    resumed = weights_of(fit(resume=run, verbose=False).run_dir)
+    assert same_state(full["model"], resumed["model"])
+    assert same_state(full["ema"], resumed["ema"])
+    assert full["optimizer"]["state"][0]["momentum_buffer"].equal(resumed["optimizer"]["state"][0]["momentum_buffer"])
+
+
+def test_non_finite_loss_stops_with_message_and_keeps_checkpoint(image_folder, tmp_path, one_thread):
+    r = tiny(image_folder, tmp_path, epochs=3, lr=1e30, opt="sgd", momentum=0.0)
+    with pytest.raises(NonFiniteLossError, match="the last good checkpoint is kept"):
+        fit(r, verbose=False)
+
+
+def test_eval_command_reports_model_and_ema(image_folder, tmp_path, one_thread):
+    d = fit(tiny(image_folder, tmp_path, model_ema=True, model_ema_steps=1), verbose=False).run_dir
+    out = evaluate_checkpoint(d)
+    summary = json.loads((d / "summary.json").read_text())
+    assert out["test"]["n"] == 12 and out["test_ema"]["n"] == 12
+    best = load_checkpoint(d / "checkpoint-best.pt")
+    if best["epoch"] == 2:  # best is the last epoch: same weights as the summary's final numbers
+        assert out["test"]["acc1"] == pytest.approx(summary["test"]["acc1"])
+
+
+def test_fashion_mnist_subset_learns(fmnist_root, tmp_path):
+    r = make_recipe(data="fashion-mnist", data_root=str(fmnist_root), model="resnet9_w16", epochs=2,
+                    batch_size=64, lr=0.1, opt="sgd-nesterov", weight_decay=5e-4, label_smoothing=0.1,
+                    lr_scheduler="cosineannealinglr", lr_per_step=True, train_limit=1024, test_limit=512,
+                    workers=0, output_dir=str(tmp_path), device="cpu", crop_min_scale=0.5)
+    s = fit(r, verbose=False).summary
+    assert s["test"]["n"] == 512
+    assert s["test"]["acc1"] > 55.0  # chance is 10%; 2 short epochs on 1k images reach ~70%
