@@ -37,8 +37,8 @@ def cmd_train(args, argv) -> int:
         result = _run_fit(lambda: fit(recipe))
     if isinstance(result, int):
         return result
-    s = result.summary
-    print(_summary_text(s))
+    if result.run_dir is not None:  # rank 0 only under DDP
+        print(_summary_text(result.summary))
     return 0
 
 

@@ -1,0 +1,34 @@
+# Two entry points for a fresh machine: `make demo` and `make test` (README.md).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+# torch/torchvision versions that this machine's pip takes from local disk (a CUDA build; runs on CPU).
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: env data demo test clean
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+# The real Fashion-MNIST, from Debian's dataset-fashion-mnist when we may install it.
+data:
+	@if [ ! -f $(FMNIST) ] && [ -z "$$SOTAKIT_DATA" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
+	      || echo "could not install dataset-fashion-mnist; sotakit will try a download"; \
+	  else echo "not root: run 'sudo apt-get install dataset-fashion-mnist' or set SOTAKIT_DATA"; fi; \
+	fi
+
+demo: env data
+	$(PY) -m sotakit train --recipe fashion-mnist-demo
+
+test: env data
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,73 @@
+"""The command line in real processes: errors before work, SIGTERM checkpointing, 2-process DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from sotakit.train import load_checkpoint
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def sotakit(*args, cwd=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "sotakit", *map(str, args)], capture_output=True, text=True,
+                          env=ENV, cwd=cwd, timeout=timeout)
+
+
+def test_bad_option_fails_fast_with_the_fix(tmp_path):
+    r = sotakit("train", "--data", tmp_path, "--lr-sheduler", "steplr")
+    assert r.returncode == 2
+    assert "unknown option --lr-sheduler. Did you mean '--lr-scheduler'?" in r.stderr
+    r = sotakit("train", "--data", tmp_path / "nowhere")
+    assert r.returncode == 2 and "needs PATH/train/<class>/*" in r.stderr
+
+
+def test_recipes_show_resolves_for_the_data():
+    r = sotakit("recipes", "show", "tv-fixres", "--data", "fashion-mnist")
+    assert r.returncode == 0, r.stderr
+    assert "train_crop_size = 22" in r.stdout and "val_crop_size = 28" in r.stdout  # 176/224 of 28 px
+    assert 'source = "seeds/000_493a8e1c65a00551.txt' in r.stdout
+    assert "lr = 0.0625" in r.stdout  # 0.5 for 1024 images a step -> 128 (linear scaling)
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_143(image_folder, tmp_path):
+    args = [sys.executable, "-m", "sotakit", "train", "--data", image_folder, "--model", "resnet9_w16",
+            "--epochs", "30", "-b", "2", "--print-freq", "1", "--device", "cpu", "--output-dir", tmp_path]
+    p = subprocess.Popen(list(map(str, args)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    deadline = time.time() + 120
+    for line in p.stdout:  # wait until training is under way
+        if "step 3/" in line or time.time() > deadline:
+            break
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 143, out
+    assert "Continue with: sotakit train --resume" in out
+    run = next((tmp_path / "runs").iterdir())
+    ck = load_checkpoint(run / "checkpoint-last.pt")
+    assert ck["step_in_epoch"] >= 3 or ck["epoch"] >= 1
+
+
+@pytest.mark.parametrize("ra", [False, True], ids=["distributed-sampler", "ra-sampler"])
+def test_ddp_two_processes_gloo(image_folder, tmp_path, ra):
+    extra = ["--ra-sampler", "--ra-reps", "2"] if ra else []
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "sotakit",
+           "train", "--data", image_folder, "--model", "resnet9_w16", "--epochs", "2", "-b", "4", "--device", "cpu",
+           "--output-dir", tmp_path, "--print-freq", "2", "--model-ema", "--model-ema-steps", "1", *extra]
+    r = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1  # rank 0 alone writes
+    s = json.loads((runs[0] / "summary.json").read_text())
+    assert s["world_size"] == 2
+    assert s["test"]["n"] == 12 and s["test_ema"]["n"] == 12  # each test image counted exactly once
+    ck = load_checkpoint(runs[0] / "checkpoint-last.pt")
+    assert ck["epoch"] == 2 and len(ck["rng"]) == 2  # one RNG state per rank
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
