@@ -28,9 +28,15 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
 def cmd_train(args, argv) -> int:
     from .train import fit
     if args.resume_run:
+        extra = sorted(set(overrides_from(args)) - {"resume"})
+        if extra or args.recipe or args.config:
+            raise RecipeError(f"--resume continues a run with the recipe saved in it; drop {', '.join(extra) or '--recipe/--config'} "
+                              "(or start a new run with --weights to begin from its weights)")
         result = _run_fit(lambda: fit(resume=args.resume_run))
     else:
         recipe = build_recipe(args)
+        if recipe.test_only:
+            return _test_only(recipe)
         if args.dry_run:
             print(dump_recipe(recipe), end="")
             return 0
@@ -40,6 +46,25 @@ def cmd_train(args, argv) -> int:
     if result.run_dir is not None:  # rank 0 only under DDP
         print(_summary_text(result.summary))
     return 0
+
+
+def _test_only(recipe: Recipe) -> int:
+    """The reference's --test-only: evaluate --resume or --weights and exit."""
+    source = recipe.resume or recipe.weights
+    if not source:
+        raise RecipeError("--test-only needs --resume RUN_DIR or --weights FILE to evaluate")
+    from .train.evaluate_run import evaluate_checkpoint
+    out = evaluate_checkpoint(source)
+    _print_eval(out)
+    return 0
+
+
+def _print_eval(out: dict) -> None:
+    print(f"{out['checkpoint']} (epoch {out['epoch']}) on {out['data']} test split:")
+    for key, label in (("test", "model"), ("test_ema", "EMA model")):
+        if key in out:
+            m = out[key]
+            print(f"  {label:10s} acc@1 {m['acc1']:.2f}  acc@5 {m['acc5']:.2f}  ({m['n']} images)")
 
 
 def _run_fit(call):
@@ -71,11 +96,7 @@ def cmd_eval(args, argv) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    print(f"{out['checkpoint']} (epoch {out['epoch']}) on {out['data']} test split:")
-    for key, label in (("test", "model"), ("test_ema", "EMA model")):
-        if key in out:
-            m = out[key]
-            print(f"  {label:10s} acc@1 {m['acc1']:.2f}  acc@5 {m['acc5']:.2f}  ({m['n']} images)")
+    _print_eval(out)
     return 0
 
 
@@ -160,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command == "train":
             # --resume RUN_DIR continues a run: its recipe comes from the run, not from flags.
-            args.resume_run = getattr(args, "resume", None)
+            args.resume_run = getattr(args, "resume", None) if not getattr(args, "test_only", False) else None
         return args.func(args, argv)
     except RecipeError as e:
         print(f"error: {e}", file=sys.stderr)

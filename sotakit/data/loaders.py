@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torchvision.transforms import v2
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .datasets import DataBundle
+from .batch_augment import BatchCropFlip
+from .datasets import DataBundle, TensorSource
 from .mixing import Collate
 from .samplers import RASampler, ResumableSampler
 from .transforms import BatchFinish, make_eval_transform, make_train_transform
@@ -72,12 +74,23 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
                  cutmix_alpha: float = 0.0, ra_sampler: bool = False, ra_reps: int = 3, holdout: float = 0.0,
                  seed: int = 0, workers: int = 0, world_size: int = 1, rank: int = 0,
                  pin_memory: bool = False, eval_batch_size: int | None = None, train_limit: int = 0,
-                 test_limit: int = 0) -> Loaders:
-    train_tf = make_train_transform(
-        crop_size=train_crop_size, interpolation=interpolation, hflip_prob=hflip_prob, auto_augment=auto_augment,
-        ra_magnitude=ra_magnitude, augmix_severity=augmix_severity, crop_min_scale=crop_min_scale)
+                 test_limit: int = 0, batch_augment: bool = True) -> Loaders:
+    """Train, holdout and test loaders for one process (rank ``rank`` of ``world_size``).
+
+    With in-memory data and no automatic augmentation, crop and flip run on whole batches
+    (``batch_augment``; see batch_augment.py), else per image as in the reference.
+    """
+    batch_crop = batch_augment and isinstance(bundle.train, TensorSource) and not auto_augment
+    if batch_crop:
+        train_tf = v2.ToPureTensor()
+        crop = BatchCropFlip(train_crop_size, scale=(crop_min_scale, 1.0), hflip_prob=hflip_prob)
+    else:
+        train_tf = make_train_transform(
+            crop_size=train_crop_size, interpolation=interpolation, hflip_prob=hflip_prob, auto_augment=auto_augment,
+            ra_magnitude=ra_magnitude, augmix_severity=augmix_severity, crop_min_scale=crop_min_scale)
+        crop = None
     eval_tf = make_eval_transform(resize_size=val_resize_size, crop_size=val_crop_size, interpolation=interpolation)
-    train_collate = Collate(BatchFinish(bundle.mean, bundle.std, random_erase), len(bundle.classes),
+    train_collate = Collate(BatchFinish(bundle.mean, bundle.std, random_erase, crop), len(bundle.classes),
                             mixup_alpha, cutmix_alpha)
     eval_collate = Collate(BatchFinish(bundle.mean, bundle.std))
     pool = stratified_subset(bundle.train.targets, train_limit, seed)
@@ -91,10 +104,14 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
         sampler = DistributedSampler(train_ds, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
                                      drop_last=False)
     sampler = ResumableSampler(sampler)
-    # The DataLoader gets its own generator so worker seeds depend on the run's seed only.
-    gen = torch.Generator().manual_seed(seed)
-    common = dict(num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0)
-    train = DataLoader(train_ds, batch_size=batch_size, sampler=sampler, drop_last=len(sampler) > batch_size,
+    # The DataLoader gets its own generator so worker seeds depend on the run's seed and rank only
+    # (ranks must differ, or copies of an image on two ranks get the same augmentation). Workers are
+    # not persistent: re-seeded from this generator each epoch, a resumed epoch matches.
+    gen = torch.Generator().manual_seed(seed * 1000 + rank)
+    common = dict(num_workers=workers, pin_memory=pin_memory, worker_init_fn=_ignore_signals if workers else None)
+    # Keep the last partial batch as the reference does, unless it would hold a single image
+    # (BatchNorm cannot train on one).
+    train = DataLoader(train_ds, batch_size=batch_size, sampler=sampler, drop_last=len(sampler) % batch_size == 1,
                        collate_fn=train_collate, generator=gen,
                        **common)
     eval_bs = eval_batch_size or batch_size * 2
@@ -106,6 +123,13 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
 
     return Loaders(train, eval_loader(bundle.train, hold) if hold else None,
                    eval_loader(bundle.test, test_idx), sampler)
+
+
+def _ignore_signals(worker_id: int) -> None:
+    """Workers leave SIGINT/SIGTERM to the main process, which checkpoints and stops them."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def single_threaded_fetch(loader):

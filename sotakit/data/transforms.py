@@ -56,13 +56,14 @@ def make_eval_transform(*, resize_size: int, crop_size: int, interpolation: str 
 class BatchFinish:
     """uint8 batch (B, C, H, W) -> normalized float RGB batch, with per-image random erasing."""
 
-    def __init__(self, mean, std, random_erase: float = 0.0):
+    def __init__(self, mean, std, random_erase: float = 0.0, crop=None):
+        self.crop = crop  # an optional BatchCropFlip done first, for in-memory data
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         self.erase = v2.RandomErasing(p=random_erase) if random_erase > 0 else None
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float().div_(255)
+        x = (self.crop(images) if self.crop is not None else images.float()).div_(255)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)  # grayscale as RGB, so every architecture takes it
         x = (x - self.mean) / self.std

@@ -1,6 +1,6 @@
 """Evaluation: metrics, evaluate (exact under DDP)."""
 
 from .evaluate import autocast, evaluate
-from .metrics import topk_correct
+from .metrics import MetricSums, topk_correct
 
-__all__ = ["autocast", "evaluate", "topk_correct"]
+__all__ = ["MetricSums", "autocast", "evaluate", "topk_correct"]

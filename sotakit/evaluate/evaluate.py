@@ -5,11 +5,10 @@ from __future__ import annotations
 import contextlib
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from ..data import iterate
-from .metrics import topk_correct
+from .metrics import MetricSums
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -26,7 +25,7 @@ def evaluate(model: nn.Module, loader, *, device: torch.device | str = "cpu", am
     device = torch.device(device)
     criterion = criterion or nn.CrossEntropyLoss()
     model.eval()
-    sums = torch.zeros(4, dtype=torch.float64)  # loss*n, correct@1, correct@5, n
+    sums = MetricSums()
     for images, targets in iterate(loader, device):
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         if channels_last:
@@ -34,12 +33,5 @@ def evaluate(model: nn.Module, loader, *, device: torch.device | str = "cpu", am
         with autocast(device, amp_dtype):
             logits = model(images)
         loss = criterion(logits.float(), targets)
-        c1, c5 = topk_correct(logits, targets)
-        sums += torch.tensor([loss.item() * len(images), c1, c5, len(images)], dtype=torch.float64)
-    if dist.is_available() and dist.is_initialized():
-        sums = sums.to(device)
-        dist.all_reduce(sums)
-        sums = sums.cpu()
-    n = max(sums[3].item(), 1.0)
-    return {"loss": sums[0].item() / n, "acc1": 100 * sums[1].item() / n, "acc5": 100 * sums[2].item() / n,
-            "n": int(sums[3].item())}
+        sums.add(loss.item(), logits, targets)
+    return sums.result(device)

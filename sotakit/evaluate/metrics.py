@@ -1,8 +1,9 @@
-"""Top-k accuracy counts; soft (mixed) targets count against their largest class."""
+"""Top-k accuracy counts and running sums; soft (mixed) targets count against their largest class."""
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 
 
 def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> list[int]:
@@ -13,3 +14,26 @@ def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> list[
     pred = logits.topk(maxk, dim=1).indices
     hit = pred.eq(target.unsqueeze(1))
     return [int(hit[:, : min(k, maxk)].any(dim=1).sum()) for k in ks]
+
+
+class MetricSums:
+    """Sums of loss, correct@1, correct@5 and image count; ``result`` adds them over all ranks."""
+
+    def __init__(self):
+        self.sums = torch.zeros(4, dtype=torch.float64)
+
+    def add(self, loss: float, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        n = len(logits)
+        c1, c5 = topk_correct(logits, targets)
+        self.sums += torch.tensor([loss * n, c1, c5, n], dtype=torch.float64)
+
+    def result(self, device: torch.device | str = "cpu") -> dict[str, float]:
+        """Mean loss, acc@1 and acc@5 in percent, and ``n``; exact under DDP (sums, not means, are reduced)."""
+        sums = self.sums
+        if dist.is_available() and dist.is_initialized():
+            sums = sums.to(device)
+            dist.all_reduce(sums)
+            sums = sums.cpu()
+        n = max(sums[3].item(), 1.0)
+        return {"loss": sums[0].item() / n, "acc1": 100 * sums[1].item() / n, "acc5": 100 * sums[2].item() / n,
+                "n": int(sums[3].item())}

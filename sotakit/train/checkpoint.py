@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,23 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def copy_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """Copy a checkpoint file atomically (temp file, fsync, rename), without re-serializing it."""
+    dst = Path(dst)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return dst
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -16,17 +16,22 @@ from .ema import build_ema
 
 def evaluate_checkpoint(path: str | Path, *, data: str | None = None, data_root: str | None = None,
                         batch_size: int | None = None, val_resize_size: int | None = None) -> dict:
-    """acc@1/acc@5 of the checkpoint's model (and EMA) on the test split of its data (or ``data``)."""
+    """acc@1/acc@5 of the checkpoint's model (and EMA) on the test split of its data (or ``data``).
+
+    A run directory means its last checkpoint: the final model, as summary.json reports it. (The
+    "best" checkpoint may have been chosen on the test split itself when no --holdout was used.)
+    """
     path = Path(path)
-    ckpt_path = path / "checkpoint-best.pt" if path.is_dir() and (path / "checkpoint-best.pt").exists() else path
+    ckpt_path = path / "checkpoint-last.pt" if path.is_dir() else path
     ckpt = load_checkpoint(ckpt_path)
     recipe = make_recipe(**{k: v for k, v in ckpt["recipe"].items()})
     bundle = load_data(data or recipe.data, data_root or recipe.data_root)
-    if len(bundle.classes) != len(ckpt["classes"]):
-        raise ValueError(f"{ckpt_path} was trained on {len(ckpt['classes'])} classes; {bundle.name} has "
-                         f"{len(bundle.classes)}. Evaluate on data with the same classes.")
+    if list(bundle.classes) != list(ckpt["classes"]):
+        raise ValueError(f"{ckpt_path} was trained on classes {ckpt['classes'][:5]}... ({len(ckpt['classes'])}); "
+                         f"{bundle.name} has {bundle.classes[:5]}... ({len(bundle.classes)}). "
+                         "Evaluate on data with the same classes.")
     device = torch.device("cuda" if torch.cuda.is_available() and recipe.device.startswith("cuda") else "cpu")
-    model = build_model(recipe.model, num_classes=len(ckpt["classes"]), small_input=bundle.native_size <= 64)
+    model = build_model(recipe.model, num_classes=len(ckpt["classes"]), small_input=ckpt.get("native_size", bundle.native_size) <= 64)
     model.load_state_dict(ckpt["model"])
     model.to(device)
     loaders = make_loaders(bundle, batch_size=batch_size or recipe.batch_size, train_crop_size=recipe.train_crop_size,

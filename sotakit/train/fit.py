@@ -21,10 +21,10 @@ from ..evaluate import evaluate
 from ..models import build_model
 from ..recipes import Recipe, dump_recipe, load_recipe, resolve, warnings_for
 from ..recipes.recipe import ema_alpha
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import copy_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import barrier, init_distributed
 from .ema import build_ema
-from .loop import Interrupted, NonFiniteLossError, train_one_epoch
+from .loop import Interrupted, NonFiniteLossError, all_ranks, train_one_epoch
 from .optim import build_optimizer, build_scheduler, param_groups
 from .progress import RunProgress
 from .rundir import MetricsLog, create_run_dir, environment, plot_curves, write_json
@@ -89,7 +89,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
         ckpt = load_checkpoint(resume_dir)
         run_dir = resume_dir if resume_dir.is_dir() else resume_dir.parent
         recipe = load_recipe(run_dir / "recipe.toml")
-    dist_info = init_distributed(recipe.device)
+    # The backend follows the device the run will really use (gloo on CPU, NCCL on CUDA).
+    dist_info = init_distributed("cuda" if recipe.device.startswith("cuda") and torch.cuda.is_available() else "cpu")
     say = print if (verbose and dist_info.is_main) else (lambda *a, **k: None)
 
     # Data first: the recipe's sizes depend on the data's native resolution.
@@ -164,9 +165,6 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
         loaders.train.generator.set_state(ckpt["loader_generator"])
         set_rng_state(ckpt["rng"][min(dist_info.rank, len(ckpt["rng"]) - 1)])
         say(f"resuming {run_dir} at epoch {start_epoch + 1}, step {first_step}")
-    elif recipe.start_epoch and not recipe.lr_per_step:
-        for _ in range(recipe.start_epoch):
-            scheduler.step()
 
     if dist_info.is_main and ckpt is None:
         run_dir = create_run_dir(recipe.output_dir, recipe.run_name or recipe.recipe_name or recipe.model)
@@ -189,7 +187,16 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                 "scaler": scaler.state_dict() if scaler is not None else None, "epoch": epoch,
                 "step_in_epoch": step_in_epoch, "best_acc1": best, "loader_generator": gen_state,
                 "rng": rngs, "recipe": recipe.to_dict(), "classes": list(bundle.classes),
-                "mean": list(bundle.mean), "std": list(bundle.std)}
+                "native_size": bundle.native_size, "mean": list(bundle.mean), "std": list(bundle.std)}
+
+    def interrupted(e: Interrupted, epoch: int, step: int, gen_state: torch.Tensor, signum) -> Interrupted:
+        rngs = _gather_rng(dist_info)  # a collective: the stop decision was all-reduced, so every rank is here
+        if dist_info.is_main:
+            save_checkpoint(state(epoch, step, gen_state, rngs), run_dir / "checkpoint-last.pt")
+        progress.message(f"stopped ({_signal_name(signum)}) at epoch {epoch + 1} step {step}; checkpoint written. "
+                         f"Continue with: sotakit train --resume {run_dir}")
+        e.signum = signum
+        return e
 
     progress = RunProgress(recipe.epochs, steps_per_epoch, enabled=verbose and dist_info.is_main,
                            start_epoch=start_epoch)
@@ -197,6 +204,9 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     img_rates, train_time = [], 0.0
     try:
         with StopRequest() as stop:
+            def should_stop(epoch: int, done: int) -> bool:
+                return stop() or (stop_at is not None and (epoch, done) == tuple(stop_at))
+
             for epoch in range(start_epoch, recipe.epochs):
                 # Data order is a function of (seed, epoch); a mid-epoch resume skips what was done.
                 loaders.train_sampler.set_epoch(epoch, skip=first_step * recipe.batch_size)
@@ -211,43 +221,42 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                         channels_last=recipe.channels_last, print_freq=recipe.print_freq,
                         on_log=lambda r: (log.write({"kind": "step", **r}, global_step=r["epoch"] * steps_per_epoch + r["step"]),
                                           progress.log_step(r)),
-                        should_stop=lambda done, e=epoch: stop() or (stop_at is not None and (e, done) == tuple(stop_at)))
+                        should_stop=lambda done, e=epoch: should_stop(e, done))
                 except Interrupted as e:
-                    if dist_info.is_main:
-                        save_checkpoint(state(epoch, e.step_in_epoch, gen_state, [rng_state()]),
-                                        run_dir / "checkpoint-last.pt")
-                    progress.message(f"stopped ({_signal_name(stop.signum)}) at epoch {epoch + 1} step {e.step_in_epoch}; "
-                                     f"checkpoint written. Continue with: sotakit train --resume {run_dir}")
-                    e.signum = stop.signum
-                    raise
+                    raise interrupted(e, epoch, e.step_in_epoch, gen_state, stop.signum) from None
                 first_step = 0
+                lr = optimizer.param_groups[0]["lr"]  # the lr this epoch ended with, before the epoch step
                 if not recipe.lr_per_step:
                     scheduler.step()
                 train_time += stats["epoch_time"]
                 img_rates.append(stats["img_s"] * dist_info.world_size)
-                val = evaluate(model, val_loader, device=device, amp_dtype=amp_dtype, channels_last=recipe.channels_last)
-                rec = {"kind": "epoch", "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
-                       **{f"train_{k}": v for k, v in stats.items()}, "val_split": val_split,
-                       **{f"val_{k}": v for k, v in val.items()}}
-                if ema is not None:
-                    ev = evaluate(ema.module, val_loader, device=device, amp_dtype=amp_dtype,
-                                  channels_last=recipe.channels_last)
-                    rec.update({f"ema_{k}": v for k, v in ev.items()})
+                rec = {"kind": "epoch", "epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in stats.items()},
+                       "val_split": val_split}
+                for prefix, net in (("val", model), ("ema", ema.module if ema is not None else None)):
+                    if net is not None:
+                        m = evaluate(net, val_loader, device=device, amp_dtype=amp_dtype,
+                                     channels_last=recipe.channels_last)
+                        rec.update({f"{prefix}_{k}": v for k, v in m.items()})
                 log.write(rec, global_step=(epoch + 1) * steps_per_epoch)
-                score = max(val["acc1"], rec.get("ema_acc1", -1.0))
-                is_best = score > best
-                best = max(best, score)
+                is_best = max(rec["val_acc1"], rec.get("ema_acc1", -1.0)) > best
+                best = max(best, rec["val_acc1"], rec.get("ema_acc1", -1.0))
                 rngs = _gather_rng(dist_info)  # a collective: every rank takes part
                 if dist_info.is_main:
-                    st = state(epoch + 1, 0, loaders.train.generator.get_state(), rngs)
-                    save_checkpoint(st, run_dir / "checkpoint-last.pt")
+                    save_checkpoint(state(epoch + 1, 0, loaders.train.generator.get_state(), rngs),
+                                    run_dir / "checkpoint-last.pt")
                     if is_best:
-                        save_checkpoint(st, run_dir / "checkpoint-best.pt")
+                        copy_checkpoint(run_dir / "checkpoint-last.pt", run_dir / "checkpoint-best.pt")
                 ema_txt = f" ema {rec['ema_acc1']:.2f}" if ema is not None else ""
                 progress.end_epoch(
                     f"epoch {epoch + 1}/{recipe.epochs} train loss {stats['loss']:.4f} acc@1 {stats['acc1']:.2f} | "
-                    f"{val_split} acc@1 {val['acc1']:.2f} acc@5 {val['acc5']:.2f}{ema_txt} | lr {rec['lr']:.4g} | "
+                    f"{val_split} acc@1 {rec['val_acc1']:.2f} acc@5 {rec['val_acc5']:.2f}{ema_txt} | lr {lr:.4g} | "
                     f"{stats['img_s'] * dist_info.world_size:.0f} img/s | {stats['epoch_time']:.1f}s")
+                if epoch + 1 < recipe.epochs and all_ranks(should_stop(epoch, steps_per_epoch), device, op="max"):
+                    progress.message(f"stopped ({_signal_name(stop.signum)}) after epoch {epoch + 1}. "
+                                     f"Continue with: sotakit train --resume {run_dir}")
+                    e = Interrupted(0)
+                    e.signum = stop.signum
+                    raise e
     except NonFiniteLossError as e:
         progress.message(f"error: {e}")
         raise

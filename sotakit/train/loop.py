@@ -12,10 +12,11 @@ import time
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from ..data import iterate
-from ..evaluate import autocast, topk_correct
+from ..evaluate import MetricSums, autocast
 from .ema import update_ema
 
 
@@ -52,7 +53,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     true answer raises ``Interrupted``.
     """
     model.train()
-    sums = torch.zeros(4, dtype=torch.float64)  # loss*n, correct@1, correct@5, n
+    sums = MetricSums()
+    last_step = first_step + len(loader) - 1
     window = {"loss": 0.0, "n": 0, "t": time.perf_counter()}
     data_time = 0.0
     start = t_data = time.perf_counter()
@@ -65,7 +67,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         with autocast(device, amp_dtype):
             logits = model(images)
             loss = criterion(logits, targets)
-        if not torch.isfinite(loss):
+        if not all_ranks(torch.isfinite(loss).item(), device, op="min"):  # every rank stops, none hangs
             raise NonFiniteLossError(epoch, step, loss.item())
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -87,8 +89,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             step_scheduler.step()
 
         n = len(images)
-        c1, c5 = topk_correct(logits.detach(), targets)
-        sums += torch.tensor([loss.item() * n, c1, c5, n], dtype=torch.float64)
+        sums.add(loss.item(), logits.detach(), targets)
         window["loss"] += loss.item() * n
         window["n"] += n
         if on_log is not None and (step + 1) % print_freq == 0:
@@ -96,11 +97,22 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             on_log({"epoch": epoch, "step": step + 1, "loss": window["loss"] / window["n"], "lr": lr,
                     "img_s": window["n"] / max(now - window["t"], 1e-9)})
             window = {"loss": 0.0, "n": 0, "t": now}
-        if should_stop is not None and should_stop(step + 1):
+        # The last step of an epoch is never interrupted: the epoch ends (eval, checkpoint) and the
+        # caller stops at the epoch boundary, so no resumed epoch is empty.
+        if should_stop is not None and step < last_step and all_ranks(should_stop(step + 1), device, op="max"):
             raise Interrupted(step + 1)
         t_data = time.perf_counter()
     elapsed = time.perf_counter() - start
-    n = max(sums[3].item(), 1.0)
-    return {"loss": sums[0].item() / n, "acc1": 100 * sums[1].item() / n, "acc5": 100 * sums[2].item() / n,
-            "img_s": sums[3].item() / max(elapsed, 1e-9), "data_time": data_time, "epoch_time": elapsed,
-            "steps": step + 1}
+    local_images = sums.sums[3].item()
+    out = sums.result(device)  # reduced over ranks: the epoch's metrics of all data
+    out.update(img_s=local_images / max(elapsed, 1e-9), data_time=data_time, epoch_time=elapsed)
+    return out
+
+
+def all_ranks(flag: bool, device: torch.device, op: str) -> bool:
+    """``flag`` combined over DDP ranks (min: all true; max: any true); the flag itself on one process."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return bool(flag)
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.MAX)
+    return bool(t.item())

@@ -86,3 +86,23 @@ def test_clip_grad_norm_bounds_the_update():
     train_one_epoch(m, data, opt, criterion=nn.MSELoss(), device=torch.device("cpu"), epoch=0,
                     clip_grad_norm=0.5)
     assert m.weight.norm().item() == pytest.approx(0.5, rel=1e-5)
+
+
+def test_bf16_autocast_on_cpu_and_the_fallback(monkeypatch):
+    from sotakit.recipes import make_recipe
+    from sotakit.train.fit import amp_dtype_for
+    seen = []
+    m = nn.Linear(4, 3)
+    m.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    data = [(torch.randn(5, 4), torch.randint(0, 3, (5,)))]
+    train_one_epoch(m, data, torch.optim.SGD(m.parameters(), lr=0.1), criterion=nn.CrossEntropyLoss(),
+                    device=torch.device("cpu"), epoch=0, amp_dtype=torch.bfloat16)
+    assert seen == [torch.bfloat16] and m.weight.dtype == torch.float32  # fp32 master weights
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert amp_dtype_for(make_recipe(amp=True), cpu) == (torch.bfloat16, None)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    dtype, note = amp_dtype_for(make_recipe(amp=True), cpu)
+    assert dtype is None and "no native bfloat16" in note
+    assert amp_dtype_for(make_recipe(amp=False), cpu) == (None, None)
+    assert amp_dtype_for(make_recipe(amp=True, amp_dtype="float16"), torch.device("cuda")) == (torch.float16, None)

@@ -44,6 +44,7 @@ def test_run_directory_contents(image_folder, tmp_path, one_thread):
             "val_acc1", "ema_acc1"} <= set(epochs[0])
     assert epochs[0]["val_split"] == "holdout"
     assert any(r["kind"] == "step" for r in records)
+    assert any(p.name.startswith("events.out.tfevents") for p in (d / "tensorboard").iterdir())
     s = json.loads((d / "summary.json").read_text())
     assert s["holdout"]["n"] == 9 and s["test"]["n"] == 12  # 36 train images (3 classes x 12), 25% held out
     assert {"holdout_ema", "test_ema", "wall_time_s", "median_img_s"} <= set(s)
@@ -57,28 +58,28 @@ def test_run_directory_contents(image_folder, tmp_path, one_thread):
 
 
 def test_same_seed_same_weights_other_seed_differs(image_folder, tmp_path, one_thread):
-    a = weights_of(fit(tiny(image_folder, tmp_path / "a", mixup_alpha=0.2, cutmix_alpha=1.0), verbose=False).run_dir)
-    b = weights_of(fit(tiny(image_folder, tmp_path / "b", mixup_alpha=0.2, cutmix_alpha=1.0), verbose=False).run_dir)
+    a = weights_of(fit(tiny(image_folder, tmp_path / "a", mixup_alpha=0.2, cutmix_alpha=1.0, channels_last=True),
+                       verbose=False).run_dir)
+    b = weights_of(fit(tiny(image_folder, tmp_path / "b", mixup_alpha=0.2, cutmix_alpha=1.0, channels_last=True),
+                       verbose=False).run_dir)
     c = weights_of(fit(tiny(image_folder, tmp_path / "c", mixup_alpha=0.2, cutmix_alpha=1.0, seed=2),
                        verbose=False).run_dir)
     assert same_state(a["model"], b["model"])
     assert not same_state(a["model"], c["model"])
 
 
-@pytest.mark.parametrize("stop_at", [(1, 0), (1, 2)], ids=["after-epoch", "mid-epoch"])
+@pytest.mark.parametrize("stop_at", [(0, 4), (1, 2)], ids=["after-epoch", "mid-epoch"])
 def test_resume_is_bit_identical(image_folder, tmp_path, stop_at, one_thread):
     kw = dict(epochs=3, model_ema=True, model_ema_steps=2, auto_augment="ta_wide", random_erase=0.2,
               label_smoothing=0.1, mixup_alpha=0.2, lr_scheduler="cosineannealinglr", lr_warmup_epochs=1,
               lr_per_step=True, use_deterministic_algorithms=True)
     full = weights_of(fit(tiny(image_folder, tmp_path / "full", **kw), verbose=False).run_dir)
-    epoch, step = stop_at
     with pytest.raises(Interrupted):
-        # (1, 0) would be "before epoch 1"; stopping at the last step of epoch 0 is the epoch boundary
-        fit(tiny(image_folder, tmp_path / "cut", **kw), verbose=False,
-            stop_at=(0, 4) if step == 0 else stop_at)
+        fit(tiny(image_folder, tmp_path / "cut", **kw), verbose=False, stop_at=stop_at)
     run = next((tmp_path / "cut" / "runs").iterdir())
     partial = weights_of(run)
-    assert (partial["epoch"], partial["step_in_epoch"]) == ((0, 4) if step == 0 else stop_at)
+    # a stop at the last step (4 of 4: 36 images / 8) ends the epoch first: the checkpoint is at its boundary
+    assert (partial["epoch"], partial["step_in_epoch"]) == ((1, 0) if stop_at == (0, 4) else stop_at)
     resumed = weights_of(fit(resume=run, verbose=False).run_dir)
     assert same_state(full["model"], resumed["model"])
     assert same_state(full["ema"], resumed["ema"])
@@ -109,3 +110,14 @@ def test_fashion_mnist_subset_learns(fmnist_root, tmp_path):
     s = fit(r, verbose=False).summary
     assert s["test"]["n"] == 512
     assert s["test"]["acc1"] > 55.0  # chance is 10%; 2 short epochs on 1k images reach ~70%
+
+
+def test_resume_mid_epoch_on_in_memory_data_with_batch_crops(fmnist_root, tmp_path, one_thread):
+    kw = dict(data="fashion-mnist", data_root=str(fmnist_root), train_limit=256, test_limit=64, batch_size=32,
+              epochs=2, crop_min_scale=0.5, mixup_alpha=0.2, cutmix_alpha=1.0, random_erase=0.5,
+              use_deterministic_algorithms=True)
+    full = weights_of(fit(tiny("fashion-mnist", tmp_path / "full", **kw), verbose=False).run_dir)
+    with pytest.raises(Interrupted):
+        fit(tiny("fashion-mnist", tmp_path / "cut", **kw), verbose=False, stop_at=(1, 3))
+    resumed = weights_of(fit(resume=next((tmp_path / "cut" / "runs").iterdir()), verbose=False).run_dir)
+    assert same_state(full["model"], resumed["model"])

@@ -1,0 +1,76 @@
+"""Random-resized crop and flip for a whole batch of in-memory images at once.
+
+For data held as uint8 tensors (Fashion-MNIST, CIFAR) the per-image transforms cost more than
+the model on a 2-core CPU (0.5 ms of Python per 28 px image against ~0.6 ms of compute). Here the
+crop boxes are drawn for the whole batch with torchvision's RandomResizedCrop rule (10 tries of
+area and log-aspect, then the center-crop fallback), and the crops are resampled in one
+``torchvision.ops.roi_align`` call: plain bilinear sampling where a crop is enlarged, and a mean
+of 2x2 samples per output pixel where it is shrunk up to 2x (a box-filter antialiasing;
+torchvision's resize uses a triangle filter). Written by hand because torchvision's v2 transforms draw one
+set of parameters per call, not per image of a batch. Used only when no automatic augmentation
+(which is per-image by nature) is asked for; the airbench pipeline does the same on the GPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torchvision.ops import roi_align
+
+
+def sample_crop_boxes(n: int, height: int, width: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                      tries: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(n, 4) boxes (top, left, h, w), distributed as RandomResizedCrop.get_params draws them."""
+    area = height * width
+    target = area * torch.empty(n, tries).uniform_(scale[0], scale[1], generator=generator)
+    log_r = torch.empty(n, tries).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    aspect = torch.exp(log_r)
+    w = torch.round(torch.sqrt(target * aspect))
+    h = torch.round(torch.sqrt(target / aspect))
+    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = torch.where(ok.any(dim=1), ok.float().argmax(dim=1), torch.full((n,), -1))
+    rows = torch.arange(n)
+    h, w = h[rows, first.clamp(min=0)], w[rows, first.clamp(min=0)]
+    # Fallback when no try fits: the largest center crop with the ratio clamped to the range.
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        fw, fh = width, round(width / min(ratio))
+    elif in_ratio > max(ratio):
+        fh, fw = height, round(height * max(ratio))
+    else:
+        fw, fh = width, height
+    fail = first < 0
+    h = torch.where(fail, torch.tensor(float(fh)), h)
+    w = torch.where(fail, torch.tensor(float(fw)), w)
+    u = torch.rand(n, 2, generator=generator)
+    top = torch.floor(u[:, 0] * (height - h + 1))
+    left = torch.floor(u[:, 1] * (width - w + 1))
+    top = torch.where(fail, torch.floor((height - h) / 2), top)
+    left = torch.where(fail, torch.floor((width - w) / 2), left)
+    return torch.stack([top, left, h, w], dim=1)
+
+
+def resized_crops(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop each image to its (top, left, h, w) box and resize to ``size`` x ``size`` (float out)."""
+    x = images.float()
+    top, left, h, w = boxes.unbind(dim=1)
+    rois = torch.stack([torch.arange(len(x), dtype=x.dtype), left, top, left + w, top + h], dim=1)
+    # sampling_ratio=0: ceil(box / size) samples per output pixel and axis: one sample at the pixel
+    # center when not shrinking (exact bilinear, no blur), a 2x2 mean when shrinking up to 2x.
+    return roi_align(x, rois, output_size=size, spatial_scale=1.0, sampling_ratio=0, aligned=True)
+
+
+class BatchCropFlip:
+    """uint8 batch in, float batch (0-255 scale) of crops out, each flipped with ``hflip_prob``."""
+
+    def __init__(self, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), hflip_prob: float = 0.5):
+        self.size, self.scale, self.ratio, self.hflip_prob = size, scale, ratio, hflip_prob
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        n, _, height, width = images.shape
+        out = resized_crops(images, sample_crop_boxes(n, height, width, self.scale, self.ratio), self.size)
+        if self.hflip_prob > 0:
+            flip = torch.rand(n) < self.hflip_prob
+            out = torch.where(flip.view(-1, 1, 1, 1), out.flip(-1), out)
+        return out
