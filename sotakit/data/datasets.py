@@ -198,7 +198,20 @@ def load_data(data: str, data_root: str | None = None) -> DataBundle:
                       train, test)
 
 
-def peek_native_size(data: str, data_root: str | None = None) -> int | None:
-    """The native image size without loading the data (catalog entries), else None."""
+def peek_native_size(data: str, data_root: str | None = None, sample: int = 20) -> int | None:
+    """The native image size without loading the data: the catalog's, or the median short side of
+    the first ``sample`` training images of a folder; None when neither is known."""
     spec = catalog.SPECS.get(data)
-    return spec.native_size if spec else None
+    if spec:
+        return spec.native_size
+    train = Path(data) / "train"
+    if not train.is_dir():
+        return None
+    sizes = []
+    for path in sorted(p for p in train.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)[:sample]:
+        try:
+            with Image.open(path) as im:
+                sizes.append(min(im.size))
+        except OSError:
+            continue
+    return int(statistics.median(sizes)) if sizes else None

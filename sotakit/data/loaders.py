@@ -125,6 +125,20 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
                    eval_loader(bundle.test, test_idx), sampler)
 
 
+def set_train_crop_size(loaders: Loaders, size: int) -> None:
+    """Change the training crop size between epochs (progressive resizing).
+
+    Workers are re-created each epoch (not persistent), so they pick up the new size too.
+    """
+    crop = loaders.train.collate_fn.finish.crop
+    if crop is not None:
+        crop.size = size
+        return
+    for t in loaders.train.dataset.transform.transforms:
+        if isinstance(t, v2.RandomResizedCrop):
+            t.size = (size, size)
+
+
 def _ignore_signals(worker_id: int) -> None:
     """Workers leave SIGINT/SIGTERM to the main process, which checkpoints and stops them."""
     import signal

@@ -161,6 +161,7 @@ def resolve(recipe: Recipe, *, native_size: int | None, world_size: int = 1,
             val_crop_size=native_size,
             train_crop_size=max(8, round(recipe.train_crop_size * ratio)),
             val_resize_size=max(native_size, round(recipe.val_resize_size * ratio)),
+            progressive_resize=max(8, round(recipe.progressive_resize * ratio)) if recipe.progressive_resize else 0,
         )
         notes.append(
             f"small images ({native_size} px): train crop {recipe.train_crop_size}->{changes['train_crop_size']}, "

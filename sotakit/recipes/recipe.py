@@ -94,6 +94,7 @@ class Recipe:
     lr_per_step: bool = _f(False, "step the schedule every batch (warm-up and decay in steps) instead of every epoch", ref=False)
     train_limit: int = _f(0, "train on a stratified, seeded subset of this many images (0: all), for quick runs", ref=False)
     test_limit: int = _f(0, "evaluate on a stratified, seeded subset of this many test images (0: all)", ref=False)
+    progressive_resize: int = _f(0, "fastai's progressive resizing: the train crop starts at this size and grows linearly to --train-crop-size by three quarters of the epochs (0: off)", ref=False)
     crop_min_scale: float = _f(0.08, "smallest area fraction of the training random-resized crop", ref=False)
 
     def replace(self, **changes: Any) -> "Recipe":
@@ -178,7 +179,7 @@ _POSITIVE = ("batch_size", "epochs", "lr", "model_ema_steps", "val_resize_size",
              "train_crop_size", "lr_step_size", "ra_reps", "print_freq", "world_size")
 _NON_NEGATIVE = ("workers", "momentum", "weight_decay", "norm_weight_decay", "bias_weight_decay",
                  "transformer_embedding_decay", "mixup_alpha", "cutmix_alpha", "lr_warmup_epochs",
-                 "lr_min", "start_epoch", "ra_magnitude", "clip_grad_norm", "seed", "train_limit", "test_limit")
+                 "lr_min", "start_epoch", "ra_magnitude", "clip_grad_norm", "seed", "train_limit", "test_limit", "progressive_resize")
 _UNIT = ("crop_min_scale", "label_smoothing", "random_erase", "lr_warmup_decay", "model_ema_decay", "lr_gamma")
 
 
@@ -200,6 +201,8 @@ def validate(r: Recipe) -> None:
         raise RecipeError(f"augmix_severity must be in 1..10, got {r.augmix_severity}")
     if r.lr_warmup_epochs >= r.epochs and r.lr_warmup_epochs > 0:
         raise RecipeError(f"lr_warmup_epochs ({r.lr_warmup_epochs}) must be smaller than epochs ({r.epochs})")
+    if r.progressive_resize > r.train_crop_size:
+        raise RecipeError(f"progressive_resize ({r.progressive_resize}) must not exceed train_crop_size ({r.train_crop_size})")
     if r.lr_ref_batch is not None and r.lr_ref_batch <= 0:
         raise RecipeError("lr_ref_batch must be > 0")
 
@@ -237,3 +240,16 @@ def ema_alpha(r: Recipe) -> float:
     """
     adjust = r.world_size * r.batch_size * r.model_ema_steps / r.epochs
     return min(1.0, (1.0 - r.model_ema_decay) * adjust)
+
+
+def train_crop_at(r: Recipe, epoch: int) -> int:
+    """The training crop size of an epoch: fixed, or growing under --progressive-resize.
+
+    Linear from ``progressive_resize`` at epoch 0 to ``train_crop_size`` at 3/4 of the run, then
+    constant, so the last quarter trains at the size the model is evaluated near (fastbook ch. 7).
+    """
+    if not r.progressive_resize:
+        return r.train_crop_size
+    ramp = max(1, round(0.75 * r.epochs) - 1)
+    t = min(1.0, epoch / ramp)
+    return round(r.progressive_resize + t * (r.train_crop_size - r.progressive_resize))

@@ -16,11 +16,11 @@ from statistics import median
 import torch
 from torch import nn
 
-from ..data import load_data, make_loaders
+from ..data import load_data, make_loaders, set_train_crop_size
 from ..evaluate import evaluate
 from ..models import build_model
 from ..recipes import Recipe, dump_recipe, load_recipe, resolve, warnings_for
-from ..recipes.recipe import ema_alpha
+from ..recipes.recipe import ema_alpha, train_crop_at
 from .checkpoint import copy_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import barrier, init_distributed
 from .ema import build_ema
@@ -133,16 +133,7 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     notes += warnings_for(recipe, steps_per_epoch)
 
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    groups = param_groups(model, weight_decay=recipe.weight_decay, norm_weight_decay=recipe.norm_weight_decay,
-                          bias_weight_decay=recipe.bias_weight_decay,
-                          transformer_embedding_decay=recipe.transformer_embedding_decay)
-    optimizer = build_optimizer(groups, opt=recipe.opt, lr=recipe.lr, momentum=recipe.momentum,
-                                weight_decay=recipe.weight_decay)
-    unit = steps_per_epoch if recipe.lr_per_step else 1  # schedule lengths in epochs or in steps
-    scheduler = build_scheduler(optimizer, lr_scheduler=recipe.lr_scheduler, total=recipe.epochs * unit,
-                                warmup=recipe.lr_warmup_epochs * unit, warmup_method=recipe.lr_warmup_method,
-                                warmup_decay=recipe.lr_warmup_decay, step_size=recipe.lr_step_size * unit,
-                                gamma=recipe.lr_gamma, lr_min=recipe.lr_min)
+    optimizer, scheduler = _optimizer_and_schedule(recipe, model, steps_per_epoch)
     use_scaler = amp_dtype == torch.float16 and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
     ema = build_ema(model, decay=1.0 - ema_alpha(recipe), device=device) if recipe.model_ema else None
@@ -210,6 +201,7 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
             for epoch in range(start_epoch, recipe.epochs):
                 # Data order is a function of (seed, epoch); a mid-epoch resume skips what was done.
                 loaders.train_sampler.set_epoch(epoch, skip=first_step * recipe.batch_size)
+                set_train_crop_size(loaders, train_crop_at(recipe, epoch))
                 gen_state = loaders.train.generator.get_state()
                 progress.start_epoch(epoch, first_step)
                 try:
@@ -230,7 +222,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                     scheduler.step()
                 train_time += stats["epoch_time"]
                 img_rates.append(stats["img_s"] * dist_info.world_size)
-                rec = {"kind": "epoch", "epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in stats.items()},
+                rec = {"kind": "epoch", "epoch": epoch, "lr": lr, "train_crop": train_crop_at(recipe, epoch),
+                       **{f"train_{k}": v for k, v in stats.items()},
                        "val_split": val_split}
                 for prefix, net in (("val", model), ("ema", ema.module if ema is not None else None)):
                     if net is not None:
@@ -283,6 +276,21 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
         plot_curves(run_dir)
     barrier()
     return FitResult(run_dir, summary)
+
+
+def _optimizer_and_schedule(recipe: Recipe, model: nn.Module, steps_per_epoch: int):
+    """The reference's optimizer (with its weight-decay groups) and schedule, from the recipe."""
+    groups = param_groups(model, weight_decay=recipe.weight_decay, norm_weight_decay=recipe.norm_weight_decay,
+                          bias_weight_decay=recipe.bias_weight_decay,
+                          transformer_embedding_decay=recipe.transformer_embedding_decay)
+    optimizer = build_optimizer(groups, opt=recipe.opt, lr=recipe.lr, momentum=recipe.momentum,
+                                weight_decay=recipe.weight_decay)
+    unit = steps_per_epoch if recipe.lr_per_step else 1  # schedule lengths in epochs or in steps
+    scheduler = build_scheduler(optimizer, lr_scheduler=recipe.lr_scheduler, total=recipe.epochs * unit,
+                                warmup=recipe.lr_warmup_epochs * unit, warmup_method=recipe.lr_warmup_method,
+                                warmup_decay=recipe.lr_warmup_decay, step_size=recipe.lr_step_size * unit,
+                                gamma=recipe.lr_gamma, lr_min=recipe.lr_min)
+    return optimizer, scheduler
 
 
 def _signal_name(signum) -> str:

@@ -147,3 +147,13 @@ def test_unreadable_files_are_skipped_and_listed(tmp_path, folder_factory):
     assert len(b.train) == 36 and len(b.test) == 12 and b.native_size == 32
     img = b.train.load(0)
     assert img.mode == "RGB"
+
+
+@pytest.mark.parametrize("batch_augment", [True, False])
+def test_set_train_crop_size_changes_the_batches(batch_augment):
+    from sotakit.data import set_train_crop_size
+    L = make_loaders(_bundle(), batch_size=4, train_crop_size=12, val_resize_size=12, val_crop_size=12,
+                     batch_augment=batch_augment)
+    assert next(iter(L.train))[0].shape[-1] == 12
+    set_train_crop_size(L, 8)
+    assert next(iter(L.train))[0].shape[-2:] == (8, 8)

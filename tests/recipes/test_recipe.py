@@ -144,3 +144,15 @@ def test_warnings_say_why():
     w = warnings_for(r, steps_per_epoch=100)  # 6 updates, horizon ~98
     assert any("EMA averages over ~98 updates but the run makes only 6" in x for x in w)
     assert not any("EMA" in x for x in warnings_for(r, steps_per_epoch=10_000))
+
+
+def test_progressive_resize_schedule_and_scaling():
+    from sotakit.recipes import train_crop_at
+    r = make_recipe(epochs=8, train_crop_size=28, val_crop_size=28, val_resize_size=28, progressive_resize=20)
+    # linear from 20 at epoch 0 to 28 at epoch round(0.75 * 8) - 1 = 5, then constant
+    assert [train_crop_at(r, e) for e in range(8)] == [20, 22, 23, 25, 26, 28, 28, 28]
+    assert train_crop_at(make_recipe(epochs=8), 3) == 224
+    big = make_recipe(progressive_resize=128, train_crop_size=176)
+    assert resolve(big, native_size=28, cpu_count=2)[0].progressive_resize == 16  # 128 * 28 / 224
+    with pytest.raises(RecipeError, match="must not exceed train_crop_size"):
+        make_recipe(progressive_resize=300)
