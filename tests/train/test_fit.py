@@ -68,7 +68,7 @@ def test_same_seed_same_weights_other_seed_differs(image_folder, tmp_path, one_t
     assert not same_state(a["model"], c["model"])
 
 
-@pytest.mark.parametrize("stop_at", [(0, 4), (1, 2)], ids=["after-epoch", "mid-epoch"])
+@pytest.mark.parametrize("stop_at", [(0, 5), (1, 2)], ids=["after-epoch", "mid-epoch"])
 def test_resume_is_bit_identical(image_folder, tmp_path, stop_at, one_thread):
     kw = dict(epochs=3, model_ema=True, model_ema_steps=2, auto_augment="ta_wide", random_erase=0.2,
               label_smoothing=0.1, mixup_alpha=0.2, lr_scheduler="cosineannealinglr", lr_warmup_epochs=1,
@@ -78,8 +78,8 @@ def test_resume_is_bit_identical(image_folder, tmp_path, stop_at, one_thread):
         fit(tiny(image_folder, tmp_path / "cut", **kw), verbose=False, stop_at=stop_at)
     run = next((tmp_path / "cut" / "runs").iterdir())
     partial = weights_of(run)
-    # a stop at the last step (4 of 4: 36 images / 8) ends the epoch first: the checkpoint is at its boundary
-    assert (partial["epoch"], partial["step_in_epoch"]) == ((1, 0) if stop_at == (0, 4) else stop_at)
+    # a stop at the last step (5 of 5: 36 images / 8, the last batch of 4 kept) ends the epoch first
+    assert (partial["epoch"], partial["step_in_epoch"]) == ((1, 0) if stop_at == (0, 5) else stop_at)
     resumed = weights_of(fit(resume=run, verbose=False).run_dir)
     assert same_state(full["model"], resumed["model"])
     assert same_state(full["ema"], resumed["ema"])
@@ -113,7 +113,7 @@ def test_fashion_mnist_subset_learns(fmnist_root, tmp_path):
 
 
 def test_resume_mid_epoch_on_in_memory_data_with_batch_crops(fmnist_root, tmp_path, one_thread):
-    kw = dict(data="fashion-mnist", data_root=str(fmnist_root), train_limit=256, test_limit=64, batch_size=32,
+    kw = dict(data_root=str(fmnist_root), train_limit=256, test_limit=64, batch_size=32,
               epochs=2, crop_min_scale=0.5, mixup_alpha=0.2, cutmix_alpha=1.0, random_erase=0.5,
               use_deterministic_algorithms=True)
     full = weights_of(fit(tiny("fashion-mnist", tmp_path / "full", **kw), verbose=False).run_dir)
