@@ -5,14 +5,19 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # torch/torchvision versions that this machine's pip takes from local disk (a CUDA build; runs on CPU).
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# pip prints a line per package for local index folders that do not exist; they are noise here.
+QUIET  := 2>&1 | grep -v '^WARNING: Location' || [ $${PIPESTATUS[0]} -eq 0 ]
+
 .PHONY: env data demo test clean
 
 env: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install -q $(TORCH) $(QUIET)
+	$(PY) -m pip install -q -e '.[test]' $(QUIET)
 	touch $@
 
 # The real Fashion-MNIST, from Debian's dataset-fashion-mnist when we may install it.

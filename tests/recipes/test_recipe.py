@@ -54,6 +54,17 @@ def test_seed_command_line_resolves_to_v2_preset():
         assert getattr(from_flags, k) == getattr(preset, k), k
 
 
+def test_seed_command_line_and_v2_preset_run_alike_on_eight_processes():
+    """Resolved for the 8 processes the blog's command line was written for, nothing differs: the
+    preset's lr_ref_batch (1024 = 8 x 128) leaves lr at 0.5. On fewer processes the preset scales
+    its lr down while a bare command line is taken literally, as the reference script does."""
+    a, _ = resolve(parse_train(SEED_COMMAND), native_size=224, world_size=8, cuda_available=True, cpu_count=64)
+    b, _ = resolve(load_preset("torchvision-v2"), native_size=224, world_size=8, cuda_available=True, cpu_count=64)
+    assert {k: getattr(a, k) for k in REFERENCE_FIELDS} == {k: getattr(b, k) for k in REFERENCE_FIELDS}
+    one, _ = resolve(load_preset("torchvision-v2"), native_size=224, world_size=1, cuda_available=True, cpu_count=64)
+    assert one.lr == 0.5 / 8
+
+
 def test_reference_aliases():
     r = parse_train("-b 64 -j 3 --wd 0.05")
     assert (r.batch_size, r.workers, r.weight_decay) == (64, 3, 0.05)
