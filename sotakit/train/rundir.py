@@ -102,16 +102,17 @@ def plot_curves(run_dir: Path) -> Path | None:
 
     x = [r["epoch"] + 1 for r in epochs]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].plot(x, [r["train_loss"] for r in epochs], "o-", label="train")
+    axes[0].plot(x, [r["train_loss"] for r in epochs], "o-", label="train (as optimized: smoothing, mixing)")
     axes[0].plot(x, [r["val_loss"] for r in epochs], "o-", label=epochs[0].get("val_split", "val"))
     axes[0].set_title("loss")
     axes[1].plot(x, [r["train_acc1"] for r in epochs], "o-", label="train acc@1")
-    axes[1].plot(x, [r["val_acc1"] for r in epochs], "o-", label="val acc@1")
+    split = epochs[0].get("val_split", "val")
+    axes[1].plot(x, [r["val_acc1"] for r in epochs], "o-", label=f"{split} acc@1")
     if any("ema_acc1" in r for r in epochs):
-        axes[1].plot(x, [r.get("ema_acc1", float("nan")) for r in epochs], "o-", label="EMA val acc@1")
+        axes[1].plot(x, [r.get("ema_acc1", float("nan")) for r in epochs], "o-", label=f"EMA {split} acc@1")
     axes[1].set_title("accuracy (%)")
     axes[2].plot(x, [r["lr"] for r in epochs], "o-")
-    axes[2].set_title("learning rate (end of epoch)")
+    axes[2].set_title("learning rate (last step of epoch)")
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
