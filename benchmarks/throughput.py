@@ -8,9 +8,9 @@ Writes benchmarks/results/throughput-<machine>-torch<version>.md with the median
 repeats of a fixed number of training steps of resnet9_w16 on Fashion-MNIST (28 px, batch 256).
 Compared settings:
   * batch crop/flip (in-memory data) vs per-image torchvision transforms;
-  * per-image transforms in the main process with the intra-op pool left at all threads vs
-    switched to one thread while fetching (sotakit's default);
-  * one DataLoader worker process vs none.
+  * denormal floats flushed to zero (sotakit's default on CPU) or not;
+  * per-image transforms with the intra-op pool left at all threads vs one thread while fetching;
+  * one DataLoader worker process vs none, also with TrivialAugment (per-image by nature).
 The first steps of each setting are a warm-up and not timed.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,11 +33,13 @@ from sotakit.models import build_model
 STEPS, WARMUP, REPEATS, BATCH = 24, 4, 3, 256
 
 
-def run(bundle, *, batch_augment: bool, workers: int, thread_toggle: bool) -> float:
+def run(bundle, *, batch_augment: bool, workers: int, thread_toggle: bool = False, auto_augment: str | None = None,
+        flush_denormal: bool = True) -> float:
     """Images per second over STEPS training steps (data loading included), after WARMUP steps."""
+    torch.set_flush_denormal(flush_denormal)
     torch.manual_seed(0)
     loaders = make_loaders(bundle, batch_size=BATCH, train_crop_size=28, val_resize_size=28, val_crop_size=28,
-                           crop_min_scale=0.6, workers=workers, batch_augment=batch_augment,
+                           crop_min_scale=0.6, workers=workers, batch_augment=batch_augment, auto_augment=auto_augment,
                            train_limit=BATCH * (STEPS + WARMUP))
     model = build_model("resnet9_w16", num_classes=10).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -57,25 +60,36 @@ def run(bundle, *, batch_augment: bool, workers: int, thread_toggle: bool) -> fl
     return STEPS * BATCH / (time.perf_counter() - t0)
 
 
+SETTINGS = {
+        "batch crop, main process (sotakit default)": dict(batch_augment=True, workers=0),
+        "batch crop, main process, denormals not flushed": dict(batch_augment=True, workers=0, flush_denormal=False),
+        "per-image transforms, main process": dict(batch_augment=False, workers=0),
+        "per-image transforms, main process, one thread while fetching": dict(batch_augment=False, workers=0,
+                                                                          thread_toggle=True),
+        "per-image transforms, 1 worker process": dict(batch_augment=False, workers=1),
+        "TrivialAugment per image, main process": dict(batch_augment=False, workers=0, auto_augment="ta_wide"),
+        "TrivialAugment per image, 1 worker process": dict(batch_augment=False, workers=1, auto_augment="ta_wide"),
+}
+
+
 def main() -> None:
-    torch.set_flush_denormal(True)
-    bundle = load_data("fashion-mnist")
-    settings = {
-        "batch crop, main process, thread toggle (sotakit default)": dict(batch_augment=True, workers=0, thread_toggle=True),
-        "per-image transforms, main process, thread toggle": dict(batch_augment=False, workers=0, thread_toggle=True),
-        "per-image transforms, main process, all threads": dict(batch_augment=False, workers=0, thread_toggle=False),
-        "per-image transforms, 1 worker process": dict(batch_augment=False, workers=1, thread_toggle=False),
-    }
+    if len(sys.argv) == 3 and sys.argv[1] == "--one":
+        # One setting in a fresh process: thread-pool and floating-point state (denormal flushing
+        # is per thread) cannot leak from one setting into the next.
+        print(run(load_data("fashion-mnist"), **SETTINGS[sys.argv[2]]))
+        return
+    settings = SETTINGS
     results = {name: [] for name in settings}
     for _ in range(REPEATS):  # interleaved, so drift in machine load hits every setting alike
-        for name, kw in settings.items():
-            results[name].append(run(bundle, **kw))
+        for name in settings:
+            out = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True, check=True)
+            results[name].append(float(out.stdout.strip().splitlines()[-1]))
     base = statistics.median(results[next(iter(settings))])
     lines = [f"# Training throughput, resnet9_w16 on Fashion-MNIST 28 px, batch {BATCH}",
-             "", f"`{' '.join(sys.argv) or 'benchmarks/throughput.py'}` on {time.strftime('%Y-%m-%d')}",
+             "", f"`.venv/bin/python benchmarks/throughput.py` on {time.strftime('%Y-%m-%d')}",
              f"machine: {platform.machine()} {platform.processor()}, {torch.get_num_threads()} threads; "
              f"python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}",
-             f"{STEPS} timed steps after {WARMUP} warm-up steps, median of {REPEATS} repeats", "",
+             f"{STEPS} timed steps after {WARMUP} warm-up steps, each in a fresh process, median of {REPEATS} repeats", "",
              "| setting | img/s (median) | runs | ratio to default |", "|---|---|---|---|"]
     for name, vals in results.items():
         med = statistics.median(vals)

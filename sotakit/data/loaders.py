@@ -144,30 +144,3 @@ def _ignore_signals(worker_id: int) -> None:
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def single_threaded_fetch(loader):
-    """Iterate ``loader`` with one intra-op thread while fetching, all threads while computing.
-
-    With ``num_workers=0`` the per-image transforms run between training steps, and each tiny
-    tensor op there pays for waking the intra-op thread pool. On 2 cores, fetching with one
-    thread took a resnet9_w16 epoch from 146 to 739 img/s (benchmarks/README.md).
-    """
-    threads = torch.get_num_threads()
-    it = iter(loader)
-    while True:
-        torch.set_num_threads(1)
-        try:
-            batch = next(it)
-        except StopIteration:
-            return
-        finally:
-            torch.set_num_threads(threads)
-        yield batch
-
-
-def iterate(loader, device: torch.device):
-    """The loader's batches, fetched single-threaded when they are made in this process on a CPU."""
-    if getattr(loader, "num_workers", 1) == 0 and torch.device(device).type == "cpu":
-        return single_threaded_fetch(loader)
-    return iter(loader)

@@ -7,7 +7,6 @@ import contextlib
 import torch
 from torch import nn
 
-from ..data import iterate
 from .metrics import MetricSums
 
 
@@ -26,7 +25,7 @@ def evaluate(model: nn.Module, loader, *, device: torch.device | str = "cpu", am
     criterion = criterion or nn.CrossEntropyLoss()
     model.eval()
     sums = MetricSums()
-    for images, targets in iterate(loader, device):
+    for images, targets in loader:
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)

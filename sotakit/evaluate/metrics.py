@@ -22,10 +22,12 @@ class MetricSums:
     def __init__(self):
         self.sums = torch.zeros(4, dtype=torch.float64)
 
-    def add(self, loss: float, logits: torch.Tensor, targets: torch.Tensor) -> None:
+    def add(self, loss: float, logits: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
+        """Add one batch; return its correct@1 and correct@5 counts."""
         n = len(logits)
         c1, c5 = topk_correct(logits, targets)
         self.sums += torch.tensor([loss * n, c1, c5, n], dtype=torch.float64)
+        return c1, c5
 
     def result(self, device: torch.device | str = "cpu") -> dict[str, float]:
         """Mean loss, acc@1 and acc@5 in percent, and ``n``; exact under DDP (sums, not means, are reduced)."""

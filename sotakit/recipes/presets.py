@@ -150,8 +150,8 @@ def resolve(recipe: Recipe, *, native_size: int | None, world_size: int = 1,
         (``lr * batch_size * world_size / lr_ref_batch``, Goyal et al. 2017);
       * device: ``cuda`` without a GPU becomes ``cpu``;
       * workers: capped at the cores left after the training process's own; on a CPU device with
-        at most 2 cores, 0 (measured: a worker process and the training threads then fight over the
-        same cores, 151 vs 739 img/s, see benchmarks/README.md).
+        at most 2 cores, 0: a worker gained nothing measurable there (benchmarks/results/throughput-*)
+        and loading in the training process keeps a mid-epoch resume exact.
     """
     notes: list[str] = []
     changes: dict[str, Any] = {"world_size": world_size}

@@ -15,7 +15,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..data import iterate
 from ..evaluate import MetricSums, autocast
 from .ema import update_ema
 
@@ -43,24 +42,26 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
                     ema=None, ema_steps: int = 32, ema_in_warmup: bool = False,
                     scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None,
                     clip_grad_norm: float | None = None, channels_last: bool = False, print_freq: int = 10,
-                    on_log: Callable[[dict], None] | None = None,
+                    on_log: Callable[[dict], None] | None = None, on_step: Callable[[int], None] | None = None,
                     should_stop: Callable[[int], bool] | None = None) -> dict[str, float]:
     """Train for one pass over ``loader``; return mean loss, acc@1, acc@5, img/s, data and epoch time.
 
     ``first_step`` is the index of the loader's first batch within the epoch (non-zero when resuming
     mid-epoch; the loader then already skips the batches done). ``on_log`` receives a metrics dict
-    every ``print_freq`` steps; ``should_stop(steps_done_in_epoch)`` is polled after each step and a
+    every ``print_freq`` steps, ``on_step`` the number of steps done after each step (progress bars); ``should_stop(steps_done_in_epoch)`` is polled after each step and a
     true answer raises ``Interrupted``.
     """
     model.train()
     sums = MetricSums()
     last_step = first_step + len(loader) - 1
-    window = {"loss": 0.0, "n": 0, "t": time.perf_counter()}
+    window = {"loss": 0.0, "c1": 0, "c5": 0, "n": 0, "data": 0.0, "t": time.perf_counter()}
     data_time = 0.0
     start = t_data = time.perf_counter()
     step = first_step
-    for step, (images, targets) in enumerate(iterate(loader, device), start=first_step):
-        data_time += time.perf_counter() - t_data
+    for step, (images, targets) in enumerate(loader, start=first_step):
+        waited = time.perf_counter() - t_data
+        data_time += waited
+        window["data"] += waited
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -89,14 +90,18 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             step_scheduler.step()
 
         n = len(images)
-        sums.add(loss.item(), logits.detach(), targets)
-        window["loss"] += loss.item() * n
-        window["n"] += n
+        c1, c5 = sums.add(loss.item(), logits.detach(), targets)
+        window.update(loss=window["loss"] + loss.item() * n, c1=window["c1"] + c1, c5=window["c5"] + c5,
+                      n=window["n"] + n)
+        if on_step is not None:
+            on_step(step + 1)
         if on_log is not None and (step + 1) % print_freq == 0:
             now = time.perf_counter()
-            on_log({"epoch": epoch, "step": step + 1, "loss": window["loss"] / window["n"], "lr": lr,
-                    "img_s": window["n"] / max(now - window["t"], 1e-9)})
-            window = {"loss": 0.0, "n": 0, "t": now}
+            w = window
+            on_log({"epoch": epoch, "step": step + 1, "loss": w["loss"] / w["n"], "acc1": 100 * w["c1"] / w["n"],
+                    "acc5": 100 * w["c5"] / w["n"], "lr": lr, "img_s": w["n"] / max(now - w["t"], 1e-9),
+                    "data_time": w["data"]})
+            window = {"loss": 0.0, "c1": 0, "c5": 0, "n": 0, "data": 0.0, "t": now}
         # The last step of an epoch is never interrupted: the epoch ends (eval, checkpoint) and the
         # caller stops at the epoch boundary, so no resumed epoch is empty.
         if should_stop is not None and step < last_step and all_ranks(should_stop(step + 1), device, op="max"):

@@ -30,6 +30,10 @@ class RunProgress:
             self.progress.reset(self.step_task, total=self.steps, completed=first_step)
             self.progress.update(self.step_task, description=f"epoch {epoch + 1}")
 
+    def step(self, done: int) -> None:
+        if self.live:
+            self.progress.update(self.step_task, completed=done)
+
     def log_step(self, rec: dict) -> None:
         info = f"loss {rec['loss']:.4f} lr {rec['lr']:.3g} {rec['img_s']:.0f} img/s"
         if self.live:

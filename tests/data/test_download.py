@@ -35,20 +35,22 @@ class RangeServer:
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 name = self.path.lstrip("/")
                 rng = self.headers.get("Range")
+                # Each request is recorded before its answer goes out: the client may assert on
+                # server.requests as soon as it has the answer.
                 if name not in server.files:
-                    self.send_error(404)
                     server.requests.append((self.path, rng, 404, 0))
+                    self.send_error(404)
                     return
                 body = server.files[name]
                 start = 0
                 if rng and not server.ignore_range:
                     start = int(rng.removeprefix("bytes=").split("-")[0])
                     if start >= len(body):
+                        server.requests.append((self.path, rng, 416, 0))
                         self.send_response(416)
                         self.send_header("Content-Range", f"bytes */{len(body)}")
                         self.send_header("Content-Length", "0")
                         self.end_headers()
-                        server.requests.append((self.path, rng, 416, 0))
                         return
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
@@ -60,8 +62,8 @@ class RangeServer:
                 if start == 0 and name in server.cut_once:
                     payload = payload[: server.cut_once.pop(name)]
                     self.close_connection = True
-                self.wfile.write(payload)
                 server.requests.append((self.path, rng, 206 if start else 200, len(payload)))
+                self.wfile.write(payload)
 
             def log_message(self, *args) -> None:
                 pass
@@ -212,7 +214,7 @@ def test_unreachable_server_raises_download_error(tmp_path):
 def test_missing_file_is_not_retried(server, tmp_path):
     with pytest.raises(DownloadError, match="404"):
         download(f"{server.url}/nope.bin", tmp_path / "nope.bin", sha(PAYLOAD))
-    assert len(server.requests) == 1
+    assert [r[2] for r in server.requests] == [404]
 
 
 # --- extract ------------------------------------------------------------------------------------

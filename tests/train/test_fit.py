@@ -43,7 +43,8 @@ def test_run_directory_contents(image_folder, tmp_path, one_thread):
     assert {"train_loss", "train_acc1", "train_acc5", "lr", "train_img_s", "train_data_time", "train_epoch_time",
             "val_acc1", "ema_acc1"} <= set(epochs[0])
     assert epochs[0]["val_split"] == "holdout"
-    assert any(r["kind"] == "step" for r in records)
+    steps = [r for r in records if r["kind"] == "step"]
+    assert steps and {"loss", "acc1", "acc5", "lr", "img_s", "data_time"} <= set(steps[0])
     assert any(p.name.startswith("events.out.tfevents") for p in (d / "tensorboard").iterdir())
     s = json.loads((d / "summary.json").read_text())
     assert s["holdout"]["n"] == 9 and s["test"]["n"] == 12  # 36 train images (3 classes x 12), 25% held out
@@ -121,3 +122,24 @@ def test_resume_mid_epoch_on_in_memory_data_with_batch_crops(fmnist_root, tmp_pa
         fit(tiny("fashion-mnist", tmp_path / "cut", **kw), verbose=False, stop_at=(1, 3))
     resumed = weights_of(fit(resume=next((tmp_path / "cut" / "runs").iterdir()), verbose=False).run_dir)
     assert same_state(full["model"], resumed["model"])
+
+
+def test_test_only_and_weights(image_folder, tmp_path, capsys, one_thread):
+    from sotakit.cli import main
+    d = fit(tiny(image_folder, tmp_path, epochs=1), verbose=False).run_dir
+    ckpt = d / "checkpoint-last.pt"
+    assert main(["train", "--test-only", "--weights", str(ckpt)]) == 0
+    out = capsys.readouterr().out
+    acc = json.loads((d / "summary.json").read_text())["test"]["acc1"]
+    assert f"model      acc@1 {acc:.2f}" in out
+    assert main(["train", "--test-only"]) == 2
+    assert "--test-only needs --resume RUN_DIR or --weights FILE" in capsys.readouterr().err
+    # --weights starts a new run from those weights: before any step, the model is the checkpoint's
+    with pytest.raises(Interrupted):
+        fit(tiny(image_folder, tmp_path / "ft", weights=str(ckpt), lr=1e-12, momentum=0.0, weight_decay=0.0,
+                 epochs=2), verbose=False, stop_at=(0, 1))
+    start = load_checkpoint(next((tmp_path / "ft" / "runs").iterdir()) / "checkpoint-last.pt")["model"]
+    old = load_checkpoint(ckpt)["model"]
+    for k, v in old.items():
+        if v.is_floating_point() and "running" not in k:
+            torch.testing.assert_close(start[k], v, atol=1e-6, rtol=0)
