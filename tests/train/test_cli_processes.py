@@ -71,3 +71,14 @@ def test_ddp_two_processes_gloo(image_folder, tmp_path, ra):
     ck = load_checkpoint(runs[0] / "checkpoint-last.pt")
     assert ck["epoch"] == 2 and len(ck["rng"]) == 2  # one RNG state per rank
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+def test_models_command_lists_params_and_flops(capsys):
+    from sotakit.cli import main
+    from sotakit.models import build_model, count_flops, count_parameters
+    assert main(["models", "resnet9_w*", "--data", "fashion-mnist"]) == 0
+    out = capsys.readouterr().out
+    m = build_model("resnet9_w16", num_classes=10)
+    row = next(line for line in out.splitlines() if "resnet9_w16" in line)
+    assert f"{count_parameters(m) / 1e6:.2f}" in row and f"{count_flops(m, 28) / 1e9:.3f}" in row
+    assert "28px" in out and "resnet9_w32" in out and "resnet18" not in out
