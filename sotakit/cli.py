@@ -143,6 +143,31 @@ def cmd_models(args, argv) -> int:
     return 0
 
 
+def cmd_ablate(args, argv) -> int:
+    from pathlib import Path
+
+    from .experiments import expand, run_ablation, write_report
+    from .recipes.recipe import FIELDS
+    overrides = {"data": args.data}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        if key not in FIELDS:
+            from .recipes.recipe import closest
+            raise RecipeError(f"--set {key}: unknown recipe key.{closest(key, FIELDS)}")
+        overrides[key] = value
+    out = Path(args.out or f"ablations/{args.ladder}-{Path(args.data).name}-e{args.epochs}")
+    steps = expand(args.ladder, out, epochs=args.epochs, long_factor=args.long_factor, overrides=overrides)
+    print(f"{len(steps)} steps x {args.seeds} seeds = {len(steps) * args.seeds} runs; recipes in {out / 'steps'}")
+    if args.dry_run:
+        for name, title, path in steps:
+            print(f"  {title:28s} {path}")
+        return 0
+    run_ablation(steps, out, seeds=args.seeds, jobs=args.jobs)
+    print(write_report(steps, out))
+    print(f"written: {out / 'ablation.md'}, {out / 'ablation.csv'}, {out / 'ablation.png'}")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sotakit", description="Train state-of-the-art image classifiers.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -169,6 +194,17 @@ def make_parser() -> argparse.ArgumentParser:
     m.add_argument("--data")
     m.add_argument("--num-classes", type=int, default=10)
     m.set_defaults(func=cmd_models)
+    a = sub.add_parser("ablate", help="the stacked-improvements ladder over several seeds, as the blog's table")
+    a.add_argument("--ladder", default="torchvision")
+    a.add_argument("--data", default="fashion-mnist")
+    a.add_argument("--seeds", type=int, default=3)
+    a.add_argument("--epochs", type=int, default=5, help="short-cycle epochs of every step")
+    a.add_argument("--long-factor", type=float, default=600 / 90, help="epoch multiplier from the long-training step on")
+    a.add_argument("--jobs", type=int, default=1, help="trainings at once (cores divided between them)")
+    a.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key in every step")
+    a.add_argument("--out", help="ablation directory (default: ablations/<ladder>-<data>-e<epochs>)")
+    a.add_argument("--dry-run", action="store_true")
+    a.set_defaults(func=cmd_ablate)
     return p
 
 

@@ -1,0 +1,99 @@
+"""Ablation statistics against hand-computed values and scipy; expansion; resumable bookkeeping."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from sotakit.experiments import budget, expand, format_table, ladder_table, recipe_hash, summarize, welch_p
+from sotakit.experiments import ablation
+from sotakit.recipes import load_preset, load_recipe
+
+
+def test_summary_statistics_by_hand():
+    s = summarize([76.0, 77.0, 79.0])
+    assert (s.n, s.mean, s.median, s.max) == (3, pytest.approx(77.3333333), 77.0, 79.0)
+    # sample std: sqrt(((-4/3)^2 + (-1/3)^2 + (5/3)^2) / 2) = sqrt(7/3)
+    assert s.std == pytest.approx(math.sqrt(7 / 3))
+    assert summarize([5.0]).std == 0.0
+
+
+def test_welch_p_matches_scipy_and_the_formula():
+    a, b = [76.1, 76.4, 75.9], [76.8, 77.1, 76.6, 77.0]
+    from scipy.stats import ttest_ind
+    assert welch_p(a, b) == pytest.approx(ttest_ind(a, b, equal_var=False).pvalue)
+    # Welch's t by hand
+    ma, mb = sum(a) / 3, sum(b) / 4
+    va = sum((x - ma) ** 2 for x in a) / 2
+    vb = sum((x - mb) ** 2 for x in b) / 3
+    t = (ma - mb) / math.sqrt(va / 3 + vb / 4)
+    assert ttest_ind(a, b, equal_var=False).statistic == pytest.approx(t)
+    assert math.isnan(welch_p([1.0], [2.0, 3.0]))
+
+
+def test_ladder_table_diffs_and_significance():
+    steps = [("a", "Baseline"), ("b", "+ B"), ("c", "+ C")]
+    acc1 = {"a": [70.0, 71.0, 72.0], "b": [75.0, 76.0, 77.0], "c": [75.5, 76.5, 75.0]}
+    acc5 = {k: [90.0] * 3 for k in acc1}
+    rows = ladder_table(steps, acc1, acc5)
+    assert [r.incremental for r in rows] == pytest.approx([0.0, 5.0, 75.6666667 - 76.0])
+    assert [r.absolute for r in rows] == pytest.approx([0.0, 5.0, 4.6666667])
+    assert rows[1].significant and not rows[2].significant
+    text = format_table(rows)
+    assert "| + B | 3 | 76.00 ± 1.00 | 76.00 | 77.00 |" in text and "(n.s.)" in text
+
+
+def test_budget_keeps_the_share_of_epoch_knobs():
+    v1 = load_preset("torchvision-v1")  # 90 epochs, StepLR every 30
+    r = budget(v1, epochs=9, long=False)
+    assert (r.epochs, r.lr_step_size) == (9, 3)
+    long = budget(load_preset("tv-long-training"), epochs=9, long=True)  # 600 epochs, 5 warm-up
+    assert (long.epochs, long.lr_warmup_epochs) == (60, 0)  # round(9 * 600 / 90); 5 * 60 / 600 = 0.5 -> 0
+    assert budget(load_preset("tv-long-training"), epochs=90, long=True).lr_warmup_epochs == 5
+
+
+def test_expand_writes_one_file_per_step_with_overrides(tmp_path):
+    steps = expand("torchvision", tmp_path, epochs=3, overrides={"model": "resnet9_w16", "data": "cifar10"})
+    assert len(steps) == 13 and all(p.exists() for _, _, p in steps)
+    r = load_recipe(steps[-1][2])
+    assert (r.model, r.data, r.ra_reps, r.epochs) == ("resnet9_w16", "cifar10", 4, 20)
+
+
+def test_rerun_skips_finished_runs(tmp_path, monkeypatch):
+    steps = expand("torchvision", tmp_path, epochs=2, overrides={"model": "resnet9_w16"})[:2]
+    calls = []
+
+    def fake_run_one(path, seed, out_dir, threads):  # the bookkeeping is under test, not training
+        calls.append((path.stem, seed))
+        if len(calls) == 3:
+            raise RuntimeError("killed")  # the third run dies
+        return {"step": path.stem, "seed": seed, "recipe_hash": recipe_hash(load_recipe(path)),
+                "acc1": 70.0 + seed, "acc5": 90.0, "wall_time_s": 1.0}
+
+    monkeypatch.setattr(ablation, "run_one", fake_run_one)
+    with pytest.raises(RuntimeError, match="1 run\\(s\\) failed; re-run the same command") as e:
+        ablation.run_ablation(steps, tmp_path, seeds=2, say=lambda *a: None)
+    assert f"{steps[1][0]} seed 0: killed" in str(e.value)
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 3  # the others finished
+    calls.clear()
+    ablation.run_ablation(steps, tmp_path, seeds=2, say=lambda *a: None)
+    assert calls == [(steps[1][0], 0)]  # only what had not finished
+    lines = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert sorted((x["step"], x["seed"]) for x in lines) == sorted((s, k) for s, _, _ in steps for k in (0, 1))
+    table = ablation.write_report(steps, tmp_path)
+    assert "ResNet50 Baseline" in table and (tmp_path / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "ablation.csv").read_text().splitlines()[1].startswith("tv-baseline,2,70.5000")
+
+
+def test_real_runs_end_to_end(image_folder, tmp_path):
+    steps = expand("torchvision", tmp_path, epochs=1,
+                   overrides={"model": "resnet9_w16", "data": str(image_folder), "batch_size": 8, "device": "cpu"})
+    ablation.run_ablation(steps[:1], tmp_path, seeds=2, say=lambda *a: None)
+    recs = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["seed"]) for r in recs] == [("tv-baseline", 0), ("tv-baseline", 1)]
+    for r in recs:
+        summary = json.loads((tmp_path / "runs" / r["run_dir"].rsplit("/", 1)[1] / "summary.json").read_text())
+        assert r["acc1"] == summary["test"]["acc1"] and summary["seed"] == r["seed"]
+        assert summary["test"]["n"] == 12
