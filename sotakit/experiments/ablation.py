@@ -119,8 +119,10 @@ def write_report(steps: list[tuple[str, str, Path]], out_dir: Path) -> str:
     recs = [json.loads(x) for x in (out_dir / "results.jsonl").read_text().splitlines() if x]
     acc1, acc5 = {}, {}
     for r in recs:
-        acc1.setdefault(r["step"], []).append(r["acc1"])
-        acc5.setdefault(r["step"], []).append(r["acc5"])
+        # With an EMA in the recipe the EMA model is the one reported, as the blog's EMA step does.
+        ema = r.get("ema_acc1") is not None
+        acc1.setdefault(r["step"], []).append(r["ema_acc1"] if ema else r["acc1"])
+        acc5.setdefault(r["step"], []).append(r["ema_acc5"] if ema else r["acc5"])
     rows = ladder_table([(n, t) for n, t, _ in steps], acc1, acc5)
     table = format_table(rows)
     (out_dir / "ablation.md").write_text(table + "\n")
@@ -144,7 +146,7 @@ def _plot(rows, path: Path) -> None:
     ax.plot(x, [r.acc1.max for r in rows], "^", alpha=0.6, label="best seed")
     for i, r in enumerate(rows):
         if i and not r.significant:
-            ax.annotate("n.s.", (i, r.acc1.mean), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
+            ax.annotate("n.s.", (i, r.acc1.mean), textcoords="offset points", xytext=(0, 14), ha="center", fontsize=8)
     ax.set_xticks(list(x), [r.title for r in rows], rotation=30, ha="right")
     ax.set_ylabel("test acc@1 (%)")
     ax.grid(alpha=0.3)

@@ -69,8 +69,9 @@ def test_rerun_skips_finished_runs(tmp_path, monkeypatch):
         calls.append((path.stem, seed))
         if len(calls) == 3:
             raise RuntimeError("killed")  # the third run dies
+        ema = 80.0 if path.stem == "tv-lr-optimizations" else None  # the EMA model is reported when there is one
         return {"step": path.stem, "seed": seed, "recipe_hash": recipe_hash(load_recipe(path)),
-                "acc1": 70.0 + seed, "acc5": 90.0, "wall_time_s": 1.0}
+                "acc1": 70.0 + seed, "acc5": 90.0, "ema_acc1": ema, "ema_acc5": ema, "wall_time_s": 1.0}
 
     monkeypatch.setattr(ablation, "run_one", fake_run_one)
     with pytest.raises(RuntimeError, match="1 run\\(s\\) failed; re-run the same command") as e:
@@ -84,7 +85,8 @@ def test_rerun_skips_finished_runs(tmp_path, monkeypatch):
     assert sorted((x["step"], x["seed"]) for x in lines) == sorted((s, k) for s, _, _ in steps for k in (0, 1))
     table = ablation.write_report(steps, tmp_path)
     assert "ResNet50 Baseline" in table and (tmp_path / "ablation.png").read_bytes()[:4] == b"\x89PNG"
-    assert (tmp_path / "ablation.csv").read_text().splitlines()[1].startswith("tv-baseline,2,70.5000")
+    csv = (tmp_path / "ablation.csv").read_text().splitlines()
+    assert csv[1].startswith("tv-baseline,2,70.5000") and csv[2].startswith("tv-lr-optimizations,2,80.0000")
 
 
 def test_real_runs_end_to_end(image_folder, tmp_path):
