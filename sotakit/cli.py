@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import signal
 import sys
@@ -155,7 +156,8 @@ def cmd_ablate(args, argv) -> int:
             from .recipes.recipe import closest
             raise RecipeError(f"--set {key}: unknown recipe key.{closest(key, FIELDS)}")
         overrides[key] = value
-    out = Path(args.out or f"ablations/{args.ladder}-{Path(args.data).name}-e{args.epochs}")
+    tag = hashlib.sha256(json.dumps([args.set or [], args.long_factor]).encode()).hexdigest()[:6]
+    out = Path(args.out or f"ablations/{args.ladder}-{Path(args.data).name}-e{args.epochs}-{tag}")
     steps = expand(args.ladder, out, epochs=args.epochs, long_factor=args.long_factor, overrides=overrides)
     print(f"{len(steps)} steps x {args.seeds} seeds = {len(steps) * args.seeds} runs; recipes in {out / 'steps'}")
     if args.dry_run:

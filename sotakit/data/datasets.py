@@ -41,7 +41,8 @@ class TensorSource:
         return len(self.targets)
 
     def load(self, i: int):
-        return tv_tensors.Image(self.images[i])
+        """(image, index it came from): always ``i`` here."""
+        return tv_tensors.Image(self.images[i]), i
 
 
 class FolderSource:
@@ -55,13 +56,16 @@ class FolderSource:
         return len(self.samples)
 
     def load(self, i: int):
-        # A file that went bad after the scan is replaced by the next readable one (deterministic),
-        # so one broken image cannot stop a long run.
+        """(RGB image, index it came from).
+
+        A file that went bad after the scan is replaced by the next readable one (deterministic),
+        so one broken image cannot stop a long run; the caller labels it by the index returned.
+        """
         for k in range(len(self.samples)):
-            path = self.samples[(i + k) % len(self.samples)][0]
+            j = (i + k) % len(self.samples)
             try:
-                with Image.open(path) as im:
-                    return im.convert("RGB")
+                with Image.open(self.samples[j][0]) as im:
+                    return im.convert("RGB"), j
             except (OSError, ValueError, Image.DecompressionBombError):
                 continue
         raise RuntimeError("no readable image left in the data set")

@@ -25,8 +25,8 @@ class SampleDataset(Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int):
-        j = self.indices[i]
-        return self.transform(self.source.load(j)), int(self.source.targets[j])
+        image, j = self.source.load(self.indices[i])
+        return self.transform(image), int(self.source.targets[j])
 
     @property
     def targets(self) -> torch.Tensor:
@@ -80,7 +80,8 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
     With in-memory data and no automatic augmentation, crop and flip run on whole batches
     (``batch_augment``; see batch_augment.py), else per image as in the reference.
     """
-    batch_crop = batch_augment and isinstance(bundle.train, TensorSource) and not auto_augment
+    # roi_align samples bilinearly, so other interpolations take the per-image path
+    batch_crop = batch_augment and isinstance(bundle.train, TensorSource) and not auto_augment and interpolation == "bilinear"
     if batch_crop:
         train_tf = v2.ToPureTensor()
         crop = BatchCropFlip(train_crop_size, scale=(crop_min_scale, 1.0), hflip_prob=hflip_prob)

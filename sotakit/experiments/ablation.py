@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -58,10 +59,31 @@ def expand(ladder: str, out_dir: Path, *, epochs: int, long_factor: float = DEFA
     return out
 
 
-def finished(results: Path) -> set[tuple[str, int]]:
+def read_results(results: Path) -> list[dict]:
+    """The records of results.jsonl; a line torn by a kill mid-write is skipped (its run reruns)."""
     if not results.exists():
-        return set()
-    return {(r["recipe_hash"], r["seed"]) for r in map(json.loads, results.read_text().splitlines()) if r}
+        return []
+    out = []
+    for line in results.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def append_line(path: Path, text: str) -> None:
+    """Append a line, first closing a line torn by an earlier kill so the two do not merge."""
+    with open(path, "ab+") as f:
+        f.seek(0, os.SEEK_END)
+        torn = f.tell() > 0 and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n"
+        f.write((b"\n" if torn else b"") + text.encode() + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def finished(results: Path) -> set[tuple[str, int]]:
+    return {(r["recipe_hash"], r["seed"]) for r in read_results(results)}
 
 
 def run_one(path: Path, seed: int, out_dir: Path, threads: int) -> dict:
@@ -93,7 +115,7 @@ def run_ablation(steps: list[tuple[str, str, Path]], out_dir: Path, *, seeds: in
     say(f"{len(todo)} runs to do, {len(steps) * seeds - len(todo)} already finished")
     threads = max(1, (os.cpu_count() or 1) // jobs)  # the machine's cores divided between the jobs
 
-    failures = []
+    failures, lock = [], threading.Lock()
 
     def one(job):
         try:
@@ -101,8 +123,8 @@ def run_ablation(steps: list[tuple[str, str, Path]], out_dir: Path, *, seeds: in
         except Exception as e:  # one failed run must not stop the others; it is reported at the end
             failures.append(f"{job[0].stem} seed {job[1]}: {e}")
             return None
-        with open(results, "a") as f:  # one line per finished run: an interrupted ablation loses no result
-            f.write(json.dumps(rec) + "\n")
+        with lock:  # one line per finished run: an interruption loses no result
+            append_line(results, json.dumps(rec))
         say(f"{rec['step']} seed {rec['seed']}: acc@1 {rec['acc1']:.2f} ({rec['wall_time_s']:.0f}s)")
         return rec
 
@@ -111,12 +133,14 @@ def run_ablation(steps: list[tuple[str, str, Path]], out_dir: Path, *, seeds: in
     if failures:
         raise RuntimeError(f"{len(failures)} run(s) failed; re-run the same command to retry only them:\n"
                            + "\n".join(failures))
-    return [json.loads(x) for x in results.read_text().splitlines() if x]
+    return read_results(results)
 
 
 def write_report(steps: list[tuple[str, str, Path]], out_dir: Path) -> str:
     """ablation.md, ablation.csv and ablation.png from results.jsonl; returns the Markdown table."""
-    recs = [json.loads(x) for x in (out_dir / "results.jsonl").read_text().splitlines() if x]
+    # Only results of these exact step recipes: a directory reused with other overrides is not pooled.
+    wanted = {recipe_hash(load_recipe(path)) for _, _, path in steps}
+    recs = [r for r in read_results(out_dir / "results.jsonl") if r["recipe_hash"] in wanted]
     acc1, acc5 = {}, {}
     for r in recs:
         # With an EMA in the recipe the EMA model is the one reported, as the blog's EMA step does.

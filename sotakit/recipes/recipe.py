@@ -220,6 +220,11 @@ def warnings_for(r: Recipe, steps_per_epoch: int | None = None) -> list[str]:
         out.append(f"--val-crop-size {r.val_crop_size} is larger than --val-resize-size {r.val_resize_size}: the crop pads")
     if r.lr_scheduler != "steplr" and r.lr_step_size != FIELDS["lr_step_size"].default:
         out.append(f"--lr-step-size only applies to steplr, not {r.lr_scheduler}")
+    for name, default in (("cache_dataset", False), ("use_v2", False), ("backend", "pil"), ("dist_url", "env://")):
+        if getattr(r, name) != default:
+            out.append(f"{flag_of(name)} is accepted for compatibility and has no effect in sotakit")
+    if r.sync_bn and r.world_size == 1:
+        out.append("--sync-bn only applies under DDP (torchrun with several processes)")
     if r.lr_warmup_epochs == 0 and r.lr_warmup_method != "constant":
         out.append("--lr-warmup-method has no effect with --lr-warmup-epochs 0")
     if r.model_ema and steps_per_epoch:

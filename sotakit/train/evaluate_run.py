@@ -37,7 +37,7 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, data_root:
     loaders = make_loaders(bundle, batch_size=batch_size or recipe.batch_size, train_crop_size=recipe.train_crop_size,
                            val_resize_size=val_resize_size or recipe.val_resize_size,
                            val_crop_size=recipe.val_crop_size, interpolation=recipe.interpolation,
-                           workers=min(recipe.workers, 1), seed=recipe.seed)
+                           workers=min(recipe.workers, 1), seed=recipe.seed, test_limit=recipe.test_limit)
     out = {"checkpoint": str(ckpt_path), "data": bundle.name, "epoch": ckpt["epoch"],
            "test": evaluate(model, loaders.test, device=device)}
     if ckpt.get("ema") is not None:

@@ -145,6 +145,7 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
 
     # Resume: every piece of state, so the continued run equals an uninterrupted one.
     start_epoch, first_step, best = recipe.start_epoch, 0, -1.0
+    train_time, img_rates, wall_before = 0.0, [], 0.0  # totals over all sessions of the run
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -154,7 +155,7 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
         if scaler is not None and ckpt.get("scaler") is not None:
             scaler.load_state_dict(ckpt["scaler"])
         start_epoch, first_step, best = ckpt["epoch"], ckpt["step_in_epoch"], ckpt["best_acc1"]
-        loaders.train.generator.set_state(ckpt["loader_generator"])
+        train_time, img_rates, wall_before = ckpt["train_time"], list(ckpt["img_rates"]), ckpt["wall_time"]
         set_rng_state(ckpt["rng"][min(dist_info.rank, len(ckpt["rng"]) - 1)])
         say(f"resuming {run_dir} at epoch {start_epoch + 1}, step {first_step}")
 
@@ -173,18 +174,21 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     say(f"run: {run_dir}  data: {bundle.name} ({len(loaders.train.dataset)} train images, {len(bundle.classes)} "
         f"classes, {bundle.native_size}px)  model: {recipe.model}  device: {device}")
 
-    def state(epoch: int, step_in_epoch: int, gen_state: torch.Tensor, rngs: list) -> dict:
+    def state(epoch: int, step_in_epoch: int, rngs: list) -> dict:
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
                 "scaler": scaler.state_dict() if scaler is not None else None, "epoch": epoch,
-                "step_in_epoch": step_in_epoch, "best_acc1": best, "loader_generator": gen_state,
-                "rng": rngs, "recipe": recipe.to_dict(), "classes": list(bundle.classes),
+                "step_in_epoch": step_in_epoch, "best_acc1": best, "train_time": train_time,
+                "img_rates": list(img_rates), "wall_time": time.perf_counter() - t_start + wall_before, "rng": rngs, "recipe": recipe.to_dict(), "classes": list(bundle.classes),
                 "native_size": bundle.native_size, "mean": list(bundle.mean), "std": list(bundle.std)}
 
-    def interrupted(e: Interrupted, epoch: int, step: int, gen_state: torch.Tensor, signum) -> Interrupted:
+    def interrupted(e: Interrupted, epoch: int, step: int, signum, epoch_start: float) -> Interrupted:
+        nonlocal train_time
+        train_time += time.perf_counter() - epoch_start  # the part of the epoch that was trained
         rngs = _gather_rng(dist_info)  # a collective: the stop decision was all-reduced, so every rank is here
         if dist_info.is_main:
-            save_checkpoint(state(epoch, step, gen_state, rngs), run_dir / "checkpoint-last.pt")
+            save_checkpoint(state(epoch, step, rngs), run_dir / "checkpoint-last.pt")
+        barrier()  # no rank exits before the checkpoint is written (torchrun would kill rank 0)
         progress.message(f"stopped ({_signal_name(signum)}) at epoch {epoch + 1} step {step}; checkpoint written. "
                          f"Continue with: sotakit train --resume {run_dir}")
         e.signum = signum
@@ -193,7 +197,6 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     progress = RunProgress(recipe.epochs, steps_per_epoch, enabled=verbose and dist_info.is_main,
                            start_epoch=start_epoch)
     val_loader, val_split = (loaders.holdout, "holdout") if loaders.holdout is not None else (loaders.test, "test")
-    img_rates, train_time = [], 0.0
     try:
         with StopRequest() as stop:
             def should_stop(epoch: int, done: int) -> bool:
@@ -203,8 +206,10 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                 # Data order is a function of (seed, epoch); a mid-epoch resume skips what was done.
                 loaders.train_sampler.set_epoch(epoch, skip=first_step * recipe.batch_size)
                 set_train_crop_size(loaders, train_crop_at(recipe, epoch))
-                gen_state = loaders.train.generator.get_state()
+                # Worker seeds are a function of (seed, rank, epoch), like the data order.
+                loaders.train.generator.manual_seed((recipe.seed * 1000 + dist_info.rank) * 100_003 + epoch)
                 progress.start_epoch(epoch, first_step)
+                epoch_start = time.perf_counter()
                 try:
                     stats = train_one_epoch(
                         train_model, loaders.train, optimizer, criterion=criterion, device=device, epoch=epoch,
@@ -217,7 +222,7 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                         on_step=progress.step if progress.live else None,
                         should_stop=lambda done, e=epoch: should_stop(e, done))
                 except Interrupted as e:
-                    raise interrupted(e, epoch, e.step_in_epoch, gen_state, stop.signum) from None
+                    raise interrupted(e, epoch, e.step_in_epoch, stop.signum, epoch_start) from None
                 first_step = 0
                 lr = optimizer.param_groups[0]["lr"]  # the lr this epoch ended with, before the epoch step
                 if not recipe.lr_per_step:
@@ -237,8 +242,7 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                 best = max(best, rec["val_acc1"], rec.get("ema_acc1", -1.0))
                 rngs = _gather_rng(dist_info)  # a collective: every rank takes part
                 if dist_info.is_main:
-                    save_checkpoint(state(epoch + 1, 0, loaders.train.generator.get_state(), rngs),
-                                    run_dir / "checkpoint-last.pt")
+                    save_checkpoint(state(epoch + 1, 0, rngs), run_dir / "checkpoint-last.pt")
                     if is_best:
                         copy_checkpoint(run_dir / "checkpoint-last.pt", run_dir / "checkpoint-best.pt")
                 ema_txt = f" ema {rec['ema_acc1']:.2f}" if ema is not None else ""
@@ -249,6 +253,7 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                 if epoch + 1 < recipe.epochs and all_ranks(should_stop(epoch, steps_per_epoch), device, op="max"):
                     progress.message(f"stopped ({_signal_name(stop.signum)}) after epoch {epoch + 1}. "
                                      f"Continue with: sotakit train --resume {run_dir}")
+                    barrier()
                     e = Interrupted(0)
                     e.signum = stop.signum
                     raise e
@@ -270,14 +275,14 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                                              channels_last=recipe.channels_last)
     summary = {"run_dir": str(run_dir), "recipe": recipe.recipe_name, "model": recipe.model, "data": bundle.name,
                "epochs": recipe.epochs, "seed": recipe.seed, "world_size": dist_info.world_size, **final,
-               "wall_time_s": time.perf_counter() - t_start, "train_time_s": train_time,
+               "wall_time_s": time.perf_counter() - t_start + wall_before, "train_time_s": train_time,
                "median_img_s": median(img_rates) if img_rates else None, "skipped_files": len(bundle.skipped),
                "environment": environment()}
     if dist_info.is_main:
         write_json(run_dir / "summary.json", summary)
         plot_curves(run_dir)
     barrier()
-    return FitResult(run_dir, summary)
+    return FitResult(run_dir if dist_info.is_main else None, summary)
 
 
 def _optimizer_and_schedule(recipe: Recipe, model: nn.Module, steps_per_epoch: int):
@@ -288,10 +293,11 @@ def _optimizer_and_schedule(recipe: Recipe, model: nn.Module, steps_per_epoch: i
     optimizer = build_optimizer(groups, opt=recipe.opt, lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay)
     unit = steps_per_epoch if recipe.lr_per_step else 1  # schedule lengths in epochs or in steps
+    gamma = recipe.lr_gamma ** (1 / unit) if recipe.lr_scheduler == "exponentiallr" else recipe.lr_gamma  # per epoch
     scheduler = build_scheduler(optimizer, lr_scheduler=recipe.lr_scheduler, total=recipe.epochs * unit,
                                 warmup=recipe.lr_warmup_epochs * unit, warmup_method=recipe.lr_warmup_method,
                                 warmup_decay=recipe.lr_warmup_decay, step_size=recipe.lr_step_size * unit,
-                                gamma=recipe.lr_gamma, lr_min=recipe.lr_min)
+                                gamma=gamma, lr_min=recipe.lr_min)
     return optimizer, scheduler
 
 

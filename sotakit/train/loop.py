@@ -69,7 +69,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             logits = model(images)
             loss = criterion(logits, targets)
         if not all_ranks(torch.isfinite(loss).item(), device, op="min"):  # every rank stops, none hangs
-            raise NonFiniteLossError(epoch, step, loss.item())
+            raise NonFiniteLossError(epoch, step, loss.item() if not torch.isfinite(loss) else float("nan"))
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()

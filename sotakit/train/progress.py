@@ -35,7 +35,7 @@ class RunProgress:
             self.progress.update(self.step_task, completed=done)
 
     def log_step(self, rec: dict) -> None:
-        info = f"loss {rec['loss']:.4f} lr {rec['lr']:.3g} {rec['img_s']:.0f} img/s"
+        info = f"loss {rec['loss']:.4f} acc@1 {rec['acc1']:.1f} lr {rec['lr']:.3g} {rec['img_s']:.0f} img/s"
         if self.live:
             self.progress.update(self.step_task, completed=rec["step"], info=info)
         elif self.enabled:

@@ -145,8 +145,13 @@ def test_unreadable_files_are_skipped_and_listed(tmp_path, folder_factory):
     b = load_image_folder(root)
     assert sorted(p.rsplit("/", 1)[1] for p, _ in b.skipped) == ["empty.jpg", "trunc.png"]
     assert len(b.train) == 36 and len(b.test) == 12 and b.native_size == 32
-    img = b.train.load(0)
-    assert img.mode == "RGB"
+    img, j = b.train.load(0)
+    assert img.mode == "RGB" and j == 0
+    # a file that breaks after the scan is replaced by the next one, labelled as that one
+    first = b.train.samples[0][0]
+    open(first, "wb").close()
+    img, j = b.train.load(0)
+    assert j == 1 and img.mode == "RGB"
 
 
 @pytest.mark.parametrize("batch_augment", [True, False])

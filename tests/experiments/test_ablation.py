@@ -78,10 +78,12 @@ def test_rerun_skips_finished_runs(tmp_path, monkeypatch):
         ablation.run_ablation(steps, tmp_path, seeds=2, say=lambda *a: None)
     assert f"{steps[1][0]} seed 0: killed" in str(e.value)
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 3  # the others finished
+    with open(tmp_path / "results.jsonl", "a") as f:
+        f.write('{"step": "tv-lr-optimiz')  # a line torn by a kill mid-write
     calls.clear()
     ablation.run_ablation(steps, tmp_path, seeds=2, say=lambda *a: None)
     assert calls == [(steps[1][0], 0)]  # only what had not finished
-    lines = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    lines = ablation.read_results(tmp_path / "results.jsonl")
     assert sorted((x["step"], x["seed"]) for x in lines) == sorted((s, k) for s, _, _ in steps for k in (0, 1))
     table = ablation.write_report(steps, tmp_path)
     assert "ResNet50 Baseline" in table and (tmp_path / "ablation.png").read_bytes()[:4] == b"\x89PNG"

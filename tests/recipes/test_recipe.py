@@ -146,6 +146,9 @@ def test_config_file_then_flags(tmp_path):
 def test_warnings_say_why():
     w = warnings_for(make_recipe(ra_sampler=True, ra_reps=1))
     assert any("repeats nothing" in x for x in w)
+    w = warnings_for(make_recipe(backend="tensor", sync_bn=True))
+    assert "--backend is accepted for compatibility and has no effect in sotakit" in w
+    assert any("--sync-bn only applies under DDP" in x for x in w)
     w = warnings_for(make_recipe(mixup_alpha=0.2, batch_size=1))
     assert any("mixed with itself" in x for x in w)
     # EMA horizon 1/alpha vs the number of updates in the run

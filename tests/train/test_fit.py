@@ -84,6 +84,8 @@ def test_resume_is_bit_identical(image_folder, tmp_path, stop_at, one_thread):
     resumed = weights_of(fit(resume=run, verbose=False).run_dir)
     assert same_state(full["model"], resumed["model"])
     assert same_state(full["ema"], resumed["ema"])
+    # totals survive the interruption: one throughput figure per epoch, train time of all sessions
+    assert len(resumed["img_rates"]) == 3 and resumed["train_time"] >= partial["train_time"] > 0
     assert full["optimizer"]["state"][0]["momentum_buffer"].equal(resumed["optimizer"]["state"][0]["momentum_buffer"])
 
 

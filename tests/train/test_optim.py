@@ -85,3 +85,14 @@ def test_constant_warmup_steplr_exponential_and_lr_min():
     assert got == pytest.approx([1.0, 0.5, 0.25, 0.125])
     got = lrs(dict(lr_scheduler="cosineannealinglr", total=4, lr_min=0.1), 5, lr=1.0)
     assert got[0] == 1.0 and got[4] == pytest.approx(0.1)
+
+
+def test_exponential_decay_is_per_epoch_even_when_stepped_per_batch():
+    from sotakit.recipes import make_recipe
+    from sotakit.train.fit import _optimizer_and_schedule
+    r = make_recipe(lr=1.0, lr_scheduler="exponentiallr", lr_gamma=0.5, lr_per_step=True, epochs=3)
+    opt, sched = _optimizer_and_schedule(r, nn.Linear(2, 2), steps_per_epoch=10)
+    for _ in range(20):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.25)  # two epochs: gamma ** 2
