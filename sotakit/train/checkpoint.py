@@ -19,14 +19,14 @@ import numpy as np
 import torch
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically; the previous file stays intact until the rename."""
+def _atomic_write(path: Path, write) -> Path:
+    """Call ``write(file)`` on a temp file beside ``path``, fsync, rename over ``path``, fsync the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -42,21 +42,17 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically; the previous file stays intact until the rename."""
+    return _atomic_write(Path(path), lambda f: torch.save(state, f))
+
+
 def copy_checkpoint(src: str | Path, dst: str | Path) -> Path:
-    """Copy a checkpoint file atomically (temp file, fsync, rename), without re-serializing it."""
-    dst = Path(dst)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return dst
+    """Copy a checkpoint file atomically, without re-serializing it."""
+    def copy(f):
+        with open(src, "rb") as inp:
+            shutil.copyfileobj(inp, f, 1 << 20)
+    return _atomic_write(Path(dst), copy)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -61,16 +61,6 @@ def scratch_registry(monkeypatch):
     monkeypatch.setattr(registry, "_BUILDERS", dict(registry._BUILDERS))
 
 
-@pytest.fixture
-def one_thread():
-    # Batch-2 32 px passes are too small to split across threads, and a second thread on a busy
-    # 2-core machine spin-waits: measured 7 s instead of 0.06 s for efficientnet_v2_s.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_register_model_defaults_to_function_name_and_rejects_duplicates(scratch_registry):
     @register_model()
     def tiny_test_net(*, num_classes: int) -> nn.Module:
