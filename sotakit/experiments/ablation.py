@@ -32,8 +32,8 @@ def budget(recipe: Recipe, *, epochs: int, long: bool, long_factor: float = DEFA
     target = max(1, round(epochs * long_factor)) if long else epochs
     scale = target / recipe.epochs
     warmup = min(round(recipe.lr_warmup_epochs * scale), target - 1)
-    return make_recipe(recipe, epochs=target, lr_warmup_epochs=max(0, warmup),
-                       lr_step_size=max(1, round(recipe.lr_step_size * scale)))
+    step = {"lr_step_size": max(1, round(recipe.lr_step_size * scale))} if recipe.lr_scheduler == "steplr" else {}
+    return make_recipe(recipe, epochs=target, lr_warmup_epochs=max(0, warmup), **step)
 
 
 def recipe_hash(recipe: Recipe) -> str:

@@ -39,20 +39,6 @@ def init_distributed(device: str, *, timeout_s: float = 1800) -> DistInfo:
     return DistInfo(rank, world, local)
 
 
-def all_reduce_mean(values: list[float], device: torch.device) -> list[float]:
-    """Mean over ranks (identity on one process)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return (t / dist.get_world_size()).tolist()
-
-
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
-
-
-def shutdown() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()

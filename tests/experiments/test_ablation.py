@@ -101,3 +101,8 @@ def test_real_runs_end_to_end(image_folder, tmp_path):
         summary = json.loads((tmp_path / "runs" / r["run_dir"].rsplit("/", 1)[1] / "summary.json").read_text())
         assert r["acc1"] == summary["test"]["acc1"] and summary["seed"] == r["seed"]
         assert summary["test"]["n"] == 12
+
+
+def test_budget_leaves_the_step_size_of_other_schedules_alone():
+    r = budget(load_preset("tv-lr-optimizations"), epochs=9, long=False)  # cosine
+    assert r.lr_step_size == 30 and r.epochs == 9
