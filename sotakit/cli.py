@@ -33,7 +33,7 @@ def cmd_train(args, argv) -> int:
         if extra or args.recipe or args.config:
             raise RecipeError(f"--resume continues a run with the recipe saved in it; drop {', '.join(extra) or '--recipe/--config'} "
                               "(or start a new run with --weights to begin from its weights)")
-        result = _run_fit(lambda: fit(resume=args.resume_run))
+        result = _run_fit(lambda: fit(resume=args.resume_run, force_resume=args.force_resume))
     else:
         recipe = build_recipe(args)
         if recipe.test_only:
@@ -69,13 +69,22 @@ def _print_eval(out: dict) -> None:
 
 
 def _run_fit(call):
+    """Exit codes: 143 stopped by SIGTERM/SIGUSR1 (checkpoint written), 130 by Ctrl-C, 3 non-finite loss,
+    1 a failure the message explains (checkpoint write, data loading, DDP peer), 2 refused resume."""
     from .train import Interrupted, NonFiniteLossError
+    from .train.fit import ResumeMismatchError, RunError
     try:
         return call()
     except Interrupted as e:
-        return 128 + (getattr(e, "signum", None) or signal.SIGTERM)
+        signum = getattr(e, "signum", None) or signal.SIGTERM
+        return 128 + (signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
     except NonFiniteLossError:
         return 3
+    except RunError:
+        return 1  # the message was shown by fit()
+    except ResumeMismatchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 def _summary_text(s: dict) -> str:
@@ -177,6 +186,9 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--recipe", help="preset name (see `sotakit recipes`)")
     t.add_argument("--config", help="recipe TOML file")
     t.add_argument("--dry-run", action="store_true", help="print the recipe and exit")
+    t.add_argument("--force-resume", action="store_true",
+                   help="with --resume: continue although the model, classes, recipe or data changed (same model "
+                        "and classes: all state is loaded; otherwise only the weights whose name and shape match)")
     add_recipe_arguments(t)
     t.set_defaults(func=cmd_train)
     e = sub.add_parser("eval", help="evaluate a run directory or checkpoint")

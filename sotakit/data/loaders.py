@@ -24,7 +24,15 @@ class SampleDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i):
+        """``i`` or ``(i, seed)``: with a seed the transform draws from its own seeded stream and the
+        seed goes along with the sample (the collate function seeds batch-level augmentation by it)."""
+        if isinstance(i, tuple):
+            i, key = i
+            image, j = self.source.load(self.indices[i])
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(key)
+                return self.transform(image), int(self.source.targets[j]), key
         image, j = self.source.load(self.indices[i])
         return self.transform(image), int(self.source.targets[j])
 
@@ -74,11 +82,12 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
                  cutmix_alpha: float = 0.0, ra_sampler: bool = False, ra_reps: int = 3, holdout: float = 0.0,
                  seed: int = 0, workers: int = 0, world_size: int = 1, rank: int = 0,
                  pin_memory: bool = False, eval_batch_size: int | None = None, train_limit: int = 0,
-                 test_limit: int = 0, batch_augment: bool = True) -> Loaders:
+                 test_limit: int = 0, batch_augment: bool = True, timeout: float = 0.0) -> Loaders:
     """Train, holdout and test loaders for one process (rank ``rank`` of ``world_size``).
 
     With in-memory data and no automatic augmentation, crop and flip run on whole batches
-    (``batch_augment``; see batch_augment.py), else per image as in the reference.
+    (``batch_augment``; see batch_augment.py), else per image as in the reference. ``timeout``
+    (seconds, workers > 0) turns a hung or killed worker into an error instead of a stall.
     """
     # roi_align samples bilinearly, so other interpolations take the per-image path
     batch_crop = batch_augment and isinstance(bundle.train, TensorSource) and not auto_augment and interpolation == "bilinear"
@@ -104,12 +113,13 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
     else:
         sampler = DistributedSampler(train_ds, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
                                      drop_last=False)
-    sampler = ResumableSampler(sampler)
+    sampler = ResumableSampler(sampler, seed=seed, rank=rank)
     # The DataLoader gets its own generator so worker seeds depend on the run's seed and rank only
     # (ranks must differ, or copies of an image on two ranks get the same augmentation). Workers are
     # not persistent: re-seeded from this generator each epoch, a resumed epoch matches.
     gen = torch.Generator().manual_seed(seed * 1000 + rank)
-    common = dict(num_workers=workers, pin_memory=pin_memory, worker_init_fn=_ignore_signals if workers else None)
+    common = dict(num_workers=workers, pin_memory=pin_memory, worker_init_fn=_ignore_signals if workers else None,
+                  timeout=timeout if workers else 0.0)
     # Keep the last partial batch as the reference does, unless it would hold a single image
     # (BatchNorm cannot train on one).
     train = DataLoader(train_ds, batch_size=batch_size, sampler=sampler, drop_last=len(sampler) % batch_size == 1,
@@ -141,7 +151,11 @@ def set_train_crop_size(loaders: Loaders, size: int) -> None:
 
 
 def _ignore_signals(worker_id: int) -> None:
-    """Workers leave SIGINT/SIGTERM to the main process, which checkpoints and stops them."""
+    """Workers leave SIGINT/SIGTERM/SIGUSR1 to the main process, which checkpoints and stops them.
+
+    A signal sent to the whole process group (SLURM's ``scancel -b``) would otherwise kill the
+    workers first and the main process would die with "worker killed" instead of checkpointing.
+    """
     import signal
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(s, signal.SIG_IGN)

@@ -7,6 +7,7 @@ come out as class-probability rows whose mass sums to one.
 
 from __future__ import annotations
 
+import torch
 from torch.utils.data import default_collate
 from torchvision.transforms import v2
 
@@ -27,7 +28,14 @@ class Collate:
         self.mix = v2.RandomChoice(mixes) if mixes else None
 
     def __call__(self, batch):
-        images, targets = default_collate(batch)
+        if len(batch[0]) == 3:  # (image, target, seed): batch-level randomness seeded by the first sample
+            images, targets, keys = default_collate(batch)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(keys[0]) ^ 0x5EED)
+                return self._finish(images, targets)
+        return self._finish(*default_collate(batch))
+
+    def _finish(self, images, targets):
         images = self.finish(images)
         if self.mix is not None:
             images, targets = self.mix(images, targets)

@@ -12,6 +12,7 @@ small data set with no samples at all; here the epoch is ``len(dataset) // num_r
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 
@@ -48,22 +49,37 @@ class RASampler(Sampler[int]):
         return self.selected
 
 
-class ResumableSampler(Sampler[int]):
+def sample_seed(*counters: int) -> int:
+    """A 63-bit seed that is a function of the counters only (seed, rank, epoch, position).
+
+    Hashing (rather than ``seed + pos``) keeps nearby counters' streams unrelated.
+    """
+    digest = hashlib.blake2b(",".join(map(str, counters)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class ResumableSampler(Sampler[tuple[int, int]]):
     """Wraps an epoch-seeded sampler so an epoch can start after its first ``skip`` samples.
 
-    The order is a function of (seed, epoch), so skipping the samples already trained on resumes
-    a run mid-epoch with exactly the remaining images.
+    Yields ``(index, augmentation seed)``: the seed is a function of (seed, rank, epoch, position in
+    the epoch), so each sample's augmentation is the same whichever worker draws it and however the
+    epoch was split by a resume (counter-based randomness, as reliability.md recommends: saving RNG
+    states alone is not enough once DataLoader workers or a mid-epoch restart are involved). The
+    order is a function of (seed, epoch), so skipping the samples already trained on resumes a run
+    mid-epoch with exactly the remaining images.
     """
 
-    def __init__(self, inner):
-        self.inner, self.skip = inner, 0
+    def __init__(self, inner, *, seed: int = 0, rank: int = 0):
+        self.inner, self.skip, self.seed, self.rank = inner, 0, seed, rank
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         self.inner.set_epoch(epoch)
-        self.skip = skip
+        self.epoch, self.skip = epoch, skip
 
     def __iter__(self):
-        return itertools.islice(iter(self.inner), self.skip, None)
+        epoch = getattr(self, "epoch", 0)
+        for pos, index in itertools.islice(enumerate(self.inner), self.skip, None):
+            yield index, sample_seed(self.seed, self.rank, epoch, pos)
 
     def __len__(self) -> int:
         return max(0, len(self.inner) - self.skip)

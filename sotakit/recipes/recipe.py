@@ -96,6 +96,11 @@ class Recipe:
     test_limit: int = _f(0, "evaluate on a stratified, seeded subset of this many test images (0: all)", ref=False)
     progressive_resize: int = _f(0, "fastai's progressive resizing: the train crop starts at this size and grows linearly to --train-crop-size by three quarters of the epochs (0: off)", ref=False)
     crop_min_scale: float = _f(0.08, "smallest area fraction of the training random-resized crop", ref=False)
+    # Reliability (issue 3): how often state is saved and how failures are bounded.
+    checkpoint_every: str = _f("", "also checkpoint every N steps ('500') or M minutes ('10m'); empty: at epoch ends only", ref=False)
+    max_nonfinite_skips: int = _f(5, "consecutive steps with a NaN/inf loss skipped (not applied) before the run stops; 0 stops at the first", ref=False)
+    dist_timeout: float = _f(1800.0, "seconds a DDP collective waits for a hung or dead rank before the job fails", ref=False)
+    loader_timeout: float = _f(600.0, "seconds to wait for a DataLoader worker's batch before failing (workers > 0)", ref=False)
 
     def replace(self, **changes: Any) -> "Recipe":
         return dataclasses.replace(self, **changes)
@@ -179,8 +184,28 @@ _POSITIVE = ("batch_size", "epochs", "lr", "model_ema_steps", "val_resize_size",
              "train_crop_size", "lr_step_size", "ra_reps", "print_freq", "world_size")
 _NON_NEGATIVE = ("workers", "momentum", "weight_decay", "norm_weight_decay", "bias_weight_decay",
                  "transformer_embedding_decay", "mixup_alpha", "cutmix_alpha", "lr_warmup_epochs",
-                 "lr_min", "start_epoch", "ra_magnitude", "clip_grad_norm", "seed", "train_limit", "test_limit", "progressive_resize")
+                 "lr_min", "start_epoch", "ra_magnitude", "clip_grad_norm", "seed", "train_limit", "test_limit", "progressive_resize",
+                 "max_nonfinite_skips")
 _UNIT = ("crop_min_scale", "label_smoothing", "random_erase", "lr_warmup_decay", "model_ema_decay", "lr_gamma")
+
+
+def checkpoint_interval(text: str) -> tuple[int, float]:
+    """``--checkpoint-every`` as (steps, seconds); 0 means unset. '500' -> (500, 0), '10m' -> (0, 600)."""
+    t = text.strip().lower()
+    try:
+        if not t:
+            return 0, 0.0
+        if t.endswith("m"):
+            value = (0, float(t[:-1]) * 60)
+        elif t.endswith("s") and not t.endswith("steps"):
+            value = (0, float(t[:-1]))
+        else:
+            value = (int(t.removesuffix("steps")), 0.0)
+    except ValueError:
+        value = (-1, -1.0)
+    if min(value) < 0 or max(value) <= 0:
+        raise RecipeError(f"checkpoint_every={text!r}: give a number of steps ('500') or minutes ('10m')")
+    return value
 
 
 def validate(r: Recipe) -> None:
@@ -195,6 +220,10 @@ def validate(r: Recipe) -> None:
     for name in _UNIT:
         if not 0.0 <= getattr(r, name) <= 1.0:
             raise RecipeError(f"{name} must be in [0, 1], got {getattr(r, name)}")
+    for name in ("dist_timeout", "loader_timeout"):
+        if getattr(r, name) <= 0:
+            raise RecipeError(f"{name} must be > 0 seconds, got {getattr(r, name)}")
+    checkpoint_interval(r.checkpoint_every)  # raises on a malformed value
     if not 0.0 <= r.holdout < 1.0:
         raise RecipeError(f"holdout must be in [0, 1), got {r.holdout}; use e.g. --holdout 0.1")
     if not 1 <= r.augmix_severity <= 10:
@@ -258,3 +287,17 @@ def train_crop_at(r: Recipe, epoch: int) -> int:
     ramp = max(1, round(0.75 * r.epochs) - 1)
     t = min(1.0, epoch / ramp)
     return round(r.progressive_resize + t * (r.train_crop_size - r.progressive_resize))
+
+
+# Fields that say how a run is carried out, not what it computes: a resume may change them.
+OPERATIONAL_FIELDS = ("resume", "output_dir", "data_root", "print_freq", "workers", "test_only", "checkpoint_every",
+                      "dist_timeout", "loader_timeout", "max_nonfinite_skips", "dist_url", "backend", "use_v2",
+                      "cache_dataset")
+
+
+def recipe_hash(recipe: Recipe) -> str:
+    """SHA-256 (16 hex digits) of what the recipe computes; operational fields left out."""
+    import hashlib
+    import json
+    d = {k: v for k, v in recipe.to_dict().items() if k not in OPERATIONAL_FIELDS}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

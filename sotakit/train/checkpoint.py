@@ -1,50 +1,209 @@
-"""Checkpoints: written atomically, loaded safely, RNG states captured as plain tensors and types.
+"""Checkpoints: never torn, verified before they replace anything, loaded safely.
 
-Atomic write: temp file in the same directory, fsync, ``os.replace``, fsync of the directory, so a
-crash leaves either the old file or the new one, never a torn one. Loading always passes
-``weights_only=True`` (no arbitrary pickles) and ``map_location="cpu"``.
+A save writes a temp file in the same directory (hashing the bytes as they go), fsyncs it, reads it
+back to verify the hash, records it in a small manifest (``checkpoints.json``: step, size, SHA-256),
+moves the previous checkpoint aside (``checkpoint-prev.pt``) and renames the new one into place, then
+fsyncs the directory. A crash at any point leaves a checkpoint whose hash the manifest vouches for;
+at start-up stale temp files are removed and the newest verified checkpoint is chosen.
+
+Loading always passes ``weights_only=True`` explicitly (so ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` cannot
+downgrade it) and ``map_location="cpu"``, with no fallback; a refused file's message names the
+globals it wanted. Checkpoints hold tensors and plain types only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import random
 import shutil
+import signal
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .faults import fault_count
 
-def _atomic_write(path: Path, write) -> Path:
-    """Call ``write(file)`` on a temp file beside ``path``, fsync, rename over ``path``, fsync the folder."""
+LAST, PREV, MANIFEST = "checkpoint-last.pt", "checkpoint-prev.pt", "checkpoints.json"
+_TMP_PREFIX, _TMP_SUFFIX = ".checkpoint", ".tmp"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or chosen; the message says what is still intact."""
+
+
+class _HashingWriter:
+    """A file wrapper that hashes what is written and keeps the OS error torch.save would swallow."""
+
+    def __init__(self, f, kill_after: int | None = None):
+        self.f, self.sha, self.size, self.error, self.kill_after = f, hashlib.sha256(), 0, None, kill_after
+
+    def write(self, b) -> int:
+        if self.kill_after is not None and self.size >= self.kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)  # fault injection (tests only): die mid-write
+        try:
+            n = self.f.write(b)
+        except OSError as e:
+            self.error = e
+            raise
+        self.sha.update(b)
+        self.size += len(b)
+        return n
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _atomic_write(path: Path, write, *, before_replace=None, kill_after: int | None = None) -> tuple[Path, str, int]:
+    """``write(file)`` to a temp file beside ``path``; fsync, verify, rename over ``path``, fsync the folder.
+
+    Returns (path, sha256, size). ``before_replace(sha, size)`` runs after verification and before
+    the rename (the manifest entry and the move of the previous file happen there).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}-{path.stem}.", suffix=_TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+            w = _HashingWriter(f, kill_after=kill_after)
+            try:
+                write(w)
+                f.flush()
+                os.fsync(f.fileno())
+            except (OSError, RuntimeError) as e:
+                cause = w.error or e
+                raise CheckpointError(f"could not write {path}: {cause}") from e
+        sha = w.sha.hexdigest()
+        if file_sha256(tmp) != sha:  # read back: what is on disk is what was written
+            raise CheckpointError(f"could not write {path}: the file read back differs from what was written")
+        if before_replace is not None:
+            before_replace(sha, w.size)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    _fsync_dir(path.parent)
+    return path, sha, w.size
+
+
+def _fsync_dir(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    return path
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically; the previous file stays intact until the rename."""
-    return _atomic_write(Path(path), lambda f: torch.save(state, f))
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _tensors(obj):
+    """Every tensor inside nested dicts, lists and tuples."""
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
+
+
+def non_finite_keys(state: dict[str, Any]) -> list[str]:
+    """Top-level keys of ``state`` holding a NaN or infinite floating-point value."""
+    return [k for k, v in state.items()
+            if any(t.is_floating_point() and not torch.isfinite(t).all() for t in _tensors(v))]
+
+
+def check_free_space(folder: Path, needed: int) -> None:
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise CheckpointError(f"not enough free space in {folder} for a checkpoint: about {needed / 2**20:.1f} MiB "
+                              f"needed, {free / 2**20:.1f} MiB free")
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path, *, keep_previous: bool = False,
+                    meta: dict | None = None) -> Path:
+    """Write ``state`` to ``path`` atomically; the file at ``path`` stays intact until the new one is verified.
+
+    Refuses a state holding a non-finite value (a NaN checkpoint would rotate healthy ones away) and
+    checks the free space first. With ``keep_previous`` the old file becomes ``checkpoint-prev.pt``
+    and the manifest beside it records the new file's hash with ``meta`` (epoch, step).
+    """
+    path = Path(path)
+    bad = non_finite_keys(state)
+    if bad:
+        raise CheckpointError(f"refusing to write {path}: non-finite values in {', '.join(bad)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    estimate = sum(t.numel() * t.element_size() for t in _tensors(state)) + (1 << 16)
+    check_free_space(path.parent, int(estimate * 1.1))
+
+    kill_after = estimate // 2 if fault_count("kill_in_save") else None  # tests only: die halfway
+
+    def before_replace(sha: str, size: int) -> None:
+        if not keep_previous:
+            return
+        _record(path.parent, {"sha256": sha, "size": size, "time": time.time(), **(meta or {})})
+        if path.exists():
+            os.replace(path, path.parent / PREV)
+    return _atomic_write(path, lambda f: torch.save(state, f), before_replace=before_replace,
+                         kill_after=kill_after)[0]
+
+
+def _record(folder: Path, entry: dict) -> None:
+    """Add ``entry`` to the manifest (the last few entries are kept), written atomically."""
+    entries = read_manifest(folder)[-3:] + [entry]
+    data = json.dumps({"checkpoints": entries}, indent=1).encode()
+    _atomic_write(folder / MANIFEST, lambda f: f.write(data))
+
+
+def read_manifest(folder: Path) -> list[dict]:
+    try:
+        return json.loads((Path(folder) / MANIFEST).read_text())["checkpoints"]
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete temp files a crash left behind (only sotakit's own ``.checkpoint*.tmp``); return them."""
+    stale = sorted(Path(folder).glob(f"{_TMP_PREFIX}*{_TMP_SUFFIX}"))
+    for p in stale:
+        with contextlib.suppress(OSError):
+            p.unlink()
+    return stale
+
+
+def choose_checkpoint(folder: str | Path) -> Path:
+    """The newest checkpoint in a run directory whose SHA-256 the manifest vouches for.
+
+    Without a manifest (runs written by older versions, files copied by hand) ``checkpoint-last.pt``.
+    """
+    folder = Path(folder)
+    candidates = [folder / n for n in (LAST, PREV) if (folder / n).exists()]
+    entries = read_manifest(folder)
+    if not entries:
+        if candidates:
+            return candidates[0]
+        raise FileNotFoundError(f"no checkpoint in {folder}")
+    known = {e["sha256"]: e for e in entries}
+    verified = [(known[s].get("epoch", 0), known[s].get("step", 0), p) for p in candidates
+                if (s := file_sha256(p)) in known]
+    if not verified:
+        raise CheckpointError(f"no checkpoint in {folder} matches its manifest {MANIFEST} "
+                              f"(files: {', '.join(p.name for p in candidates) or 'none'}); the files are damaged")
+    return max(verified, key=lambda v: v[:2])[2]
 
 
 def copy_checkpoint(src: str | Path, dst: str | Path) -> Path:
@@ -52,20 +211,57 @@ def copy_checkpoint(src: str | Path, dst: str | Path) -> Path:
     def copy(f):
         with open(src, "rb") as inp:
             shutil.copyfileobj(inp, f, 1 << 20)
-    return _atomic_write(Path(dst), copy)
+    return _atomic_write(Path(dst), copy)[0]
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load with ``weights_only=True``: tensors and plain types only, never arbitrary code."""
+    """Load with ``weights_only=True``: tensors and plain types only, never arbitrary code.
+
+    A run directory resolves to its newest verified checkpoint.
+    """
     path = Path(path)
     if path.is_dir():
-        path = path / "checkpoint-last.pt"
+        path = choose_checkpoint(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise RuntimeError(f"refused to load {path}: {e}") from e
+        raise CheckpointError(f"refused to load {path}: {_refusal_reason(path, e)}") from e
+
+
+def _refusal_reason(path: Path, error: Exception) -> str:
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # not a zip checkpoint (a raw pickle, a torn file): torch's own words below
+        names = []
+    if names:
+        return (f"it references Python objects a weights-only load does not allow: {', '.join(names)}. "
+                "sotakit loads tensors and plain types only; re-save the tensors (state_dict) from a trusted copy")
+    first = str(error).strip().splitlines()
+    detail = next((ln for ln in first if "GLOBAL" in ln), first[0] if first else type(error).__name__)
+    return f"{detail.strip()} (sotakit never loads with weights_only=False)"
+
+
+def state_fingerprint(ckpt: dict[str, Any], keys=("model", "ema", "optimizer")) -> str:
+    """SHA-256 of the tensors and numbers under ``keys``: equal iff two runs ended in the same state."""
+    h = hashlib.sha256()
+
+    def feed(obj, name: str) -> None:
+        if isinstance(obj, torch.Tensor):
+            h.update(name.encode())
+            h.update(obj.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(obj, dict):
+            for k in sorted(obj, key=str):
+                feed(obj[k], f"{name}/{k}")
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                feed(v, f"{name}/{i}")
+        else:
+            h.update(f"{name}={obj!r}".encode())
+    for k in keys:
+        feed(ckpt.get(k), k)
+    return h.hexdigest()
 
 
 def rng_state() -> dict[str, Any]:

@@ -2,11 +2,13 @@
 
 Follows TorchVision's ``references/classification/train.py`` (same options, same order of work)
 and adds what a run needs to be trusted: a seed, a run directory, exact resume (also mid-epoch),
-a checkpoint on SIGTERM/Ctrl-C, a clean stop on a non-finite loss, and exact DDP evaluation.
+verified checkpoints every N steps or M minutes and on SIGTERM/SIGUSR1/Ctrl-C, skipped non-finite
+steps, refusal to resume on changed inputs, and exact DDP evaluation.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -16,12 +18,13 @@ from statistics import median
 import torch
 from torch import nn
 
-from ..data import load_data, make_loaders, set_train_crop_size
+from ..data import data_fingerprint, load_data, make_loaders, set_train_crop_size
 from ..evaluate import evaluate
 from ..models import build_model
 from ..recipes import Recipe, dump_recipe, load_recipe, resolve, warnings_for
-from ..recipes.recipe import ema_alpha, train_crop_at
-from .checkpoint import copy_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..recipes.recipe import OPERATIONAL_FIELDS, checkpoint_interval, ema_alpha, recipe_hash, train_crop_at
+from .checkpoint import (LAST, CheckpointError, copy_checkpoint, load_checkpoint, remove_stale_temps, rng_state,
+                         save_checkpoint, set_rng_state, state_fingerprint)
 from .distributed import barrier, init_distributed
 from .ema import build_ema
 from .loop import Interrupted, NonFiniteLossError, all_ranks, train_one_epoch
@@ -36,15 +39,26 @@ class FitResult:
     summary: dict
 
 
+class RunError(RuntimeError):
+    """A run failed in a way the user can act on; the message names the last good checkpoint."""
+
+
+class ResumeMismatchError(RuntimeError):
+    """The checkpoint was written for another model, class list, recipe or data set."""
+
+
 class StopRequest:
-    """Turns SIGTERM/SIGINT into a flag the loop polls at step boundaries."""
+    """Turns SIGTERM/SIGINT/SIGUSR1 into a flag the loop polls at step boundaries.
+
+    SIGUSR1 is what SLURM sends ahead of a time limit (``--signal``); it is treated as SIGTERM.
+    """
 
     def __init__(self):
         self.signum = None
         self._old = {}
 
     def __enter__(self):
-        for s in (signal.SIGTERM, signal.SIGINT):
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             try:
                 self._old[s] = signal.signal(s, self._handle)
             except ValueError:  # not the main thread: leave signals alone
@@ -75,28 +89,39 @@ def amp_dtype_for(recipe: Recipe, device: torch.device) -> tuple[torch.dtype | N
 
 
 def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbose: bool = True,
-        stop_at: tuple[int, int] | None = None) -> FitResult:
+        stop_at: tuple[int, int] | None = None, force_resume: bool = False) -> FitResult:
     """Train ``recipe`` (or continue the run in ``resume``, with its own recipe); return run dir and summary.
 
     ``stop_at=(epoch, steps)`` stops as a signal would once ``steps`` steps of epoch ``epoch`` (from 0)
     are done, writing a checkpoint to resume from: for time-sliced jobs and resume tests.
+    ``force_resume`` continues even when the checkpoint was written for other inputs (see
+    ``_resume_check``).
     """
     t_start = time.perf_counter()
     ckpt = None
     resume = resume or (recipe.resume if recipe is not None else None)
     if resume:
         resume_dir = Path(resume)
-        ckpt = load_checkpoint(resume_dir)
         run_dir = resume_dir if resume_dir.is_dir() else resume_dir.parent
+        if int(os.environ.get("RANK", "0")) == 0:
+            remove_stale_temps(run_dir)  # what a crash mid-save left behind
+        ckpt = load_checkpoint(resume_dir)  # a directory: its newest checkpoint whose hash verifies
         recipe = load_recipe(run_dir / "recipe.toml")
     # The backend follows the device the run will really use (gloo on CPU, NCCL on CUDA).
-    dist_info = init_distributed("cuda" if recipe.device.startswith("cuda") and torch.cuda.is_available() else "cpu")
+    dist_info = init_distributed("cuda" if recipe.device.startswith("cuda") and torch.cuda.is_available() else "cpu",
+                                 timeout_s=recipe.dist_timeout)
     say = print if (verbose and dist_info.is_main) else (lambda *a, **k: None)
 
     # Data first: the recipe's sizes depend on the data's native resolution.
     bundle = load_data(recipe.data, recipe.data_root)
     recipe, notes = resolve(recipe, native_size=bundle.native_size, world_size=dist_info.world_size,
                             cuda_available=torch.cuda.is_available())
+    fingerprint = data_fingerprint(bundle)
+    load_all = True
+    if ckpt is not None:
+        load_all, resume_notes = _resume_check(ckpt, recipe, bundle.classes, fingerprint, force=force_resume,
+                                               run_dir=run_dir)
+        notes += resume_notes
     device = torch.device(recipe.device if recipe.device != "cuda" else f"cuda:{dist_info.local_rank}")
     amp_dtype, amp_note = amp_dtype_for(recipe, device)
     notes += [amp_note] if amp_note else []
@@ -129,7 +154,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
         crop_min_scale=recipe.crop_min_scale, mixup_alpha=recipe.mixup_alpha, cutmix_alpha=recipe.cutmix_alpha,
         ra_sampler=recipe.ra_sampler, ra_reps=recipe.ra_reps, holdout=recipe.holdout, seed=recipe.seed,
         workers=recipe.workers, world_size=dist_info.world_size, rank=dist_info.rank,
-        pin_memory=device.type == "cuda", train_limit=recipe.train_limit, test_limit=recipe.test_limit)
+        pin_memory=device.type == "cuda", train_limit=recipe.train_limit, test_limit=recipe.test_limit,
+        timeout=recipe.loader_timeout)
     steps_per_epoch = len(loaders.train)
     notes += warnings_for(recipe, steps_per_epoch)
 
@@ -145,8 +171,13 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
 
     # Resume: every piece of state, so the continued run equals an uninterrupted one.
     start_epoch, first_step, best = recipe.start_epoch, 0, -1.0
-    train_time, img_rates, wall_before = 0.0, [], 0.0  # totals over all sessions of the run
-    if ckpt is not None:
+    train_time, img_rates, wall_before, skipped_steps = 0.0, [], 0.0, 0  # totals over all sessions of the run
+    if ckpt is not None and not load_all:
+        _load_matching(model, ckpt["model"])
+        if ema is not None and ckpt.get("ema") is not None:
+            _load_matching(ema, ckpt["ema"])
+        say(f"forced resume of {run_dir}: matching weights loaded; optimizer, schedule and position start afresh")
+    elif ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -156,6 +187,7 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
             scaler.load_state_dict(ckpt["scaler"])
         start_epoch, first_step, best = ckpt["epoch"], ckpt["step_in_epoch"], ckpt["best_acc1"]
         train_time, img_rates, wall_before = ckpt["train_time"], list(ckpt["img_rates"]), ckpt["wall_time"]
+        skipped_steps = ckpt.get("skipped_steps", 0)
         set_rng_state(ckpt["rng"][min(dist_info.rank, len(ckpt["rng"]) - 1)])
         say(f"resuming {run_dir} at epoch {start_epoch + 1}, step {first_step}")
 
@@ -174,20 +206,43 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     say(f"run: {run_dir}  data: {bundle.name} ({len(loaders.train.dataset)} train images, {len(bundle.classes)} "
         f"classes, {bundle.native_size}px)  model: {recipe.model}  device: {device}")
 
-    def state(epoch: int, step_in_epoch: int, rngs: list) -> dict:
+    def state(epoch: int, step_in_epoch: int, rngs: list, trained: float) -> dict:
+        """Everything a resume needs, as tensors and plain types; ``trained``: training seconds so far."""
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
                 "scaler": scaler.state_dict() if scaler is not None else None, "epoch": epoch,
-                "step_in_epoch": step_in_epoch, "best_acc1": best, "train_time": train_time,
-                "img_rates": list(img_rates), "wall_time": time.perf_counter() - t_start + wall_before, "rng": rngs, "recipe": recipe.to_dict(), "classes": list(bundle.classes),
+                "step_in_epoch": step_in_epoch, "best_acc1": best, "train_time": trained,
+                "img_rates": list(img_rates), "wall_time": time.perf_counter() - t_start + wall_before, "rng": rngs,
+                "skipped_steps": skipped_steps, "recipe": recipe.to_dict(), "recipe_hash": recipe_hash(recipe),
+                "data_fingerprint": fingerprint, "classes": list(bundle.classes),
                 "native_size": bundle.native_size, "mean": list(bundle.mean), "std": list(bundle.std)}
+
+    def checkpoint(epoch: int, step: int, trained: float) -> None:
+        """Save the state after ``step`` steps of ``epoch`` (a collective: every rank calls it)."""
+        nonlocal last_save
+        rngs = _gather_rng(dist_info)
+        if dist_info.is_main:
+            save_checkpoint(state(epoch, step, rngs, trained), run_dir / LAST, keep_previous=True,
+                            meta={"epoch": epoch, "step": step})
+        last_save = time.perf_counter()
+
+    every_steps, every_s = checkpoint_interval(recipe.checkpoint_every)
+    last_save = time.perf_counter()
+
+    def periodic(epoch: int, done: int, epoch_start: float) -> None:
+        """--checkpoint-every: mid-epoch saves (the epoch's end saves anyway)."""
+        if done >= steps_per_epoch or not (every_steps or every_s):
+            return
+        due = bool(every_steps) and (epoch * steps_per_epoch + done) % every_steps == 0
+        if every_s:  # clocks differ between ranks: any rank's clock decides for all
+            due = all_ranks(due or time.perf_counter() - last_save >= every_s, device, op="max")
+        if due:
+            checkpoint(epoch, done, train_time + time.perf_counter() - epoch_start)
 
     def interrupted(e: Interrupted, epoch: int, step: int, signum, epoch_start: float) -> Interrupted:
         nonlocal train_time
         train_time += time.perf_counter() - epoch_start  # the part of the epoch that was trained
-        rngs = _gather_rng(dist_info)  # a collective: the stop decision was all-reduced, so every rank is here
-        if dist_info.is_main:
-            save_checkpoint(state(epoch, step, rngs), run_dir / "checkpoint-last.pt")
+        checkpoint(epoch, step, train_time)  # the stop decision was all-reduced, so every rank is here
         barrier()  # no rank exits before the checkpoint is written (torchrun would kill rank 0)
         progress.message(f"stopped ({_signal_name(signum)}) at epoch {epoch + 1} step {step}; checkpoint written. "
                          f"Continue with: sotakit train --resume {run_dir}")
@@ -219,10 +274,24 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                         channels_last=recipe.channels_last, print_freq=recipe.print_freq,
                         on_log=lambda r: (log.write({"kind": "step", **r}, global_step=r["epoch"] * steps_per_epoch + r["step"]),
                                           progress.log_step(r)),
-                        on_step=progress.step if progress.live else None,
-                        should_stop=lambda done, e=epoch: should_stop(e, done))
+                        on_step=lambda done, e=epoch, t0=epoch_start: (progress.step(done) if progress.live else None,
+                                                                       periodic(e, done, t0)),
+                        should_stop=lambda done, e=epoch: should_stop(e, done),
+                        max_nonfinite_skips=recipe.max_nonfinite_skips)
                 except Interrupted as e:
                     raise interrupted(e, epoch, e.step_in_epoch, stop.signum, epoch_start) from None
+                except NonFiniteLossError as e:
+                    raise NonFiniteLossError(e.epoch, e.step, e.value, e.skipped,
+                                             hint=_last_checkpoint_hint(run_dir)) from None
+                except CheckpointError as e:
+                    raise RunError(f"{e}. {_last_checkpoint_hint(run_dir)}") from e
+                except RuntimeError as e:
+                    if "DataLoader" not in str(e) and not isinstance(e, torch.distributed.DistError):
+                        raise
+                    what = "data loading failed" if "DataLoader" in str(e) else \
+                        f"a DDP peer failed or did not answer within --dist-timeout {recipe.dist_timeout:g}s"
+                    raise RunError(f"{what}: {str(e).splitlines()[0]}. {_last_checkpoint_hint(run_dir)}") from e
+                skipped_steps += stats["skipped_steps"]
                 first_step = 0
                 lr = optimizer.param_groups[0]["lr"]  # the lr this epoch ended with, before the epoch step
                 if not recipe.lr_per_step:
@@ -240,11 +309,12 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                 log.write(rec, global_step=(epoch + 1) * steps_per_epoch)
                 is_best = max(rec["val_acc1"], rec.get("ema_acc1", -1.0)) > best
                 best = max(best, rec["val_acc1"], rec.get("ema_acc1", -1.0))
-                rngs = _gather_rng(dist_info)  # a collective: every rank takes part
-                if dist_info.is_main:
-                    save_checkpoint(state(epoch + 1, 0, rngs), run_dir / "checkpoint-last.pt")
-                    if is_best:
-                        copy_checkpoint(run_dir / "checkpoint-last.pt", run_dir / "checkpoint-best.pt")
+                try:
+                    checkpoint(epoch + 1, 0, train_time)
+                except CheckpointError as e:
+                    raise RunError(f"{e}. {_last_checkpoint_hint(run_dir)}") from e
+                if dist_info.is_main and is_best:
+                    copy_checkpoint(run_dir / LAST, run_dir / "checkpoint-best.pt")
                 ema_txt = f" ema {rec['ema_acc1']:.2f}" if ema is not None else ""
                 progress.end_epoch(
                     f"epoch {epoch + 1}/{recipe.epochs} train loss {stats['loss']:.4f} acc@1 {stats['acc1']:.2f} | "
@@ -257,7 +327,7 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                     e = Interrupted(0)
                     e.signum = stop.signum
                     raise e
-    except NonFiniteLossError as e:
+    except (NonFiniteLossError, RunError) as e:
         progress.message(f"error: {e}")
         raise
     finally:
@@ -277,6 +347,9 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                "epochs": recipe.epochs, "seed": recipe.seed, "world_size": dist_info.world_size, **final,
                "wall_time_s": time.perf_counter() - t_start + wall_before, "train_time_s": train_time,
                "median_img_s": median(img_rates) if img_rates else None, "skipped_files": len(bundle.skipped),
+               "skipped_steps": skipped_steps, "data_fingerprint": fingerprint,
+               "state_fingerprint": state_fingerprint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                                       "ema": ema.state_dict() if ema is not None else None}),
                "environment": environment()}
     if dist_info.is_main:
         write_json(run_dir / "summary.json", summary)
@@ -299,6 +372,53 @@ def _optimizer_and_schedule(recipe: Recipe, model: nn.Module, steps_per_epoch: i
                                 warmup_decay=recipe.lr_warmup_decay, step_size=recipe.lr_step_size * unit,
                                 gamma=gamma, lr_min=recipe.lr_min)
     return optimizer, scheduler
+
+
+def _resume_check(ckpt: dict, recipe: Recipe, classes: list[str], fingerprint: str, *, force: bool,
+                  run_dir: Path) -> tuple[bool, list[str]]:
+    """Refuse to resume on changed inputs; (load everything?, notes) when the checks pass or are forced.
+
+    Forced: with the same model and classes every piece of state is loaded and the run continues
+    with the current recipe and data; with another model or class list only the weights whose name
+    and shape match are loaded and training starts afresh from epoch 1.
+    """
+    saved = ckpt.get("recipe", {})
+    problems = []
+    if saved.get("model", recipe.model) != recipe.model:
+        problems.append(f"model: checkpoint {saved['model']}, now {recipe.model}")
+    if list(ckpt.get("classes", classes)) != list(classes):
+        problems.append(f"classes: checkpoint {len(ckpt['classes'])} ({', '.join(ckpt['classes'][:5])}...), "
+                        f"now {len(classes)} ({', '.join(classes[:5])}...)")
+    if ckpt.get("recipe_hash", recipe_hash(recipe)) != recipe_hash(recipe):
+        changed = sorted(k for k, v in recipe.to_dict().items() if k in saved and saved[k] != v
+                         and k not in OPERATIONAL_FIELDS)
+        problems.append(f"recipe hash: checkpoint {ckpt['recipe_hash']}, now {recipe_hash(recipe)} "
+                        f"(changed: {', '.join(f'{k} {saved[k]!r} -> {getattr(recipe, k)!r}' for k in changed)})")
+    if ckpt.get("data_fingerprint", fingerprint) != fingerprint:
+        problems.append(f"data fingerprint: checkpoint {ckpt['data_fingerprint']}, now {fingerprint} "
+                        "(images, labels or classes changed)")
+    if not problems:
+        return True, []
+    if not force:
+        raise ResumeMismatchError(
+            f"refusing to resume {run_dir}: the checkpoint was written for other inputs.\n  "
+            + "\n  ".join(problems)
+            + "\nStart a new run (add --weights FILE to begin from its weights), or pass --force-resume to "
+              "continue anyway (same model and classes: all state is loaded; otherwise only matching weights).")
+    same_shape = not any(p.startswith(("model", "classes")) for p in problems)
+    return same_shape, [f"--force-resume overrides: {p}" for p in problems]
+
+
+def _load_matching(module: nn.Module, saved: dict) -> None:
+    """Load the tensors of ``saved`` whose name and shape match ``module``'s; leave the rest as built."""
+    own = module.state_dict()
+    module.load_state_dict({k: v for k, v in saved.items() if k in own and own[k].shape == v.shape}, strict=False)
+
+
+def _last_checkpoint_hint(run_dir: Path | None) -> str:
+    if run_dir is None or not (Path(run_dir) / LAST).exists():
+        return "No checkpoint was written yet."
+    return f"The last good checkpoint is {Path(run_dir) / LAST}; continue with: sotakit train --resume {run_dir}"
 
 
 def _signal_name(signum) -> str:

@@ -3,7 +3,8 @@
 Order of work per step, as TorchVision's reference: forward under autocast, loss, backward (scaled
 when a GradScaler is given), optional gradient clipping on unscaled gradients, optimizer step,
 EMA update every ``ema_steps`` steps. The loss is checked for a non-finite value before the
-backward pass, so a NaN never reaches the weights.
+backward pass, so a NaN never reaches the weights: the step is skipped and counted, and the run
+stops after too many in a row.
 """
 
 from __future__ import annotations
@@ -16,16 +17,20 @@ import torch.distributed as dist
 from torch import nn
 
 from ..evaluate import MetricSums, autocast
+from . import faults
 from .ema import update_ema
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the weights were not updated with it."""
+    """The loss was NaN or infinite too many steps in a row; none of those steps reached the weights."""
 
-    def __init__(self, epoch: int, step: int, value: float):
-        super().__init__(f"loss is {value} at epoch {epoch}, step {step}: stopping before the optimizer step. "
-                         "Lower --lr, set --clip-grad-norm, or check the data; the last good checkpoint is kept.")
-        self.epoch, self.step, self.value = epoch, step, value
+    def __init__(self, epoch: int, step: int, value: float, skipped: int = 0,
+                 hint: str = "The last good checkpoint is kept."):
+        super().__init__(f"loss is {value} at epoch {epoch + 1}, step {step + 1}"
+                         + (f" ({skipped} consecutive non-finite steps skipped before it)" if skipped else "")
+                         + f": stopping before the optimizer step. Lower --lr, set --clip-grad-norm, or check the "
+                         f"data. {hint}")
+        self.epoch, self.step, self.value, self.skipped = epoch, step, value, skipped
 
 
 class Interrupted(Exception):
@@ -43,19 +48,25 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
                     scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None,
                     clip_grad_norm: float | None = None, channels_last: bool = False, print_freq: int = 10,
                     on_log: Callable[[dict], None] | None = None, on_step: Callable[[int], None] | None = None,
-                    should_stop: Callable[[int], bool] | None = None) -> dict[str, float]:
+                    should_stop: Callable[[int], bool] | None = None,
+                    max_nonfinite_skips: int = 0) -> dict[str, float]:
     """Train for one pass over ``loader``; return mean loss, acc@1, acc@5, img/s, data and epoch time.
 
     ``first_step`` is the index of the loader's first batch within the epoch (non-zero when resuming
     mid-epoch; the loader then already skips the batches done). ``on_log`` receives a metrics dict
     every ``print_freq`` steps, ``on_step`` the number of steps done after each step (progress bars); ``should_stop(steps_done_in_epoch)`` is polled after each step and a
-    true answer raises ``Interrupted``.
+    true answer raises ``Interrupted``. A step whose loss is not finite (on any rank) is skipped
+    (no update, no EMA; the schedule still advances) and counted in ``skipped_steps``; more than
+    ``max_nonfinite_skips`` in a row raise ``NonFiniteLossError``.
     """
     model.train()
     sums = MetricSums()
     last_step = first_step + len(loader) - 1
     window = {"loss": 0.0, "c1": 0, "c5": 0, "n": 0, "data": 0.0, "t": time.perf_counter()}
     data_time = 0.0
+    skipped, streak = 0, 0
+    steps_per_epoch = first_step + len(loader)
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
     start = t_data = time.perf_counter()
     step = first_step
     for step, (images, targets) in enumerate(loader, start=first_step):
@@ -68,9 +79,20 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         with autocast(device, amp_dtype):
             logits = model(images)
             loss = criterion(logits, targets)
-        if not all_ranks(torch.isfinite(loss).item(), device, op="min"):  # every rank stops, none hangs
-            raise NonFiniteLossError(epoch, step, loss.item() if not torch.isfinite(loss) else float("nan"))
+        global_step = epoch * steps_per_epoch + step + 1
+        if faults.fault_at("nan_at", global_step, rank):
+            loss = loss * float("nan")
         optimizer.zero_grad(set_to_none=True)
+        if not all_ranks(torch.isfinite(loss).item(), device, op="min"):  # every rank decides alike, none hangs
+            streak, skipped = streak + 1, skipped + 1
+            if streak > max_nonfinite_skips:
+                raise NonFiniteLossError(epoch, step, loss.item() if not torch.isfinite(loss) else float("nan"),
+                                         skipped=streak - 1)
+            if step_scheduler is not None:
+                step_scheduler.step()
+            t_data = time.perf_counter()
+            continue
+        streak = 0
         if scaler is not None:
             scaler.scale(loss).backward()
             if clip_grad_norm is not None:
@@ -93,6 +115,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         c1, c5 = sums.add(loss.item(), logits.detach(), targets)
         window.update(loss=window["loss"] + loss.item() * n, c1=window["c1"] + c1, c5=window["c5"] + c5,
                       n=window["n"] + n)
+        faults.after_step(global_step, rank)
         if on_step is not None:
             on_step(step + 1)
         if on_log is not None and (step + 1) % print_freq == 0:
@@ -110,7 +133,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     elapsed = time.perf_counter() - start
     local_images = sums.sums[3].item()
     out = sums.result(device)  # reduced over ranks: the epoch's metrics of all data
-    out.update(img_s=local_images / max(elapsed, 1e-9), data_time=data_time, epoch_time=elapsed)
+    out.update(img_s=local_images / max(elapsed, 1e-9), data_time=data_time, epoch_time=elapsed,
+               skipped_steps=skipped)
     return out
 
 

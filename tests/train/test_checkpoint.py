@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from sotakit.train import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from sotakit.train.checkpoint import CheckpointError
 
 
 def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
@@ -20,7 +21,7 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match="could not write .*ck.pt: disk full"):
         save_checkpoint({"x": torch.arange(5)}, path)
     assert torch.equal(load_checkpoint(path)["x"], torch.arange(3))  # the old file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]

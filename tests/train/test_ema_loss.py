@@ -59,6 +59,19 @@ class _NaNAt(nn.Module):
         return loss * math.nan if self.calls - 1 == self.step else loss
 
 
+def _run_with_nan_at(step: int, max_skips: int):
+    """Train a linear model 5 steps with a NaN loss at ``step``; return the weights after each step."""
+    torch.manual_seed(0)
+    m = nn.Linear(4, 3)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    data = [(torch.randn(5, 4), torch.randint(0, 3, (5,))) for _ in range(5)]
+    after = []
+    stats = train_one_epoch(m, data, opt, criterion=_NaNAt(step), device=torch.device("cpu"), epoch=0,
+                            on_step=lambda done: after.append(m.weight.detach().clone()),
+                            max_nonfinite_skips=max_skips)
+    return after, stats
+
+
 def test_non_finite_loss_stops_before_the_weights_change():
     torch.manual_seed(0)
     m = nn.Linear(4, 3)
@@ -69,12 +82,21 @@ def test_non_finite_loss_stops_before_the_weights_change():
     def remember(rec):
         before.update({k: v.clone() for k, v in m.state_dict().items()})
 
-    with pytest.raises(NonFiniteLossError, match="epoch 0, step 2") as e:
+    with pytest.raises(NonFiniteLossError, match="epoch 1, step 3") as e:
         train_one_epoch(m, data, opt, criterion=_NaNAt(2), device=torch.device("cpu"), epoch=0,
                         print_freq=1, on_log=remember)
     assert e.value.step == 2
     for k, v in m.state_dict().items():  # weights are those after step 1
         assert torch.equal(v, before[k]) and torch.isfinite(v).all()
+
+
+def test_non_finite_step_is_skipped_and_counted():
+    after, stats = _run_with_nan_at(2, max_skips=1)
+    # the skipped step calls no hook: 4 updates for 5 batches, and the one after the NaN moved on
+    assert stats["skipped_steps"] == 1 and len(after) == 4
+    clean, _ = _run_with_nan_at(99, max_skips=1)
+    assert torch.equal(after[1], clean[1])  # steps 0 and 1 as without the fault
+    assert not torch.equal(after[2], after[1]) and torch.isfinite(after[-1]).all()
 
 
 def test_clip_grad_norm_bounds_the_update():

@@ -1,0 +1,54 @@
+"""Fault injection, for the reliability tests only (tests/faults, ``make faults``); not a user feature.
+
+``SOTAKIT_FAULT="name:N[,name:N]"`` makes the named fault fire at N:
+
+- ``kill_in_save:N``  the N-th checkpoint save of the process SIGKILLs it halfway through the write;
+- ``kill_at:N``       SIGKILL after global step N (counted from 1) is done;
+- ``nan_at:N``        the loss of global step N becomes NaN;
+- ``hang_at:N``       the process stops itself (SIGSTOP) after global step N (a hung DDP rank),
+                      on the rank given by ``SOTAKIT_FAULT_RANK`` (default: every rank).
+
+The variable is read when a hook is asked, so a test sets it in the child's environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+_calls: Counter = Counter()
+
+
+def _spec() -> dict[str, int]:
+    out = {}
+    for part in filter(None, os.environ.get("SOTAKIT_FAULT", "").split(",")):
+        name, _, n = part.partition(":")
+        out[name.strip()] = int(n)
+    return out
+
+
+def fault_at(name: str, value: int, rank: int = 0) -> bool:
+    """True when fault ``name`` is set to ``value`` (and aimed at this rank)."""
+    spec = _spec()
+    if name not in spec or spec[name] != value:
+        return False
+    target = os.environ.get("SOTAKIT_FAULT_RANK")
+    return target is None or int(target) == rank
+
+
+def fault_count(name: str) -> bool:
+    """Count a call of hook ``name``; true on the N-th call when ``name:N`` is set."""
+    spec = _spec()
+    if name not in spec:
+        return False
+    _calls[name] += 1
+    return _calls[name] == spec[name]
+
+
+def after_step(global_step: int, rank: int = 0) -> None:
+    """The step-count faults: ``kill_at`` (SIGKILL) and ``hang_at`` (SIGSTOP) after step N."""
+    import signal
+    if fault_at("kill_at", global_step, rank):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if fault_at("hang_at", global_step, rank):
+        os.kill(os.getpid(), signal.SIGSTOP)
