@@ -10,7 +10,7 @@ SHELL := /bin/bash
 # pip prints a line per package for local index folders that do not exist; they are noise here.
 QUIET  := 2>&1 | grep -v '^WARNING: Location' || [ $${PIPESTATUS[0]} -eq 0 ]
 
-.PHONY: env data demo test clean
+.PHONY: env data demo test faults clean
 
 env: $(VENV)/.installed
 
@@ -34,6 +34,10 @@ demo: env data
 
 test: env data
 	$(PY) -m pytest -q
+
+# The full fault-injection tier (about 15 minutes here): writes docs/reliability.md.
+faults: env data
+	$(PY) tests/faults/run_full.py --out docs/reliability.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -70,15 +70,17 @@ def _atomic_write(path: Path, write, *, before_replace=None, kill_after: int | N
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}-{path.stem}.", suffix=_TMP_SUFFIX, dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            w = _HashingWriter(f, kill_after=kill_after)
-            try:
-                write(w)
-                f.flush()
-                os.fsync(f.fileno())
-            except (OSError, RuntimeError) as e:
-                cause = w.error or e
-                raise CheckpointError(f"could not write {path}: {cause}") from e
+        f = os.fdopen(fd, "wb")
+        w = _HashingWriter(f, kill_after=kill_after)
+        try:
+            write(w)
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+        except (OSError, RuntimeError) as e:
+            with contextlib.suppress(OSError):
+                f.close()  # closing flushes the buffer, which fails again on a full disk
+            raise CheckpointError(f"could not write {path}: {w.error or e}") from e
         sha = w.sha.hexdigest()
         if file_sha256(tmp) != sha:  # read back: what is on disk is what was written
             raise CheckpointError(f"could not write {path}: the file read back differs from what was written")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
+import socket
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +17,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_peers: tuple[int, ...] = ()  # pids of the other ranks on this host
 
     @property
     def is_main(self) -> bool:
@@ -36,7 +39,25 @@ def init_distributed(device: str, *, timeout_s: float = 1800) -> DistInfo:
         torch.cuda.set_device(local)
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
-    return DistInfo(rank, world, local)
+    ids = [None] * world
+    dist.all_gather_object(ids, (socket.gethostname(), os.getpid()))
+    peers = tuple(pid for host, pid in ids if host == socket.gethostname() and pid != os.getpid())
+    return DistInfo(rank, world, local, peers)
+
+
+def kill_local_peers(info: DistInfo) -> None:
+    """SIGKILL the other ranks on this host, after a collective failed or timed out.
+
+    torchrun stops the remaining workers with SIGTERM and waits 30 s before SIGKILL (its
+    ``--shutdown-timeout`` is not applied on that path in torch 2.14); a rank that hangs (stopped,
+    deadlocked in a kernel) never handles SIGTERM, so the job would linger. The job is failing
+    anyway; this makes it end within the process-group timeout plus a second.
+    """
+    for pid in info.local_peers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def barrier() -> None:

@@ -23,9 +23,9 @@ from ..evaluate import evaluate
 from ..models import build_model
 from ..recipes import Recipe, dump_recipe, load_recipe, resolve, warnings_for
 from ..recipes.recipe import OPERATIONAL_FIELDS, checkpoint_interval, ema_alpha, recipe_hash, train_crop_at
-from .checkpoint import (LAST, CheckpointError, copy_checkpoint, load_checkpoint, remove_stale_temps, rng_state,
+from .checkpoint import (LAST, PREV, CheckpointError, copy_checkpoint, load_checkpoint, remove_stale_temps, rng_state,
                          save_checkpoint, set_rng_state, state_fingerprint)
-from .distributed import barrier, init_distributed
+from .distributed import barrier, init_distributed, kill_local_peers
 from .ema import build_ema
 from .loop import Interrupted, NonFiniteLossError, all_ranks, train_one_epoch
 from .optim import build_optimizer, build_scheduler, param_groups
@@ -105,7 +105,10 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
         run_dir = resume_dir if resume_dir.is_dir() else resume_dir.parent
         if int(os.environ.get("RANK", "0")) == 0:
             remove_stale_temps(run_dir)  # what a crash mid-save left behind
-        ckpt = load_checkpoint(resume_dir)  # a directory: its newest checkpoint whose hash verifies
+        fresh = resume_dir.is_dir() and not any((run_dir / n).exists() for n in (LAST, PREV))
+        # A run killed before its first checkpoint starts over in its own directory; otherwise the
+        # newest checkpoint whose hash verifies.
+        ckpt = None if fresh else load_checkpoint(resume_dir)
         recipe = load_recipe(run_dir / "recipe.toml")
     # The backend follows the device the run will really use (gloo on CPU, NCCL on CUDA).
     dist_info = init_distributed("cuda" if recipe.device.startswith("cuda") and torch.cuda.is_available() else "cpu",
@@ -191,13 +194,15 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
         set_rng_state(ckpt["rng"][min(dist_info.rank, len(ckpt["rng"]) - 1)])
         say(f"resuming {run_dir} at epoch {start_epoch + 1}, step {first_step}")
 
-    if dist_info.is_main and ckpt is None:
+    if dist_info.is_main and ckpt is None and not resume:
         run_dir = create_run_dir(recipe.output_dir, recipe.run_name or recipe.recipe_name or recipe.model)
         (run_dir / "recipe.toml").write_text(dump_recipe(recipe, {"notes": "; ".join(notes)} if notes else None))
         if bundle.skipped:
             (run_dir / "skipped_files.txt").write_text("".join(f"{p}\t{r}\n" for p, r in bundle.skipped))
-    elif ckpt is None:
+    elif ckpt is None and not resume:
         run_dir = None
+    elif ckpt is None:
+        say(f"{run_dir} has no checkpoint yet: starting it over")
     for n in notes:
         say(f"note: {n}")
     if bundle.skipped:
@@ -286,10 +291,13 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                 except CheckpointError as e:
                     raise RunError(f"{e}. {_last_checkpoint_hint(run_dir)}") from e
                 except RuntimeError as e:
-                    if "DataLoader" not in str(e) and not isinstance(e, torch.distributed.DistError):
+                    loading = "DataLoader" in str(e)
+                    if not (loading or dist_info.enabled):
                         raise
-                    what = "data loading failed" if "DataLoader" in str(e) else \
-                        f"a DDP peer failed or did not answer within --dist-timeout {recipe.dist_timeout:g}s"
+                    if dist_info.enabled:  # the others would wait in a collective until the timeout
+                        kill_local_peers(dist_info)
+                    what = "data loading failed" if loading else ("DDP training failed (a peer died, or did not "
+                                                                  f"answer within --dist-timeout {recipe.dist_timeout:g}s)")
                     raise RunError(f"{what}: {str(e).splitlines()[0]}. {_last_checkpoint_hint(run_dir)}") from e
                 skipped_steps += stats["skipped_steps"]
                 first_step = 0

@@ -76,6 +76,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        buffers = [b.detach().clone() for b in model.buffers()]  # BatchNorm statistics, restored on a skip
         with autocast(device, amp_dtype):
             logits = model(images)
             loss = criterion(logits, targets)
@@ -83,46 +84,35 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         if faults.fault_at("nan_at", global_step, rank):
             loss = loss * float("nan")
         optimizer.zero_grad(set_to_none=True)
-        if not all_ranks(torch.isfinite(loss).item(), device, op="min"):  # every rank decides alike, none hangs
-            streak, skipped = streak + 1, skipped + 1
-            if streak > max_nonfinite_skips:
-                raise NonFiniteLossError(epoch, step, loss.item() if not torch.isfinite(loss) else float("nan"),
-                                         skipped=streak - 1)
-            if step_scheduler is not None:
-                step_scheduler.step()
-            t_data = time.perf_counter()
-            continue
-        streak = 0
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            if clip_grad_norm is not None:
-                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-                nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            if clip_grad_norm is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-            optimizer.step()
-        if ema is not None:
-            update_ema(ema, model, step=step, every=ema_steps, in_warmup=ema_in_warmup)
+        finite = all_ranks(torch.isfinite(loss).item(), device, op="min")  # every rank decides alike, none hangs
+        streak = 0 if finite else streak + 1
+        if streak > max_nonfinite_skips:
+            raise NonFiniteLossError(epoch, step, loss.item() if not torch.isfinite(loss) else float("nan"),
+                                     skipped=streak - 1)
         lr = optimizer.param_groups[0]["lr"]
+        if finite:
+            _backward_and_step(loss, model, optimizer, scaler=scaler, clip_grad_norm=clip_grad_norm)
+            if ema is not None:
+                update_ema(ema, model, step=step, every=ema_steps, in_warmup=ema_in_warmup)
+            n = len(images)
+            c1, c5 = sums.add(loss.item(), logits.detach(), targets)
+            window.update(loss=window["loss"] + loss.item() * n, c1=window["c1"] + c1, c5=window["c5"] + c5,
+                          n=window["n"] + n)
+        else:  # no update, no EMA, no metrics, statistics as before; the schedule still advances (it counts steps)
+            skipped += 1
+            with torch.no_grad():
+                for b, saved in zip(model.buffers(), buffers):
+                    b.copy_(saved)
         if step_scheduler is not None:
             step_scheduler.step()
-
-        n = len(images)
-        c1, c5 = sums.add(loss.item(), logits.detach(), targets)
-        window.update(loss=window["loss"] + loss.item() * n, c1=window["c1"] + c1, c5=window["c5"] + c5,
-                      n=window["n"] + n)
         faults.after_step(global_step, rank)
         if on_step is not None:
             on_step(step + 1)
         if on_log is not None and (step + 1) % print_freq == 0:
             now = time.perf_counter()
-            w = window
-            on_log({"epoch": epoch, "step": step + 1, "loss": w["loss"] / w["n"], "acc1": 100 * w["c1"] / w["n"],
-                    "acc5": 100 * w["c5"] / w["n"], "lr": lr, "img_s": w["n"] / max(now - w["t"], 1e-9),
+            w, n = window, max(window["n"], 1)
+            on_log({"epoch": epoch, "step": step + 1, "loss": w["loss"] / n, "acc1": 100 * w["c1"] / n,
+                    "acc5": 100 * w["c5"] / n, "lr": lr, "img_s": w["n"] / max(now - w["t"], 1e-9),
                     "data_time": w["data"]})
             window = {"loss": 0.0, "c1": 0, "c5": 0, "n": 0, "data": 0.0, "t": now}
         # The last step of an epoch is never interrupted: the epoch ends (eval, checkpoint) and the
@@ -136,6 +126,23 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     out.update(img_s=local_images / max(elapsed, 1e-9), data_time=data_time, epoch_time=elapsed,
                skipped_steps=skipped)
     return out
+
+
+def _backward_and_step(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer, *,
+                       scaler: torch.amp.GradScaler | None, clip_grad_norm: float | None) -> None:
+    """Backward (scaled with a GradScaler), optional clipping of the true gradients, optimizer step."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if clip_grad_norm is not None:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        if clip_grad_norm is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        optimizer.step()
 
 
 def all_ranks(flag: bool, device: torch.device, op: str) -> bool:

@@ -1,0 +1,33 @@
+"""The fast tier of the fault suite: every fault for real, in subprocesses, 3 trials each.
+
+`make faults` runs the same scenarios with more trials and writes docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+import scenarios as s
+
+TRIALS = int(os.environ.get("SOTAKIT_FAULT_TRIALS", "3"))
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    if not (s.FMNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    return tmp_path_factory.mktemp("faults")
+
+
+@pytest.mark.parametrize("scenario", s.FAST_TIER, ids=lambda f: f.__name__)
+def test_fault_holds(work, scenario):
+    rng = random.Random(f"{scenario.__name__}-fast")
+    failures = []
+    for i in range(TRIALS):
+        trial = scenario(work, rng)
+        if not trial.held:
+            failures.append(f"trial {i + 1}: {trial.detail}")
+    assert not failures, "\n".join(failures)
