@@ -8,6 +8,7 @@ a checkpoint on SIGTERM/Ctrl-C, a clean stop on a non-finite loss, and exact DDP
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from .loop import Interrupted, NonFiniteLossError, all_ranks, train_one_epoch
 from .optim import build_optimizer, build_scheduler, param_groups
 from .progress import RunProgress
 from .rundir import MetricsLog, create_run_dir, environment, plot_curves, write_json
+from .rundir import mark_finished, mark_running, mark_stopped
 
 
 @dataclass
@@ -171,6 +173,7 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     if bundle.skipped:
         say(f"skipped {len(bundle.skipped)} unreadable files (listed in skipped_files.txt)")
     log = MetricsLog(run_dir, enabled=dist_info.is_main) if run_dir else MetricsLog(Path("."), enabled=False)
+    mark_running(run_dir, enabled=dist_info.is_main)  # run.pid: `sotakit runs` tells running from interrupted
     say(f"run: {run_dir}  data: {bundle.name} ({len(loaders.train.dataset)} train images, {len(bundle.classes)} "
         f"classes, {bundle.native_size}px)  model: {recipe.model}  device: {device}")
 
@@ -263,6 +266,7 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     finally:
         progress.close()
         log.close()
+        mark_stopped(run_dir, sys.exc_info()[1], enabled=dist_info.is_main)
 
     # Final report: plain and EMA model on the holdout and, once, on the test split.
     final = {}
@@ -280,6 +284,7 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                "environment": environment()}
     if dist_info.is_main:
         write_json(run_dir / "summary.json", summary)
+        mark_finished(run_dir)
         plot_curves(run_dir)
     barrier()
     return FitResult(run_dir if dist_info.is_main else None, summary)
