@@ -28,7 +28,7 @@ STYLE = """body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em aut
 h1{font-size:1.5em;word-break:break-all}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
 th{background:#f3f3f3}table.kv td{text-align:left}table.kv td:first-child{color:#555}td:first-child,th:first-child{text-align:left}img{max-width:100%;height:auto}
-pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em}code{word-break:break-all}
+pre{background:#f7f7f7;padding:.8em;white-space:pre-wrap;font-size:.85em}pre.recipe{column-width:26em}code{word-break:break-all}
 .status-finished{color:#176b1f}.status-failed{color:#b00020}.status-interrupted,.status-running{color:#a66a00}"""
 
 
@@ -199,7 +199,7 @@ def run_sections(run_dir: Path, *, samples: int = 16, say=print) -> tuple[list[s
             ["SHA-256 fingerprint", facts["fingerprint"]]]) +
             "<p>Fingerprint: SHA-256 of the class names and, per split, the sorted file list with sizes and labels "
             "(folder data) or the image and label tensors (in-memory data).</p>")
-    sections.append("<h2>Resolved recipe</h2><pre>" + html.escape((run_dir / "recipe.toml").read_text()) + "</pre>")
+    sections.append('<h2>Resolved recipe</h2><pre class="recipe">' + html.escape((run_dir / "recipe.toml").read_text()) + "</pre>")
     sections.append(_environment_section(run_dir))
     return sections, facts
 
