@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 from pathlib import Path
 from statistics import median
 
@@ -18,6 +19,7 @@ from ..recipes import load_recipe
 from ..train.rundir import FAILED_FILE, PID_FILE, process_alive, read_metrics, runs_root
 
 STATUSES = ("finished", "running", "interrupted", "failed")
+STAMP = re.compile(r"^\d{8}-\d{6}-")  # create_run_dir's start-time prefix
 
 
 def is_run_dir(path: Path) -> bool:
@@ -26,7 +28,7 @@ def is_run_dir(path: Path) -> bool:
 
 def find_runs(root: str | Path | None = None, pattern: str | None = None) -> list[Path]:
     """Run directories under ``root`` (a run, a runs folder, or a folder holding ``runs/``) whose
-    name matches the fnmatch ``pattern``, sorted by name (names start with their start time)."""
+    name matches ``pattern`` (see ``name_matches``), sorted by name (names start with their start time)."""
     root = Path(root) if root is not None else runs_root()
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a directory: pass --root DIR (where `sotakit train` or "
@@ -36,7 +38,12 @@ def find_runs(root: str | Path | None = None, pattern: str | None = None) -> lis
     else:
         found = [p for base in (root, root / "runs") if base.is_dir() for p in base.iterdir()
                  if p.is_dir() and is_run_dir(p)]
-    return sorted((p for p in found if fnmatch.fnmatch(p.name, pattern or "*")), key=lambda p: p.name)
+    return sorted((p for p in found if name_matches(p.name, pattern or "*")), key=lambda p: p.name)
+
+
+def name_matches(name: str, pattern: str) -> bool:
+    """fnmatch on the run name, with or without its ``YYYYmmdd-HHMMSS-`` start-time prefix."""
+    return fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(STAMP.sub("", name), pattern)
 
 
 def run_status(run_dir: Path) -> str:

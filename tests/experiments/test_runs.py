@@ -88,7 +88,7 @@ def test_cli_table_and_pattern(runs, capsys):
     assert "finished" in lines["a"] and "1/1" in lines["a"] and "finished" in lines["b"]
     assert "interrupted" in lines["c"] and "1/2" in lines["c"]
     assert f"{run_info(runs['b'])['acc1']:.2f}" in lines["b"]
-    assert main(["runs", "*-beta", "--root", str(runs["root"])]) == 0
+    assert main(["runs", "bet*", "--root", str(runs["root"])]) == 0  # matched without the time prefix
     out = capsys.readouterr().out
     assert runs["b"].name in out and runs["a"].name not in out and "1 runs" in out
     assert main(["runs", str(runs["root"] / "nope" / "x")]) == 2  # a path that is not a directory
