@@ -28,12 +28,15 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
 
 def cmd_train(args, argv) -> int:
     from .train import fit
+    if args.tracker:  # fail before loading data when the tracker's package is missing
+        from .train.trackers import require
+        require(args.tracker)
     if args.resume_run:
         extra = sorted(set(overrides_from(args)) - {"resume"})
         if extra or args.recipe or args.config:
             raise RecipeError(f"--resume continues a run with the recipe saved in it; drop {', '.join(extra) or '--recipe/--config'} "
                               "(or start a new run with --weights to begin from its weights)")
-        result = _run_fit(lambda: fit(resume=args.resume_run))
+        result = _run_fit(lambda: fit(resume=args.resume_run, tracker=args.tracker))
     else:
         recipe = build_recipe(args)
         if recipe.test_only:
@@ -41,7 +44,7 @@ def cmd_train(args, argv) -> int:
         if args.dry_run:
             print(dump_recipe(recipe), end="")
             return 0
-        result = _run_fit(lambda: fit(recipe))
+        result = _run_fit(lambda: fit(recipe, tracker=args.tracker))
     if isinstance(result, int):
         return result
     if result.run_dir is not None:  # rank 0 only under DDP
@@ -207,6 +210,8 @@ def add_report_parsers(sub) -> None:
     h.add_argument("-o", "--output", help="HTML file (default: PATH/report.html)")
     h.add_argument("--samples", type=int, default=16, help="augmented training images in the grid")
     h.set_defaults(func=cmd_report)
+    sub.choices["train"].add_argument("--tracker", choices=("mlflow", "wandb"),
+                                      help="also log the recipe and metrics to MLflow or W&B (offline)")
 # --- end runs, compare, report ---
 
 

@@ -77,11 +77,12 @@ def amp_dtype_for(recipe: Recipe, device: torch.device) -> tuple[torch.dtype | N
 
 
 def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbose: bool = True,
-        stop_at: tuple[int, int] | None = None) -> FitResult:
+        stop_at: tuple[int, int] | None = None, tracker: str | None = None) -> FitResult:
     """Train ``recipe`` (or continue the run in ``resume``, with its own recipe); return run dir and summary.
 
     ``stop_at=(epoch, steps)`` stops as a signal would once ``steps`` steps of epoch ``epoch`` (from 0)
     are done, writing a checkpoint to resume from: for time-sliced jobs and resume tests.
+    ``tracker`` ("mlflow" or "wandb") also sends the recipe and metrics there.
     """
     t_start = time.perf_counter()
     ckpt = None
@@ -172,7 +173,7 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
         say(f"note: {n}")
     if bundle.skipped:
         say(f"skipped {len(bundle.skipped)} unreadable files (listed in skipped_files.txt)")
-    log = MetricsLog(run_dir, enabled=dist_info.is_main) if run_dir else MetricsLog(Path("."), enabled=False)
+    log = MetricsLog(run_dir, enabled=dist_info.is_main, tracker=tracker) if run_dir else MetricsLog(Path("."), enabled=False)
     mark_running(run_dir, enabled=dist_info.is_main)  # run.pid: `sotakit runs` tells running from interrupted
     say(f"run: {run_dir}  data: {bundle.name} ({len(loaders.train.dataset)} train images, {len(bundle.classes)} "
         f"classes, {bundle.native_size}px)  model: {recipe.model}  device: {device}")

@@ -47,31 +47,42 @@ def create_run_dir(output_dir: str | Path, name: str) -> Path:
 class MetricsLog:
     """Appends one JSON line per record to metrics.jsonl and mirrors scalars to TensorBoard."""
 
-    def __init__(self, run_dir: Path, enabled: bool = True):
+    def __init__(self, run_dir: Path, enabled: bool = True, tracker: str | None = None):
         self.path = run_dir / "metrics.jsonl"
         self.enabled = enabled
-        self.tb = None
+        self.tb = self.tracker = None
         if enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 self.tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
             except ImportError:  # tensorboard is optional; metrics.jsonl is the record
                 self.tb = None
+        if enabled and tracker:
+            import tomllib
+
+            from .trackers import Tracker
+            params = tomllib.loads((run_dir / "recipe.toml").read_text())["recipe"]
+            self.tracker = Tracker(tracker, run_dir=run_dir, params=params)
 
     def write(self, record: dict[str, Any], *, global_step: int) -> None:
         if not self.enabled:
             return
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        kind = record.get("kind", "step")
+        scalars = {f"{kind}/{k}": v for k, v in record.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step")}
         if self.tb is not None:
-            kind = record.get("kind", "step")
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step"):
-                    self.tb.add_scalar(f"{kind}/{k}", v, global_step)
+            for k, v in scalars.items():
+                self.tb.add_scalar(k, v, global_step)
+        if self.tracker is not None:
+            self.tracker.log(scalars, step=global_step)
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+        if self.tracker is not None:
+            self.tracker.close()
 
 
 def mark_running(run_dir: Path | None, *, enabled: bool = True) -> None:
