@@ -39,7 +39,10 @@ def evaluate(model: nn.Module, loader, *, device: torch.device | str = "cpu", am
 @torch.inference_mode()
 def confusion(model: nn.Module, loader, *, num_classes: int, device: torch.device | str = "cpu",
               amp_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """The confusion matrix of ``model`` over ``loader`` (rows: true class, columns: top-1 prediction)."""
+    """The confusion matrix of ``model`` over ``loader`` (rows: true class, columns: top-1 prediction).
+
+    Single process: under DDP each rank gets the counts of its own share of the images.
+    """
     device = torch.device(device)
     model.eval()
     cm = torch.zeros(num_classes, num_classes, dtype=torch.int64)

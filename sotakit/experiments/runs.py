@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import tomllib
 from pathlib import Path
 from statistics import median
 
@@ -70,12 +71,13 @@ def run_info(run_dir: Path) -> dict:
     Finished runs report the test split from summary.json; unfinished ones the last epoch's
     validation numbers (``acc_source`` says which).
     """
-    recipe = load_recipe(run_dir / "recipe.toml")
+    recipe = tomllib.loads((run_dir / "recipe.toml").read_text()).get("recipe", {})  # raw: old files list too
     epochs = [r for r in read_metrics(run_dir) if r.get("kind") == "epoch"]
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else None
-    info = {"name": run_dir.name, "path": str(run_dir), "recipe": recipe.recipe_name, "model": recipe.model,
-            "data": summary["data"] if summary else Path(recipe.data).name, "seed": recipe.seed,
-            "epochs_done": len(epochs), "epochs": recipe.epochs, "status": run_status(run_dir)}
+    info = {"name": run_dir.name, "path": str(run_dir), "recipe": recipe.get("recipe_name", ""),
+            "model": recipe.get("model", "-"), "data": summary["data"] if summary else Path(recipe.get("data", "-")).name,
+            "seed": recipe.get("seed", "-"), "epochs_done": len(epochs), "epochs": recipe.get("epochs", "-"),
+            "status": run_status(run_dir)}
     if summary:
         test, ema = summary.get("test", {}), summary.get("test_ema", {})
         info.update(acc1=test.get("acc1"), acc5=test.get("acc5"), ema_acc1=ema.get("acc1"), ema_acc5=ema.get("acc5"),
