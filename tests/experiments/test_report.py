@@ -122,3 +122,20 @@ def test_ablation_report(run, capsys):
 def test_report_of_something_else_says_what_it_needs(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "neither recipe.toml" in capsys.readouterr().err
+
+
+def test_sample_grid_is_seeded_and_shows_mixing(run):
+    from sotakit.experiments.report import figure_png, sample_grid_figure
+    from sotakit.train.evaluate_run import load_run, run_loaders
+    loaded = load_run(run["dir"])
+    loaders = run_loaders(loaded.recipe, loaded.bundle)
+    b = loaded.bundle
+
+    def grid():
+        return figure_png(sample_grid_figure(loaders, b.classes, b.mean, b.std, seed=loaded.recipe.seed, count=4))
+
+    assert grid() == grid()  # same run, same picture
+    torch.manual_seed(loaded.recipe.seed)
+    loaders.train_sampler.set_epoch(0)
+    _, targets = next(iter(loaders.train))
+    assert targets.ndim == 2 and (targets.max(dim=1).values < 1).any()  # MixUp/CutMix targets are shares
