@@ -28,12 +28,16 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
 
 def cmd_train(args, argv) -> int:
     from .train import fit
+    if args.tracker:  # fail before loading data when the tracker's package is missing
+        from .train.trackers import require
+        require(args.tracker)
     if args.resume_run:
         extra = sorted(set(overrides_from(args)) - {"resume"})
         if extra or args.recipe or args.config:
             raise RecipeError(f"--resume continues a run with the recipe saved in it; drop {', '.join(extra) or '--recipe/--config'} "
                               "(or start a new run with --weights to begin from its weights)")
-        result = _run_fit(lambda: fit(resume=args.resume_run, force_resume=args.force_resume))
+        result = _run_fit(lambda: fit(resume=args.resume_run, force_resume=args.force_resume,
+                                      tracker=args.tracker))
     else:
         recipe = build_recipe(args)
         if recipe.test_only:
@@ -41,7 +45,7 @@ def cmd_train(args, argv) -> int:
         if args.dry_run:
             print(dump_recipe(recipe), end="")
             return 0
-        result = _run_fit(lambda: fit(recipe))
+        result = _run_fit(lambda: fit(recipe, tracker=args.tracker))
     if isinstance(result, int):
         return result
     if result.run_dir is not None:  # rank 0 only under DDP
@@ -179,6 +183,48 @@ def cmd_ablate(args, argv) -> int:
     return 0
 
 
+# --- runs, compare, report (issue 4 section 4) ---
+def cmd_runs(args, argv) -> int:
+    from rich.console import Console
+
+    from .experiments.runs import check_pattern_or_root, compare_tables, find_runs, resolve_run, run_info, runs_table
+    if args.words[:1] == ["compare"]:
+        if len(args.words) != 3:
+            raise ValueError("usage: sotakit runs compare RUN_A RUN_B [--root DIR]")
+        console = Console() if sys.stdout.isatty() else Console(width=200)
+        for table in compare_tables(*(resolve_run(w, args.root) for w in args.words[1:])):
+            console.print(table)
+        return 0
+    if len(args.words) > 1:
+        raise ValueError("usage: sotakit runs [PATTERN] [--root DIR] (quote the pattern: '*resnet*')")
+    pattern, root = check_pattern_or_root(args.words[0] if args.words else None, args.root)
+    runs = find_runs(root, pattern)
+    console = Console() if sys.stdout.isatty() else Console(width=200)  # piped: no 80-column squeeze
+    console.print(runs_table([run_info(p) for p in runs], title=f"{len(runs)} runs in {root or 'runs'}"))
+    return 0
+
+
+def cmd_report(args, argv) -> int:
+    from .experiments.report import write_report
+    print(f"report written: {write_report(args.path, out=args.output, samples=args.samples)}")
+    return 0
+
+
+def add_report_parsers(sub) -> None:
+    r = sub.add_parser("runs", help="list runs as a table; `runs compare A B` diffs two runs")
+    r.add_argument("words", nargs="*", metavar="PATTERN | compare RUN_A RUN_B")
+    r.add_argument("--root", help="runs folder or ablation directory (default: ./runs)")
+    r.set_defaults(func=cmd_runs)
+    h = sub.add_parser("report", help="one self-contained HTML report of a run or an ablation")
+    h.add_argument("path", metavar="RUN_DIR|ABLATION_DIR")
+    h.add_argument("-o", "--output", help="HTML file (default: PATH/report.html)")
+    h.add_argument("--samples", type=int, default=16, help="augmented training images in the grid")
+    h.set_defaults(func=cmd_report)
+    sub.choices["train"].add_argument("--tracker", choices=("mlflow", "wandb"),
+                                      help="also log the recipe and metrics to MLflow or W&B (offline)")
+# --- end runs, compare, report ---
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sotakit", description="Train state-of-the-art image classifiers.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -219,6 +265,7 @@ def make_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", help="ablation directory (default: ablations/<ladder>-<data>-e<epochs>)")
     a.add_argument("--dry-run", action="store_true")
     a.set_defaults(func=cmd_ablate)
+    add_report_parsers(sub)
     return p
 
 

@@ -8,5 +8,5 @@ from .samplers import RASampler
 from .transforms import BatchFinish, make_eval_transform, make_train_transform
 
 __all__ = ["DataBundle", "FolderSource", "Loaders", "BatchFinish", "Collate", "RASampler", "SampleDataset", "TensorSource",
-           "data_fingerprint",            "load_data", "load_image_folder", "make_eval_transform", "make_loaders",
+           "data_fingerprint", "load_data", "load_image_folder", "make_eval_transform", "make_loaders",
            "make_train_transform", "set_train_crop_size", "stratified_split"]

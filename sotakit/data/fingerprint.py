@@ -1,9 +1,9 @@
-"""A data set's fingerprint: changes when an image, a label or a class changes, stable otherwise.
+"""A data set's fingerprint: SHA-256 of what a run trained and was tested on.
 
-Used to refuse resuming a run on other data and shown in reports. In-memory data hashes its
-tensors (Fashion-MNIST: 47 MB in about 0.1 s); folder data hashes the sorted list of
-(relative path, label, file size), which catches added, removed, relabelled and rewritten files
-without reading every image again.
+Folder data: the sorted (relative path, size in bytes, class name) list of each split, so a renamed,
+added, removed, relabelled or rewritten (different size) file changes it, while moving the whole
+tree elsewhere does not. Hashing every image's bytes would read all of ImageNet; the size is a stat.
+In-memory data: the image and label tensors themselves. Used by the report and by resume checks.
 """
 
 from __future__ import annotations
@@ -11,26 +11,35 @@ from __future__ import annotations
 import hashlib
 import os
 
+import torch
+
 from .datasets import DataBundle, FolderSource, TensorSource
 
 
-def source_fingerprint(source: TensorSource | FolderSource, h, root: str = "") -> None:
-    if isinstance(source, TensorSource):
-        h.update(str(tuple(source.images.shape)).encode())
-        h.update(source.images.contiguous().numpy().tobytes())
-        h.update(source.targets.numpy().tobytes())
-        return
-    for path, label in sorted(source.samples):
-        rel = os.path.relpath(path, root) if root else path
-        h.update(f"{rel}\t{label}\t{os.path.getsize(path)}\n".encode())
-
-
 def data_fingerprint(bundle: DataBundle) -> str:
-    """SHA-256 (16 hex digits) of the classes and both splits' images and labels."""
-    h = hashlib.sha256("\n".join(bundle.classes).encode())
-    paths = [p for s in (bundle.train, bundle.test) if isinstance(s, FolderSource) for p, _ in s.samples]
-    root = os.path.commonpath(paths) if paths else ""
-    for split in (bundle.train, bundle.test):
-        h.update(b"--split--")
-        source_fingerprint(split, h, root)
-    return h.hexdigest()[:16]
+    """Hex SHA-256 over the class names and both splits (train, then test) of ``bundle``."""
+    h = hashlib.sha256()
+    h.update("\n".join(bundle.classes).encode() + b"\0")
+    sources = (bundle.train, bundle.test)
+    root = _common_root(sources)
+    for split, source in zip(("train", "test"), sources):
+        h.update(f"[{split}]".encode())
+        if isinstance(source, TensorSource):
+            h.update(_tensor_bytes(source.images))
+            h.update(_tensor_bytes(source.targets))
+        elif isinstance(source, FolderSource):
+            rows = sorted((os.path.relpath(p, root), os.path.getsize(p), bundle.classes[t]) for p, t in source.samples)
+            for rel, size, label in rows:
+                h.update(f"{rel}\t{size}\t{label}\n".encode())
+        else:
+            raise TypeError(f"cannot fingerprint a {type(source).__name__}: expected TensorSource or FolderSource")
+    return h.hexdigest()
+
+
+def _common_root(sources) -> str:
+    paths = [p for s in sources if isinstance(s, FolderSource) for p, _ in s.samples]
+    return os.path.commonpath(paths) if paths else ""
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    return t.contiguous().cpu().numpy().tobytes()

@@ -1,6 +1,6 @@
-"""Evaluation: metrics, evaluate (exact under DDP)."""
+"""Evaluation: metrics, evaluate (exact under DDP), confusion matrix."""
 
-from .evaluate import autocast, evaluate
-from .metrics import MetricSums, topk_correct
+from .evaluate import autocast, confusion, evaluate
+from .metrics import MetricSums, confusion_matrix, per_class_accuracy, topk_correct
 
-__all__ = ["MetricSums", "autocast", "evaluate", "topk_correct"]
+__all__ = ["MetricSums", "autocast", "confusion", "confusion_matrix", "evaluate", "per_class_accuracy", "topk_correct"]

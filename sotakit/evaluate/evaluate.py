@@ -7,7 +7,7 @@ import contextlib
 import torch
 from torch import nn
 
-from .metrics import MetricSums
+from .metrics import MetricSums, confusion_matrix
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -34,3 +34,20 @@ def evaluate(model: nn.Module, loader, *, device: torch.device | str = "cpu", am
         loss = criterion(logits.float(), targets)
         sums.add(loss.item(), logits, targets)
     return sums.result(device)
+
+
+@torch.inference_mode()
+def confusion(model: nn.Module, loader, *, num_classes: int, device: torch.device | str = "cpu",
+              amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The confusion matrix of ``model`` over ``loader`` (rows: true class, columns: top-1 prediction).
+
+    Single process: under DDP each rank gets the counts of its own share of the images.
+    """
+    device = torch.device(device)
+    model.eval()
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    for images, targets in loader:
+        with autocast(device, amp_dtype):
+            logits = model(images.to(device))
+        cm += confusion_matrix(logits.argmax(dim=1).cpu(), targets, num_classes)
+    return cm

@@ -39,3 +39,20 @@ class MetricSums:
         n = max(sums[3].item(), 1.0)
         return {"loss": sums[0].item() / n, "acc1": 100 * sums[1].item() / n, "acc5": 100 * sums[2].item() / n,
                 "n": int(sums[3].item())}
+
+
+def confusion_matrix(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(num_classes, num_classes) int64 counts: row = true class, column = predicted class.
+
+    One ``bincount`` over ``target * C + pred`` (the usual trick; torch has no confusion-matrix op).
+    """
+    if targets.ndim == 2:
+        targets = targets.argmax(dim=1)
+    idx = targets.long().flatten() * num_classes + preds.long().flatten()
+    return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def per_class_accuracy(cm: torch.Tensor) -> torch.Tensor:
+    """Recall of each class in percent (diagonal / row sum); NaN for a class with no images."""
+    rows = cm.sum(dim=1).double()
+    return 100 * cm.diagonal().double() / rows.where(rows > 0, torch.tensor(float("nan"), dtype=torch.float64))

@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from ..data import load_data, make_loaders
+from ..data import DataBundle, Loaders, load_data, make_loaders
 from ..evaluate import evaluate
 from ..models import build_model
-from ..recipes import make_recipe
+from ..recipes import Recipe, make_recipe
 from .checkpoint import load_checkpoint
 from .ema import build_ema
 
 
-def evaluate_checkpoint(path: str | Path, *, data: str | None = None, data_root: str | None = None,
-                        batch_size: int | None = None, val_resize_size: int | None = None) -> dict:
-    """acc@1/acc@5 of the checkpoint's model (and EMA) on the test split of its data (or ``data``).
+@dataclass
+class LoadedRun:
+    """A checkpoint's models rebuilt with the recipe and data they were trained with."""
+
+    checkpoint: Path
+    ckpt: dict
+    recipe: Recipe
+    bundle: DataBundle
+    model: nn.Module
+    ema_model: nn.Module | None
+    device: torch.device
+
+
+def load_run(path: str | Path, *, data: str | None = None, data_root: str | None = None) -> LoadedRun:
+    """The model (and EMA model) of a run directory's last checkpoint, or of a checkpoint file.
 
     A run directory means its last checkpoint: the final model, as summary.json reports it. (The
     "best" checkpoint may have been chosen on the test split itself when no --holdout was used.)
@@ -34,14 +48,35 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, data_root:
     model = build_model(recipe.model, num_classes=len(ckpt["classes"]), small_input=ckpt.get("native_size", bundle.native_size) <= 64)
     model.load_state_dict(ckpt["model"])
     model.to(device)
-    loaders = make_loaders(bundle, batch_size=batch_size or recipe.batch_size, train_crop_size=recipe.train_crop_size,
-                           val_resize_size=val_resize_size or recipe.val_resize_size,
-                           val_crop_size=recipe.val_crop_size, interpolation=recipe.interpolation,
-                           workers=min(recipe.workers, 1), seed=recipe.seed, test_limit=recipe.test_limit)
-    out = {"checkpoint": str(ckpt_path), "data": bundle.name, "epoch": ckpt["epoch"],
-           "test": evaluate(model, loaders.test, device=device)}
+    ema_model = None
     if ckpt.get("ema") is not None:
         ema = build_ema(model, decay=0.0, device=device)
         ema.load_state_dict(ckpt["ema"])
-        out["test_ema"] = evaluate(ema.module, loaders.test, device=device)
+        ema_model = ema.module
+    return LoadedRun(ckpt_path, ckpt, recipe, bundle, model, ema_model, device)
+
+
+def run_loaders(recipe: Recipe, bundle: DataBundle, *, batch_size: int | None = None,
+                val_resize_size: int | None = None, workers: int = 0) -> Loaders:
+    """The loaders fit() builds for ``recipe`` (same subsets, transforms, mixing and seed), single process."""
+    return make_loaders(
+        bundle, batch_size=batch_size or recipe.batch_size, train_crop_size=recipe.train_crop_size,
+        val_resize_size=val_resize_size or recipe.val_resize_size, val_crop_size=recipe.val_crop_size,
+        interpolation=recipe.interpolation, auto_augment=recipe.auto_augment, ra_magnitude=recipe.ra_magnitude,
+        augmix_severity=recipe.augmix_severity, random_erase=recipe.random_erase,
+        crop_min_scale=recipe.crop_min_scale, mixup_alpha=recipe.mixup_alpha, cutmix_alpha=recipe.cutmix_alpha,
+        ra_sampler=recipe.ra_sampler, ra_reps=recipe.ra_reps, holdout=recipe.holdout, seed=recipe.seed,
+        workers=workers, train_limit=recipe.train_limit, test_limit=recipe.test_limit)
+
+
+def evaluate_checkpoint(path: str | Path, *, data: str | None = None, data_root: str | None = None,
+                        batch_size: int | None = None, val_resize_size: int | None = None) -> dict:
+    """acc@1/acc@5 of the checkpoint's model (and EMA) on the test split of its data (or ``data``)."""
+    run = load_run(path, data=data, data_root=data_root)
+    loaders = run_loaders(run.recipe, run.bundle, batch_size=batch_size, val_resize_size=val_resize_size,
+                          workers=min(run.recipe.workers, 1))
+    out = {"checkpoint": str(run.checkpoint), "data": run.bundle.name, "epoch": run.ckpt["epoch"],
+           "test": evaluate(run.model, loaders.test, device=run.device)}
+    if run.ema_model is not None:
+        out["test_ema"] = evaluate(run.ema_model, loaders.test, device=run.device)
     return out

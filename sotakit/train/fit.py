@@ -31,6 +31,7 @@ from .loop import Interrupted, NonFiniteLossError, all_ranks, train_one_epoch
 from .optim import build_optimizer, build_scheduler, param_groups
 from .progress import RunProgress
 from .rundir import MetricsLog, create_run_dir, environment, plot_curves, write_json
+from .rundir import mark_finished, mark_running, mark_stopped
 
 
 @dataclass
@@ -89,13 +90,15 @@ def amp_dtype_for(recipe: Recipe, device: torch.device) -> tuple[torch.dtype | N
 
 
 def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbose: bool = True,
-        stop_at: tuple[int, int] | None = None, force_resume: bool = False) -> FitResult:
+        stop_at: tuple[int, int] | None = None, force_resume: bool = False,
+        tracker: str | None = None) -> FitResult:
     """Train ``recipe`` (or continue the run in ``resume``, with its own recipe); return run dir and summary.
 
     ``stop_at=(epoch, steps)`` stops as a signal would once ``steps`` steps of epoch ``epoch`` (from 0)
     are done, writing a checkpoint to resume from: for time-sliced jobs and resume tests.
     ``force_resume`` continues even when the checkpoint was written for other inputs (see
     ``_resume_check``).
+    ``tracker`` ("mlflow" or "wandb") also sends the recipe and metrics there.
     """
     t_start = time.perf_counter()
     ckpt = None
@@ -207,7 +210,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
         say(f"note: {n}")
     if bundle.skipped:
         say(f"skipped {len(bundle.skipped)} unreadable files (listed in skipped_files.txt)")
-    log = MetricsLog(run_dir, enabled=dist_info.is_main) if run_dir else MetricsLog(Path("."), enabled=False)
+    log = MetricsLog(run_dir, enabled=dist_info.is_main, tracker=tracker) if run_dir else MetricsLog(Path("."), enabled=False)
+    mark_running(run_dir, enabled=dist_info.is_main)  # run.pid: `sotakit runs` tells running from interrupted
     say(f"run: {run_dir}  data: {bundle.name} ({len(loaders.train.dataset)} train images, {len(bundle.classes)} "
         f"classes, {bundle.native_size}px)  model: {recipe.model}  device: {device}")
 
@@ -335,12 +339,15 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                     e = Interrupted(0)
                     e.signum = stop.signum
                     raise e
-    except (NonFiniteLossError, RunError) as e:
-        progress.message(f"error: {e}")
-        raise
-    finally:
+    except BaseException as e:
+        if isinstance(e, (NonFiniteLossError, RunError)):
+            progress.message(f"error: {e}")
         progress.close()
         log.close()
+        mark_stopped(run_dir, e, enabled=dist_info.is_main)  # run.pid goes; an error is recorded
+        raise
+    progress.close()
+    log.close()
 
     # Final report: plain and EMA model on the holdout and, once, on the test split.
     final = {}
@@ -361,6 +368,7 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                "environment": environment()}
     if dist_info.is_main:
         write_json(run_dir / "summary.json", summary)
+        mark_finished(run_dir)
         plot_curves(run_dir)
     barrier()
     return FitResult(run_dir if dist_info.is_main else None, summary)

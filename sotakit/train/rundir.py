@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,10 +18,21 @@ from typing import Any
 import torch
 import torchvision
 
+from .loop import Interrupted
+
+
+PID_FILE = "run.pid"  # present while a process trains the run: {"pid", "host"}
+FAILED_FILE = "failed.json"  # written when training stopped on an error (not on a stop request)
+
+
+def runs_root(output_dir: str | Path = ".") -> Path:
+    """Where ``sotakit train`` creates run directories (``--output-dir``, default: the current one)."""
+    return Path(output_dir) / "runs"
+
 
 def create_run_dir(output_dir: str | Path, name: str) -> Path:
     """A new, unique run directory under ``output_dir/runs``."""
-    base = Path(output_dir) / "runs"
+    base = runs_root(output_dir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for k in range(100):
         path = base / (f"{stamp}-{name}" if k == 0 else f"{stamp}-{name}-{k}")
@@ -35,31 +47,81 @@ def create_run_dir(output_dir: str | Path, name: str) -> Path:
 class MetricsLog:
     """Appends one JSON line per record to metrics.jsonl and mirrors scalars to TensorBoard."""
 
-    def __init__(self, run_dir: Path, enabled: bool = True):
+    def __init__(self, run_dir: Path, enabled: bool = True, tracker: str | None = None):
         self.path = run_dir / "metrics.jsonl"
         self.enabled = enabled
-        self.tb = None
+        self.tb = self.tracker = None
         if enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 self.tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
             except ImportError:  # tensorboard is optional; metrics.jsonl is the record
                 self.tb = None
+        if enabled and tracker:
+            import tomllib
+
+            from .trackers import Tracker
+            params = tomllib.loads((run_dir / "recipe.toml").read_text())["recipe"]
+            self.tracker = Tracker(tracker, run_dir=run_dir, params=params)
 
     def write(self, record: dict[str, Any], *, global_step: int) -> None:
         if not self.enabled:
             return
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        kind = record.get("kind", "step")
+        scalars = {f"{kind}/{k}": v for k, v in record.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step")}
         if self.tb is not None:
-            kind = record.get("kind", "step")
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step"):
-                    self.tb.add_scalar(f"{kind}/{k}", v, global_step)
+            for k, v in scalars.items():
+                self.tb.add_scalar(k, v, global_step)
+        if self.tracker is not None:
+            self.tracker.log(scalars, step=global_step)
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+        if self.tracker is not None:
+            self.tracker.close()
+
+
+def mark_running(run_dir: Path | None, *, enabled: bool = True) -> None:
+    """Write run.pid (this process and host), so `sotakit runs` can tell running from interrupted."""
+    if run_dir is None or not enabled:
+        return
+    (Path(run_dir) / FAILED_FILE).unlink(missing_ok=True)  # a resumed run is no longer failed
+    write_json(Path(run_dir) / PID_FILE, {"pid": os.getpid(), "host": socket.gethostname()})
+
+
+def mark_stopped(run_dir: Path | None, error: BaseException | None, *, enabled: bool = True) -> None:
+    """On the way out of the training loop: drop run.pid when it stopped early, and record an error.
+
+    A clean loop exit keeps run.pid until ``mark_finished`` (the final evaluation is still running).
+    """
+    if run_dir is None or not enabled or error is None:
+        return
+    (Path(run_dir) / PID_FILE).unlink(missing_ok=True)
+    if not isinstance(error, (KeyboardInterrupt, Interrupted)):
+        write_json(Path(run_dir) / FAILED_FILE, {"error": f"{type(error).__name__}: {error}"})
+
+
+def mark_finished(run_dir: Path | None, *, enabled: bool = True) -> None:
+    """summary.json is written: the run no longer needs a liveness file."""
+    if run_dir is not None and enabled:
+        (Path(run_dir) / PID_FILE).unlink(missing_ok=True)
+
+
+def process_alive(info: dict) -> bool | None:
+    """Whether the process named in a run.pid record lives; None when it runs on another host."""
+    if info.get("host") != socket.gethostname():
+        return None
+    try:
+        os.kill(int(info["pid"]), 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -93,6 +155,18 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def plot_curves(run_dir: Path) -> Path | None:
     """curves.png: loss, accuracy and learning rate per epoch."""
+    fig = curves_figure(run_dir)
+    if fig is None:
+        return None
+    import matplotlib.pyplot as plt
+    out = run_dir / "curves.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def curves_figure(run_dir: Path):
+    """The matplotlib figure of curves.png (None before the first epoch ends)."""
     epochs = [r for r in read_metrics(run_dir) if r.get("kind") == "epoch"]
     if not epochs:
         return None
@@ -120,7 +194,4 @@ def plot_curves(run_dir: Path) -> Path | None:
     axes[1].legend()
     fig.suptitle(run_dir.name)
     fig.tight_layout()
-    out = run_dir / "curves.png"
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return fig

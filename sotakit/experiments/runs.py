@@ -1,0 +1,174 @@
+"""Runs in one place: list run directories as a table and compare two runs.
+
+Everything is read back from the run directory (recipe.toml, metrics.jsonl, summary.json, run.pid,
+failed.json), so a run is listed the same whether it was trained by `sotakit train`, by an ablation
+(``ABLATION_DIR/runs/*``) or by a user's own call to ``fit()``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import tomllib
+from pathlib import Path
+from statistics import median
+
+from rich.table import Table
+
+from ..recipes import load_recipe
+from ..train.rundir import FAILED_FILE, PID_FILE, process_alive, read_metrics, runs_root
+
+STATUSES = ("finished", "running", "interrupted", "failed")
+STAMP = re.compile(r"^\d{8}-\d{6}-")  # create_run_dir's start-time prefix
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "recipe.toml").is_file()
+
+
+def find_runs(root: str | Path | None = None, pattern: str | None = None) -> list[Path]:
+    """Run directories under ``root`` (a run, a runs folder, or a folder holding ``runs/``) whose
+    name matches ``pattern`` (see ``name_matches``), sorted by name (names start with their start time)."""
+    root = Path(root) if root is not None else runs_root()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a directory: pass --root DIR (where `sotakit train` or "
+                                "`sotakit ablate` wrote its runs)")
+    if is_run_dir(root):
+        found = [root]
+    else:
+        found = [p for base in (root, root / "runs") if base.is_dir() for p in base.iterdir()
+                 if p.is_dir() and is_run_dir(p)]
+    return sorted((p for p in found if name_matches(p.name, pattern or "*")), key=lambda p: p.name)
+
+
+def name_matches(name: str, pattern: str) -> bool:
+    """fnmatch on the run name, with or without its ``YYYYmmdd-HHMMSS-`` start-time prefix."""
+    return fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(STAMP.sub("", name), pattern)
+
+
+def run_status(run_dir: Path) -> str:
+    """finished (summary.json), running (run.pid names a live process), failed (failed.json) or
+    interrupted (stopped, killed or crashed without either)."""
+    if (run_dir / "summary.json").is_file():
+        return "finished"
+    pid_file = run_dir / PID_FILE
+    if pid_file.is_file():
+        try:
+            alive = process_alive(json.loads(pid_file.read_text()))
+        except (ValueError, KeyError):
+            alive = False
+        if alive is not False:  # None: on another host, where we cannot look; trust the file
+            return "running"
+    if (run_dir / FAILED_FILE).is_file():
+        return "failed"
+    return "interrupted"
+
+
+def run_info(run_dir: Path) -> dict:
+    """One run's row: recipe facts, progress, accuracies, timing and status.
+
+    Finished runs report the test split from summary.json; unfinished ones the last epoch's
+    validation numbers (``acc_source`` says which).
+    """
+    recipe = tomllib.loads((run_dir / "recipe.toml").read_text()).get("recipe", {})  # raw: old files list too
+    epochs = [r for r in read_metrics(run_dir) if r.get("kind") == "epoch"]
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else None
+    info = {"name": run_dir.name, "path": str(run_dir), "recipe": recipe.get("recipe_name", ""),
+            "model": recipe.get("model", "-"), "data": summary["data"] if summary else Path(recipe.get("data", "-")).name,
+            "seed": recipe.get("seed", "-"), "epochs_done": len(epochs), "epochs": recipe.get("epochs", "-"),
+            "status": run_status(run_dir)}
+    if summary:
+        test, ema = summary.get("test", {}), summary.get("test_ema", {})
+        info.update(acc1=test.get("acc1"), acc5=test.get("acc5"), ema_acc1=ema.get("acc1"), ema_acc5=ema.get("acc5"),
+                    wall_time_s=summary.get("wall_time_s"), img_s=summary.get("median_img_s"), acc_source="test")
+    else:
+        last = epochs[-1] if epochs else {}
+        info.update(acc1=last.get("val_acc1"), acc5=last.get("val_acc5"), ema_acc1=last.get("ema_acc1"),
+                    ema_acc5=last.get("ema_acc5"),
+                    wall_time_s=sum(r["train_epoch_time"] for r in epochs) if epochs else None,
+                    img_s=median(r["train_img_s"] for r in epochs) if epochs else None,
+                    acc_source=last.get("val_split", "-"))
+    return info
+
+
+def _num(v, fmt: str = ".2f") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+STATUS_STYLE = {"finished": "green", "running": "cyan", "interrupted": "yellow", "failed": "red"}
+
+
+def runs_table(infos: list[dict], *, title: str = "runs") -> Table:
+    """The rich table `sotakit runs` prints."""
+    table = Table(title=title, caption="acc@1: test split of finished runs; last epoch's validation otherwise")
+    for col in ("run", "recipe", "model", "data", "seed", "epochs", "acc@1", "EMA acc@1", "wall time", "img/s", "status"):
+        table.add_column(col, justify="left" if col in ("run", "recipe", "model", "data", "status") else "right")
+    for r in infos:
+        table.add_row(r["name"], r["recipe"] or "-", r["model"], r["data"], str(r["seed"]),
+                      f"{r['epochs_done']}/{r['epochs']}", _num(r["acc1"]), _num(r["ema_acc1"]),
+                      "-" if r["wall_time_s"] is None else f"{r['wall_time_s']:.0f}s", _num(r["img_s"], ".0f"),
+                      f"[{STATUS_STYLE[r['status']]}]{r['status']}[/]")
+    return table
+
+
+def resolve_run(name: str | Path, root: str | Path | None = None) -> Path:
+    """A run given as a directory path, or by (a unique fnmatch of) its name under ``root``."""
+    path = Path(name)
+    if path.is_dir() and is_run_dir(path):
+        return path
+    if path.is_dir():
+        raise FileNotFoundError(f"{path} has no recipe.toml: not a run directory")
+    matches = find_runs(root, str(name)) or find_runs(root, f"*{name}*")
+    if len(matches) == 1:
+        return matches[0]
+    where = root if root is not None else runs_root()
+    if not matches:
+        raise FileNotFoundError(f"no run named {name!r} under {where}; `sotakit runs --root {where}` lists them")
+    raise ValueError(f"{name!r} matches {len(matches)} runs under {where} ({', '.join(p.name for p in matches[:5])}"
+                     f"{', ...' if len(matches) > 5 else ''}); give the full name or the directory")
+
+
+METRICS = (("test acc@1", "acc1"), ("test acc@5", "acc5"), ("EMA test acc@1", "ema_acc1"),
+           ("EMA test acc@5", "ema_acc5"), ("wall time (s)", "wall_time_s"), ("img/s", "img_s"))
+
+
+def compare_runs(run_a: Path, run_b: Path) -> tuple[list[tuple[str, object, object]], list[tuple[str, object, object, object]]]:
+    """(recipe fields that differ as (field, A, B); metrics as (label, A, B, B - A or None))."""
+    ra, rb = (load_recipe(p / "recipe.toml").to_dict() for p in (run_a, run_b))
+    recipe_diff = [(k, ra[k], rb[k]) for k in ra if ra[k] != rb[k]]
+    ia, ib = run_info(run_a), run_info(run_b)
+    metrics = []
+    for label, key in METRICS:
+        a, b = ia.get(key), ib.get(key)
+        metrics.append((label, a, b, b - a if a is not None and b is not None else None))
+    return recipe_diff, metrics
+
+
+def compare_tables(run_a: Path, run_b: Path) -> list[Table]:
+    """The two tables `sotakit runs compare` prints: recipe difference, metric difference."""
+    recipe_diff, metrics = compare_runs(run_a, run_b)
+    names = f"A = {run_a.name}, B = {run_b.name}"
+    rt = Table(title=f"recipe difference ({len(recipe_diff)} fields)", caption=names)
+    for col in ("field", "A", "B"):
+        rt.add_column(col)
+    for k, a, b in recipe_diff:
+        rt.add_row(k, repr(a), repr(b))
+    notes = {run_info(p)["acc_source"] for p in (run_a, run_b)} - {"test"}
+    mt = Table(title="metric difference", caption=names + ("" if not notes else
+                                                             "; unfinished runs show the last epoch's validation"))
+    for col in ("metric", "A", "B", "B - A"):
+        mt.add_column(col, justify="left" if col == "metric" else "right")
+    for label, a, b, d in metrics:
+        mt.add_row(label, _num(a), _num(b), "-" if d is None else f"{d:+.2f}")
+    return [rt, mt]
+
+
+def check_pattern_or_root(pattern: str | None, root: str | None) -> tuple[str | None, str | None]:
+    """`sotakit runs DIR` means --root DIR: a pattern that names an existing directory is a root."""
+    if pattern and root is None and Path(pattern).is_dir():
+        return None, pattern
+    if pattern and any(c in pattern for c in "/\\") and not Path(pattern).is_dir():
+        raise ValueError(f"{pattern} is not a directory; PATTERN matches run names (e.g. '*resnet*'), "
+                          "--root DIR chooses where to look")
+    return pattern, root
