@@ -1,30 +1,34 @@
-"""Evaluate a run directory or checkpoint: the plain and the EMA model on the test split."""
+"""Evaluate a run directory or checkpoint (plain and EMA model on the test split); tune its eval resize."""
 
 from __future__ import annotations
 
+import json
+import tomllib
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from ..data import load_data, make_loaders
-from ..evaluate import evaluate
+from ..evaluate import ResizeTuning, default_sizes, evaluate, tune_resize
 from ..models import build_model
-from ..recipes import make_recipe
-from .checkpoint import load_checkpoint
+from ..recipes import dump_recipe, load_recipe, make_recipe
+from .checkpoint import _atomic_write, load_checkpoint
 from .ema import build_ema
+from .rundir import write_json
 
 
-def evaluate_checkpoint(path: str | Path, *, data: str | None = None, data_root: str | None = None,
-                        batch_size: int | None = None, val_resize_size: int | None = None) -> dict:
-    """acc@1/acc@5 of the checkpoint's model (and EMA) on the test split of its data (or ``data``).
+def _load(path: Path, data: str | None, data_root: str | None):
+    """(checkpoint path, checkpoint, recipe, data bundle, model, EMA model or None, device).
 
-    A run directory means its last checkpoint: the final model, as summary.json reports it. (The
-    "best" checkpoint may have been chosen on the test split itself when no --holdout was used.)
+    For a run directory the recipe's val_resize_size is the one in recipe.toml: `tune-resize` may
+    have stored a tuned value there after training.
     """
-    path = Path(path)
     ckpt_path = path / "checkpoint-last.pt" if path.is_dir() else path
     ckpt = load_checkpoint(ckpt_path)
     recipe = make_recipe(**{k: v for k, v in ckpt["recipe"].items()})
+    if path.is_dir() and (path / "recipe.toml").exists():
+        recipe = recipe.replace(val_resize_size=load_recipe(path / "recipe.toml").val_resize_size)
     bundle = load_data(data or recipe.data, data_root or recipe.data_root)
     if list(bundle.classes) != list(ckpt["classes"]):
         raise ValueError(f"{ckpt_path} was trained on classes {ckpt['classes'][:5]}... ({len(ckpt['classes'])}); "
@@ -34,14 +38,61 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, data_root:
     model = build_model(recipe.model, num_classes=len(ckpt["classes"]), small_input=ckpt.get("native_size", bundle.native_size) <= 64)
     model.load_state_dict(ckpt["model"])
     model.to(device)
-    loaders = make_loaders(bundle, batch_size=batch_size or recipe.batch_size, train_crop_size=recipe.train_crop_size,
-                           val_resize_size=val_resize_size or recipe.val_resize_size,
-                           val_crop_size=recipe.val_crop_size, interpolation=recipe.interpolation,
-                           workers=min(recipe.workers, 1), seed=recipe.seed, test_limit=recipe.test_limit)
-    out = {"checkpoint": str(ckpt_path), "data": bundle.name, "epoch": ckpt["epoch"],
-           "test": evaluate(model, loaders.test, device=device)}
+    ema = None
     if ckpt.get("ema") is not None:
         ema = build_ema(model, decay=0.0, device=device)
         ema.load_state_dict(ckpt["ema"])
-        out["test_ema"] = evaluate(ema.module, loaders.test, device=device)
+    return ckpt_path, ckpt, recipe, bundle, model, ema.module if ema is not None else None, device
+
+
+def _loaders(recipe, bundle, *, batch_size=None, val_resize_size=None):
+    return make_loaders(bundle, batch_size=batch_size or recipe.batch_size, train_crop_size=recipe.train_crop_size,
+                        val_resize_size=val_resize_size or recipe.val_resize_size,
+                        val_crop_size=recipe.val_crop_size, interpolation=recipe.interpolation,
+                        workers=min(recipe.workers, 1), seed=recipe.seed, holdout=recipe.holdout,
+                        train_limit=recipe.train_limit, test_limit=recipe.test_limit, kfold=recipe.kfold,
+                        fold=recipe.fold)
+
+
+def evaluate_checkpoint(path: str | Path, *, data: str | None = None, data_root: str | None = None,
+                        batch_size: int | None = None, val_resize_size: int | None = None) -> dict:
+    """acc@1/acc@5 of the checkpoint's model (and EMA) on the test split of its data (or ``data``).
+
+    A run directory means its last checkpoint: the final model, as summary.json reports it. (The
+    "best" checkpoint may have been chosen on the test split itself when no --holdout was used.)
+    """
+    ckpt_path, ckpt, recipe, bundle, model, ema, device = _load(Path(path), data, data_root)
+    resize = val_resize_size or recipe.val_resize_size
+    loaders = _loaders(recipe, bundle, batch_size=batch_size, val_resize_size=resize)
+    out = {"checkpoint": str(ckpt_path), "data": bundle.name, "epoch": ckpt["epoch"], "val_resize_size": resize,
+           "val_crop_size": recipe.val_crop_size, "test": evaluate(model, loaders.test, device=device)}
+    if ema is not None:
+        out["test_ema"] = evaluate(ema, loaders.test, device=device)
     return out
+
+
+def tune_run_resize(run_dir: str | Path, *, sizes: list[int] | None = None, seed: int = 0,
+                    say=print) -> tuple[ResizeTuning, str]:
+    """Tune the run's eval resize on half of its validation data, confirm on the other half, store it.
+
+    The validation data is the run's holdout (or K-fold validation fold) when it has one, else its
+    test split (as `eval` sees it). The EMA model is tuned when the run has one (the model reported).
+    The choice is written to recipe.toml (atomically) and tune_resize.json; returns the result and
+    the split used.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "recipe.toml").exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no recipe.toml); pass runs/<run>")
+    _, _, recipe, bundle, model, ema, device = _load(run_dir, None, None)
+    loaders = _loaders(recipe, bundle)
+    split, loader = ("holdout", loaders.holdout) if loaders.holdout is not None else ("test", loaders.test)
+    ds = loader.dataset
+    result = tune_resize(ema or model, ds.source, ds.indices, sizes=sizes or default_sizes(recipe.val_crop_size),
+                         crop_size=recipe.val_crop_size, current=recipe.val_resize_size, mean=bundle.mean,
+                         std=bundle.std, interpolation=recipe.interpolation, seed=seed, device=device, say=say)
+    doc = tomllib.loads((run_dir / "recipe.toml").read_text())
+    text = dump_recipe(load_recipe(run_dir / "recipe.toml").replace(val_resize_size=result.chosen), doc.get("meta"))
+    _atomic_write(run_dir / "recipe.toml", lambda f: f.write(text.encode()))
+    write_json(run_dir / "tune_resize.json", {**asdict(result), "split": split, "seed": seed,
+                                              "model": "ema" if ema is not None else "model"})
+    return result, split
