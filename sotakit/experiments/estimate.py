@@ -82,8 +82,9 @@ def measure_seconds_per_image(recipe: Recipe, bundle, *, warmup: int = 2, steps:
 
 
 def estimate_entries(entries: list[Entry], *, seeds: int, jobs: int, say=print,
-                     measure=measure_seconds_per_image) -> tuple[float, dict[tuple, float]]:
+                     measure=None) -> tuple[float, dict[tuple, float]]:
     """Estimated seconds for every (entry, seed, fold) and the measured seconds per image of each config."""
+    measure = measure or measure_seconds_per_image
     recipes = [load_recipe(path) for _, _, path in entries]
     bundle = load_data(recipes[0].data, recipes[0].data_root)
     costs, per_image = [], {}
