@@ -169,11 +169,13 @@ def _plan(entries, out, *, seeds: int, jobs: int, dry_run: bool, estimate: bool,
     for _, title, path in entries:
         print(f"  {title:28s} {path}")
     if estimate:
-        total, per_image = estimate_entries(entries, seeds=seeds, jobs=jobs)
+        total, per_image, startup = estimate_entries(entries, seeds=seeds, jobs=jobs)
         for (model, size, batch), sec in per_image.items():
             print(f"  measured {model} {size}px batch {batch}: {1 / sec:.0f} train img/s")
+        print(f"  measured start-up per run (import + data load): {startup:.1f}s")
         print(f"estimated total: ~{format_duration(total)} with --jobs {jobs} (rough: measured over 8 steps after "
-              "2 warm-up steps, eval counted at 1/3 of a training image, jobs assumed to share the cores perfectly)")
+              "2 warm-up steps, eval counted at 1/3 of a training image, jobs assumed to share the cores perfectly, "
+              "other agents' load not known)")
 
 
 def cmd_ablate(args, argv) -> int:

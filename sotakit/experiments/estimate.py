@@ -2,7 +2,8 @@
 
 Each distinct (model, train crop, batch size) trains a few steps in this process after untimed
 warm-up steps (airbench: "a warm-up run not counted in timing"); the time per training image,
-times the images every run processes, divided by the jobs running at once, is the estimate.
+times the images every run processes, plus each run's start-up (a measured Python + sotakit import
+and data load: every run is its own process), divided by the jobs running at once, is the estimate.
 Rough by design: evaluation is counted at a third of a training image (a forward pass without the
 backward), other augmentations' cost and the jobs' contention for memory bandwidth are ignored.
 """
@@ -10,6 +11,8 @@ backward), other augmentations' cost and the jobs' contention for memory bandwid
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
@@ -46,10 +49,20 @@ def run_cost(recipe: Recipe, *, n_train: int, n_test: int) -> RunCost:
     return RunCost((recipe.model, recipe.train_crop_size, recipe.batch_size), recipe.epochs * (pool - val), eval_images)
 
 
-def estimate_seconds(costs: list[RunCost], seconds_per_image: dict[tuple, float], *, jobs: int) -> float:
-    """Sum over runs of (train images + eval images / 3) x seconds per training image, divided by jobs."""
-    total = sum((c.train_images + EVAL_COST * c.eval_images) * seconds_per_image[c.key] for c in costs)
+def estimate_seconds(costs: list[RunCost], seconds_per_image: dict[tuple, float], *, jobs: int,
+                     startup_s: float = 0.0) -> float:
+    """Sum over runs of (train images + eval images / 3) x seconds per training image + start-up, over jobs."""
+    total = sum((c.train_images + EVAL_COST * c.eval_images) * seconds_per_image[c.key] + startup_s for c in costs)
     return total / max(1, jobs)
+
+
+def measure_startup_s(data: str, data_root: str | None) -> float:
+    """Seconds a run spends before training: a fresh interpreter importing sotakit, plus loading the data."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import sotakit.train"], check=True, capture_output=True)
+    t1 = time.perf_counter()
+    load_data(data, data_root)
+    return time.perf_counter() - t1 + (t1 - t0)
 
 
 def measure_seconds_per_image(recipe: Recipe, bundle, *, warmup: int = 2, steps: int = 8) -> float:
@@ -82,10 +95,13 @@ def measure_seconds_per_image(recipe: Recipe, bundle, *, warmup: int = 2, steps:
 
 
 def estimate_entries(entries: list[Entry], *, seeds: int, jobs: int, say=print,
-                     measure=None) -> tuple[float, dict[tuple, float]]:
-    """Estimated seconds for every (entry, seed, fold) and the measured seconds per image of each config."""
-    measure = measure or measure_seconds_per_image
+                     measure=None, startup=None) -> tuple[float, dict[tuple, float], float]:
+    """Estimated seconds for every (entry, seed, fold), the measured seconds per image of each config
+    and the measured start-up seconds of one run."""
+    measure, startup = measure or measure_seconds_per_image, startup or measure_startup_s
     recipes = [load_recipe(path) for _, _, path in entries]
+    say("timing a run's start-up (import and data load) ...")
+    startup_s = startup(recipes[0].data, recipes[0].data_root)
     bundle = load_data(recipes[0].data, recipes[0].data_root)
     costs, per_image = [], {}
     threads = torch.get_num_threads()
@@ -101,7 +117,7 @@ def estimate_entries(entries: list[Entry], *, seeds: int, jobs: int, say=print,
             costs += [cost] * (seeds * len(folds_of(recipe)))
     finally:
         torch.set_num_threads(threads)
-    return estimate_seconds(costs, per_image, jobs=jobs), per_image
+    return estimate_seconds(costs, per_image, jobs=jobs, startup_s=startup_s), per_image, startup_s
 
 
 def format_duration(seconds: float) -> str:

@@ -29,6 +29,8 @@ def test_estimate_arithmetic_is_exact():
     rate = {("a", 28, 4): 0.002, ("b", 28, 4): 0.01}  # seconds per training image
     expected = (4 * (6000 + 2000 / 3) * 0.002 + 2 * (3000 + 300 / 3) * 0.01) / 3
     assert estimate_seconds(costs, rate, jobs=3) == pytest.approx(expected, rel=1e-12)
+    # each of the 6 runs is its own process: its start-up counts once per run
+    assert estimate_seconds(costs, rate, jobs=3, startup_s=4.5) == pytest.approx(expected + 6 * 4.5 / 3, rel=1e-12)
 
 
 def test_each_distinct_config_is_measured_once_and_runs_multiply(image_folder, tmp_path):
@@ -39,13 +41,14 @@ def test_each_distinct_config_is_measured_once_and_runs_multiply(image_folder, t
     def fake_measure(recipe, bundle):
         measured.append((recipe.model, recipe.train_crop_size, recipe.batch_size))
         return 0.001 * recipe.batch_size
-    total, per_image = estimate_entries(entries, seeds=2, jobs=2, say=lambda *a: None, measure=fake_measure)
+    total, per_image, startup = estimate_entries(entries, seeds=2, jobs=2, say=lambda *a: None, measure=fake_measure,
+                                                 startup=lambda data, root: 3.0)
     size = resolve(base, native_size=32)[0].train_crop_size  # 32 px images: the crop follows the data
     assert sorted(measured) == [("resnet9_w16", size, 4), ("resnet9_w16", size, 6)]
     # 36 train images in 3 folds: 24 train + 12 validation; 12 test images; 2 epochs
     per_run = 2 * 24 + (2 * 12 + 12 + 12) / 3
     # 4 points x 2 seeds x 3 folds, half at 0.004 s/img and half at 0.006 s/img, over 2 jobs
-    assert total == pytest.approx(12 * per_run * (0.004 + 0.006) / 2)
+    assert total == pytest.approx((12 * per_run * (0.004 + 0.006) + 24 * 3.0) / 2) and startup == 3.0
 
 
 def test_measurement_skips_warm_up_steps(image_folder, monkeypatch):
@@ -61,6 +64,7 @@ def test_measurement_skips_warm_up_steps(image_folder, monkeypatch):
 def test_ablate_dry_run_prints_files_runs_and_estimate(image_folder, tmp_path, capsys, monkeypatch):
     from sotakit.cli import main
     monkeypatch.setattr(estimate, "measure_seconds_per_image", lambda recipe, bundle: 0.01)
+    monkeypatch.setattr(estimate, "measure_startup_s", lambda data, root: 2.0)
     args = ["ablate", "--data", str(image_folder), "--seeds", "2", "--epochs", "1", "--jobs", "2", "--kfold", "3",
             "--set", "model=resnet9_w16", "--out", str(tmp_path / "abl"), "--dry-run"]
     assert main(args) == 0
