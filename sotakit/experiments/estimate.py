@@ -113,6 +113,8 @@ def estimate_entries(entries: list[Entry], *, seeds: int, jobs: int, say=print,
             cost = run_cost(r, n_train=len(bundle.train), n_test=len(bundle.test))
             if cost.key not in per_image:
                 say(f"timing {cost.key[0]} at {cost.key[1]}px, batch {cost.key[2]} ...")
+                if not per_image:  # the first training in a process pays one-off costs (threads, allocator)
+                    measure(r, bundle)
                 per_image[cost.key] = measure(r, bundle)
             costs += [cost] * (seeds * len(folds_of(recipe)))
     finally:
