@@ -74,7 +74,8 @@ def _test_only(recipe: Recipe) -> int:
 
 
 def _print_eval(out: dict) -> None:
-    print(f"{out['checkpoint']} (epoch {out['epoch']}) on {out['data']} test split:")
+    print(f"{out['checkpoint']} (epoch {out['epoch']}) on {out['data']} test split "
+          f"(resize {out['val_resize_size']}, crop {out['val_crop_size']}):")
     for key, label in (("test", "model"), ("test_ema", "EMA model")):
         if key in out:
             m = out[key]
@@ -157,7 +158,7 @@ def cmd_models(args, argv) -> int:
     return 0
 
 
-def _plan(entries, out, *, seeds: int, jobs: int, dry_run: bool, estimate: bool, label: str) -> None:
+def _plan(entries, *, seeds: int, jobs: int, dry_run: bool, estimate: bool, label: str) -> None:
     """Print the recipe files, the number of runs and (dry run) a time estimate from a measured warm-up."""
     from .experiments.estimate import estimate_entries, format_duration
     from .experiments.runner import folds_of
@@ -189,7 +190,7 @@ def cmd_ablate(args, argv) -> int:
     tag = hashlib.sha256(json.dumps([args.set or [], args.long_factor, args.kfold]).encode()).hexdigest()[:6]
     out = Path(args.out or f"ablations/{args.ladder}-{Path(args.data).name}-e{args.epochs}-{tag}")
     steps = expand(args.ladder, out, epochs=args.epochs, long_factor=args.long_factor, overrides=overrides)
-    _plan(steps, out, seeds=args.seeds, jobs=args.jobs, dry_run=args.dry_run, estimate=not args.no_estimate,
+    _plan(steps, seeds=args.seeds, jobs=args.jobs, dry_run=args.dry_run, estimate=not args.no_estimate,
           label="steps")
     if args.dry_run:
         return 0
@@ -214,15 +215,17 @@ def cmd_sweep(args, argv) -> int:
     tag = hashlib.sha256(json.dumps([args.grid, args.set or [], args.epochs, args.kfold]).encode()).hexdigest()[:6]
     out = Path(args.out or f"sweeps/{Path(args.recipe).stem}-{Path(args.data).name}-{tag}")
     entries = expand_grid(base, grid, out)
-    _plan(entries, out, seeds=args.seeds, jobs=args.jobs, dry_run=args.dry_run, estimate=not args.no_estimate,
+    _plan(entries, seeds=args.seeds, jobs=args.jobs, dry_run=args.dry_run, estimate=not args.no_estimate,
           label="grid points")
     if args.dry_run:
         return 0
     run_recipes(entries, out, seeds=args.seeds, jobs=args.jobs)
-    rows, text = write_sweep(entries, grid, out)
-    Console().print(rich_table(rows, grid, title=f"sweep {' x '.join(grid)} (sorted by mean acc@1)"))
-    if "K-fold" in text:
-        print(text.split("\n\n", 1)[1])
+    rows, _, folds = write_sweep(entries, grid, out)
+    what = "validation-fold acc@1 over folds x seeds" if folds else "test acc@1 over seeds"
+    Console().print(rich_table(rows, grid, title=f"sweep {' x '.join(grid)}: {what}, best first"))
+    if folds:
+        print("per fold (validation acc@1, mean over seeds; the test split reported apart, never used to choose):")
+        print(folds)
     plot = out / "sweep.png" if len(grid) <= 2 else None
     print(f"written: {out / 'sweep.md'}, {out / 'sweep.csv'}" + (f", {plot}" if plot else
           f" (no plot: {len(grid)} knobs; plots are drawn for one knob (line) or two (heat map))"))

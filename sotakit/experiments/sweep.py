@@ -114,22 +114,25 @@ def rich_table(rows: list[SweepRow], grid: dict[str, list], title: str):
     return t
 
 
-def write_sweep(entries: list[Entry], grid: dict[str, list], out_dir: Path) -> tuple[list[SweepRow], str]:
-    """sweep.md, sweep.csv and (one or two knobs) sweep.png from results.jsonl; returns rows and the Markdown."""
+def write_sweep(entries: list[Entry], grid: dict[str, list], out_dir: Path) -> tuple[list[SweepRow], str, str | None]:
+    """sweep.md, sweep.csv and (one or two knobs) sweep.png from results.jsonl.
+
+    Returns the rows, the Markdown table and, for K-fold runs, the per-fold table (else None).
+    """
     recs = results_for(entries, out_dir)
     rows = sweep_rows(entries, grid, recs)
     text = format_sweep(rows, grid)
     folds = fold_table(entries, recs)
-    if folds:
-        text += "\n\nK-fold validation acc@1 per fold (the table above is over these folds x seeds):\n\n" + folds
-    (out_dir / "sweep.md").write_text(text + "\n")
+    md = text + (f"\n\nK-fold validation acc@1 per fold (the table above is over these folds x seeds):\n\n{folds}"
+                 if folds else "")
+    (out_dir / "sweep.md").write_text(md + "\n")
     csv = [",".join([*grid, "n", "acc1_mean", "acc1_std", "acc1_median", "acc1_max", "acc5_mean", "acc5_std"])]
     csv += [",".join([*(str(v) for v in r.point.values()), str(r.acc1.n)] + [
         f"{x:.4f}" for x in (r.acc1.mean, r.acc1.std, r.acc1.median, r.acc1.max, r.acc5.mean, r.acc5.std)])
         for r in rows]
     (out_dir / "sweep.csv").write_text("\n".join(csv) + "\n")
     plot_sweep(grid, rows, out_dir / "sweep.png")
-    return rows, text
+    return rows, text, folds
 
 
 def plot_sweep(grid: dict[str, list], rows: list[SweepRow], path: Path):

@@ -90,7 +90,8 @@ def test_sweep_resumes_without_repeating_finished_runs(tmp_path, monkeypatch):
     calls.clear()
     runner.run_recipes(entries, tmp_path, seeds=2, **QUIET)
     assert calls == []  # everything finished: nothing repeats
-    rows, text = write_sweep(entries, grid, tmp_path)
+    rows, text, folds = write_sweep(entries, grid, tmp_path)
+    assert folds is None
     assert [r.point["random_erase"] for r in rows] == [0.2, 0.0]  # best mean first
     assert (rows[0].acc1.n, rows[0].acc1.mean, rows[0].acc1.std) == (2, 84.5, pytest.approx(math.sqrt(0.5)))
     assert "| 0.2 | 2 | 84.50 ± 0.71 | 84.50 | 85.00 | 99.00 ± 0.00 |" in text
@@ -154,8 +155,9 @@ def test_kfold_runs_every_fold_and_reports_validation_per_fold(tmp_path, monkeyp
     monkeypatch.setattr(runner, "run_one", fake)
     runner.run_recipes(entries, tmp_path, seeds=2, **QUIET)
     assert sorted(calls) == sorted(table)  # 2 points x 2 seeds x 2 folds
-    rows, text = write_sweep(entries, grid, tmp_path)
+    rows, text, folds = write_sweep(entries, grid, tmp_path)
+    assert folds in (tmp_path / "sweep.md").read_text()
     # the K-fold estimate is the validation fold (test acc - 1 in the fake): b = 79, 80, 81, 82
     assert (rows[0].point["lr"], rows[0].acc1.n, rows[0].acc1.mean) == (0.2, 4, 80.5)
     # per fold (mean over seeds): fold 0 = (79 + 81) / 2, fold 1 = (80 + 82) / 2; test reported apart
-    assert "| lr=0.2 | 80.00 | 81.00 | 80.50 ± 1.29 | 4 | 81.50 ± 1.29 |" in text
+    assert "| lr=0.2 | 80.00 | 81.00 | 80.50 ± 1.29 | 4 | 81.50 ± 1.29 |" in folds
