@@ -239,7 +239,7 @@ def cmd_tune_resize(args, argv) -> int:
     from .evaluate import parse_sizes
     from .train.evaluate_run import tune_run_resize
     res, split = tune_run_resize(args.run_dir, sizes=parse_sizes(args.sizes) if args.sizes else None, seed=args.seed,
-                                 say=lambda *a: None)
+                                 say=lambda m: print(m, file=sys.stderr))  # progress; the table follows
     t = Table(title=f"eval resize (crop {res.crop_size} fixed) on two seeded halves of the {split} split")
     for col in ("val_resize_size", f"half A acc@1 (choose, n={res.n_a})", f"half B acc@1 (confirm, n={res.n_b})", ""):
         t.add_column(col, justify="right")
