@@ -45,11 +45,24 @@ def cmd_train(args, argv) -> int:
         if args.dry_run:
             print(dump_recipe(recipe), end="")
             return 0
+        if recipe.kfold and "fold" not in overrides_from(args):
+            return _train_folds(recipe)
         result = _run_fit(lambda: fit(recipe, tracker=args.tracker))
     if isinstance(result, int):
         return result
     if result.run_dir is not None:  # rank 0 only under DDP
         print(_summary_text(result.summary))
+    return 0
+
+
+def _train_folds(recipe: Recipe) -> int:
+    """`train --kfold K` without --fold: the K fits one after another, then per-fold and mean ± std."""
+    from .experiments.kfold import fit_folds
+    from .train import fit
+    out = _run_fit(lambda: fit_folds(recipe, fit=fit))
+    if isinstance(out, int):
+        return out
+    print(out[1])
     return 0
 
 
@@ -65,7 +78,8 @@ def _test_only(recipe: Recipe) -> int:
 
 
 def _print_eval(out: dict) -> None:
-    print(f"{out['checkpoint']} (epoch {out['epoch']}) on {out['data']} test split:")
+    print(f"{out['checkpoint']} (epoch {out['epoch']}) on {out['data']} test split "
+          f"(resize {out['val_resize_size']}, crop {out['val_crop_size']}):")
     for key, label in (("test", "model"), ("test_ema", "EMA model")):
         if key in out:
             m = out[key]
@@ -157,27 +171,43 @@ def cmd_models(args, argv) -> int:
     return 0
 
 
+def _plan(entries, *, seeds: int, jobs: int, dry_run: bool, estimate: bool, label: str) -> None:
+    """Print the recipe files, the number of runs and (dry run) a time estimate from a measured warm-up."""
+    from .experiments.estimate import estimate_entries, format_duration
+    from .experiments.runner import folds_of
+    runs = sum(seeds * len(folds_of(load_recipe(path))) for _, _, path in entries)
+    print(f"{len(entries)} {label} x {seeds} seeds" + (" x folds" if runs != len(entries) * seeds else "")
+          + f" = {runs} runs; recipes in {entries[0][2].parent}")
+    if not dry_run:
+        return
+    for _, title, path in entries:
+        print(f"  {title:28s} {path}")
+    if estimate:
+        total, per_image, startup = estimate_entries(entries, seeds=seeds, jobs=jobs)
+        for (model, size, batch), sec in per_image.items():
+            print(f"  measured {model} {size}px batch {batch}: {1 / sec:.0f} train img/s")
+        print(f"  measured start-up per run (import + data load): {startup:.1f}s")
+        print(f"estimated total: ~{format_duration(total)} with --jobs {jobs} (rough: measured over 8 steps after "
+              "2 warm-up steps, eval counted at 1/3 of a training image, jobs assumed to share the cores perfectly, "
+              "other agents' load not known)")
+
+
 def cmd_ablate(args, argv) -> int:
     from pathlib import Path
 
-    from .experiments import expand, run_ablation, write_report
-    from .recipes.recipe import FIELDS
-    overrides = {"data": args.data}
-    for item in args.set or []:
-        key, _, value = item.partition("=")
-        if key not in FIELDS:
-            from .recipes.recipe import closest
-            raise RecipeError(f"--set {key}: unknown recipe key.{closest(key, FIELDS)}")
-        overrides[key] = value
-    tag = hashlib.sha256(json.dumps([args.set or [], args.long_factor]).encode()).hexdigest()[:6]
+    from .experiments import expand, run_recipes, write_report
+    from .experiments.sweep import parse_sets
+    overrides = {"data": args.data, **parse_sets(args.set)}
+    if args.kfold:
+        overrides["kfold"] = args.kfold
+    tag = hashlib.sha256(json.dumps([args.set or [], args.long_factor, args.kfold]).encode()).hexdigest()[:6]
     out = Path(args.out or f"ablations/{args.ladder}-{Path(args.data).name}-e{args.epochs}-{tag}")
     steps = expand(args.ladder, out, epochs=args.epochs, long_factor=args.long_factor, overrides=overrides)
-    print(f"{len(steps)} steps x {args.seeds} seeds = {len(steps) * args.seeds} runs; recipes in {out / 'steps'}")
+    _plan(steps, seeds=args.seeds, jobs=args.jobs, dry_run=args.dry_run, estimate=not args.no_estimate,
+          label="steps")
     if args.dry_run:
-        for name, title, path in steps:
-            print(f"  {title:28s} {path}")
         return 0
-    run_ablation(steps, out, seeds=args.seeds, jobs=args.jobs)
+    run_recipes(steps, out, seeds=args.seeds, jobs=args.jobs)
     print(write_report(steps, out))
     print(f"written: {out / 'ablation.md'}, {out / 'ablation.csv'}, {out / 'ablation.png'}")
     return 0
@@ -225,6 +255,67 @@ def add_report_parsers(sub) -> None:
 # --- end runs, compare, report ---
 
 
+def cmd_sweep(args, argv) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from .experiments import budget, run_recipes
+    from .experiments.sweep import expand_grid, parse_grid, parse_sets, rich_table, write_sweep
+    grid = parse_grid(args.grid)
+    base = load_recipe(args.recipe) if Path(args.recipe).is_file() else load_preset(args.recipe)
+    base = make_recipe(base, data=args.data, **parse_sets(args.set), **({"kfold": args.kfold} if args.kfold else {}))
+    if args.epochs:
+        base = budget(base, epochs=args.epochs, long=False)
+    tag = hashlib.sha256(json.dumps([args.grid, args.set or [], args.epochs, args.kfold]).encode()).hexdigest()[:6]
+    out = Path(args.out or f"sweeps/{Path(args.recipe).stem}-{Path(args.data).name}-{tag}")
+    entries = expand_grid(base, grid, out)
+    _plan(entries, seeds=args.seeds, jobs=args.jobs, dry_run=args.dry_run, estimate=not args.no_estimate,
+          label="grid points")
+    if args.dry_run:
+        return 0
+    run_recipes(entries, out, seeds=args.seeds, jobs=args.jobs)
+    rows, _, folds = write_sweep(entries, grid, out)
+    what = "validation-fold acc@1 over folds x seeds" if folds else "test acc@1 over seeds"
+    Console().print(rich_table(rows, grid, title=f"sweep {' x '.join(grid)}: {what}, best first"))
+    if folds:
+        print("per fold (validation acc@1, mean over seeds; the test split reported apart, never used to choose):")
+        print(folds)
+    plot = out / "sweep.png" if len(grid) <= 2 else None
+    print(f"written: {out / 'sweep.md'}, {out / 'sweep.csv'}" + (f", {plot}" if plot else
+          f" (no plot: {len(grid)} knobs; plots are drawn for one knob (line) or two (heat map))"))
+    return 0
+
+
+def cmd_tune_resize(args, argv) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .evaluate import parse_sizes
+    from .train.evaluate_run import tune_run_resize
+    res, split = tune_run_resize(args.run_dir, sizes=parse_sizes(args.sizes) if args.sizes else None, seed=args.seed,
+                                 say=lambda m: print(m, file=sys.stderr))  # progress; the table follows
+    t = Table(title=f"eval resize (crop {res.crop_size} fixed) on two seeded halves of the {split} split")
+    for col in ("val_resize_size", f"half A acc@1 (choose, n={res.n_a})", f"half B acc@1 (confirm, n={res.n_b})", ""):
+        t.add_column(col, justify="right")
+    for size, a, b in zip(res.sizes, res.acc_a, res.acc_b):
+        mark = " ".join(x for x, on in (("chosen", size == res.chosen), ("(was)", size == res.current)) if on)
+        t.add_row(str(size), f"{a:.2f}", f"{b:.2f}", mark)
+    Console().print(t)
+    i, j = res.sizes.index(res.chosen), res.sizes.index(res.current) if res.current in res.sizes else None
+    confirm = f"; half B: {res.acc_b[i]:.2f} vs {res.acc_b[j]:.2f} at {res.current}" if j is not None else ""
+    print(f"chosen val_resize_size {res.chosen} (was {res.current}){confirm}. "
+          f"Stored in {args.run_dir}/recipe.toml and tune_resize.json; `sotakit eval` uses it from now on.")
+    return 0
+
+
+def _experiment_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kfold", type=int, default=0, metavar="K",
+                   help="run every configuration on K stratified folds of the training set (fold = validation)")
+    p.add_argument("--dry-run", action="store_true", help="write and list the recipe files, count runs, estimate time")
+    p.add_argument("--no-estimate", action="store_true", help="with --dry-run: skip the measured time estimate")
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sotakit", description="Train state-of-the-art image classifiers.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -263,9 +354,27 @@ def make_parser() -> argparse.ArgumentParser:
     a.add_argument("--jobs", type=int, default=1, help="trainings at once (cores divided between them)")
     a.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key in every step")
     a.add_argument("--out", help="ablation directory (default: ablations/<ladder>-<data>-e<epochs>)")
-    a.add_argument("--dry-run", action="store_true")
+    _experiment_flags(a)
     a.set_defaults(func=cmd_ablate)
     add_report_parsers(sub)
+    w = sub.add_parser("sweep", help="a grid of recipe knobs over several seeds: sorted table and plot")
+    w.add_argument("--recipe", required=True, help="preset name or recipe TOML file the grid starts from")
+    w.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
+                   help="a recipe key and its values; repeat for more knobs (cartesian product)")
+    w.add_argument("--data", default="fashion-mnist")
+    w.add_argument("--seeds", type=int, default=3)
+    w.add_argument("--epochs", type=int, help="epochs of every run (warm-up and StepLR step keep their share)")
+    w.add_argument("--jobs", type=int, default=1, help="trainings at once (cores divided between them)")
+    w.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key in every point")
+    w.add_argument("--out", help="sweep directory (default: sweeps/<recipe>-<data>-<hash>)")
+    _experiment_flags(w)
+    w.set_defaults(func=cmd_sweep)
+    z = sub.add_parser("tune-resize", help="choose a run's eval resize on half of its validation data, confirm on the other")
+    z.add_argument("run_dir")
+    z.add_argument("--sizes", metavar="A:B:STEP",
+                   help="resize sizes, B included (default 224:256:8 for a 224 crop, the same relative range for others)")
+    z.add_argument("--seed", type=int, default=0, help="seed of the stratified half split")
+    z.set_defaults(func=cmd_tune_resize)
     return p
 
 

@@ -2,11 +2,11 @@
 
 from .datasets import DataBundle, FolderSource, TensorSource, load_data, load_image_folder
 from .fingerprint import data_fingerprint
-from .loaders import Loaders, SampleDataset, make_loaders, set_train_crop_size, stratified_split
+from .loaders import Loaders, SampleDataset, make_loaders, set_train_crop_size, stratified_folds, stratified_split
 from .mixing import Collate
 from .samplers import RASampler
 from .transforms import BatchFinish, make_eval_transform, make_train_transform
 
 __all__ = ["DataBundle", "FolderSource", "Loaders", "BatchFinish", "Collate", "RASampler", "SampleDataset", "TensorSource",
            "data_fingerprint", "load_data", "load_image_folder", "make_eval_transform", "make_loaders",
-           "make_train_transform", "set_train_crop_size", "stratified_split"]
+           "make_train_transform", "set_train_crop_size", "stratified_folds", "stratified_split"]

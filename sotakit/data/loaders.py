@@ -60,6 +60,23 @@ def stratified_split(targets: torch.Tensor, fraction: float, seed: int) -> tuple
     return sorted(keep), sorted(hold)
 
 
+def stratified_folds(targets: torch.Tensor, k: int, seed: int) -> list[list[int]]:
+    """K disjoint folds covering every position, seeded and stratified.
+
+    Each class is shuffled and the classes are dealt one after another round-robin onto the folds,
+    continuing where the previous class stopped: a class's count per fold differs by at most 1 across
+    folds, and so do the fold sizes (hand-written: sklearn's StratifiedKFold is not a dependency).
+    """
+    if k < 2 or k > len(targets):
+        raise ValueError(f"k-fold needs 2 <= K <= {len(targets)} images, got K={k}")
+    g = torch.Generator().manual_seed(seed)
+    order = []
+    for c in torch.unique(targets).tolist():
+        idx = torch.nonzero(targets == c).flatten()
+        order += idx[torch.randperm(len(idx), generator=g)].tolist()
+    return [sorted(order[f::k]) for f in range(k)]
+
+
 def stratified_subset(targets: torch.Tensor, limit: int, seed: int) -> list[int]:
     """About ``limit`` positions with the class proportions of ``targets`` (all when limit is 0 or large)."""
     if limit <= 0 or limit >= len(targets):
@@ -82,8 +99,12 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
                  cutmix_alpha: float = 0.0, ra_sampler: bool = False, ra_reps: int = 3, holdout: float = 0.0,
                  seed: int = 0, workers: int = 0, world_size: int = 1, rank: int = 0,
                  pin_memory: bool = False, eval_batch_size: int | None = None, train_limit: int = 0,
-                 test_limit: int = 0, batch_augment: bool = True, timeout: float = 0.0) -> Loaders:
+                 test_limit: int = 0, batch_augment: bool = True, timeout: float = 0.0, kfold: int = 0,
+                 fold: int = 0) -> Loaders:
     """Train, holdout and test loaders for one process (rank ``rank`` of ``world_size``).
+
+    With ``kfold`` K the holdout is fold ``fold`` of the training pool and the rest trains; the pool
+    and folds then use a fixed split seed, so fold k holds the same images whatever the run's seed.
 
     With in-memory data and no automatic augmentation, crop and flip run on whole batches
     (``batch_augment``; see batch_augment.py), else per image as in the reference. ``timeout``
@@ -103,8 +124,12 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
     train_collate = Collate(BatchFinish(bundle.mean, bundle.std, random_erase, crop), len(bundle.classes),
                             mixup_alpha, cutmix_alpha)
     eval_collate = Collate(BatchFinish(bundle.mean, bundle.std))
-    pool = stratified_subset(bundle.train.targets, train_limit, seed)
-    keep, hold = stratified_split(bundle.train.targets[pool], holdout, seed) if holdout > 0 else (range(len(pool)), [])
+    pool = stratified_subset(bundle.train.targets, train_limit, 0 if kfold else seed)
+    if kfold:
+        folds = stratified_folds(bundle.train.targets[pool], kfold, seed=0)
+        keep, hold = sorted(i for f, idx in enumerate(folds) if f != fold for i in idx), folds[fold]
+    else:
+        keep, hold = stratified_split(bundle.train.targets[pool], holdout, seed) if holdout > 0 else (range(len(pool)), [])
     keep, hold = [pool[i] for i in keep], [pool[i] for i in hold]
     test_idx = stratified_subset(bundle.test.targets, test_limit, seed)
     train_ds = SampleDataset(bundle.train, keep, train_tf)

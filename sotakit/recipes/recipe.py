@@ -101,6 +101,10 @@ class Recipe:
     max_nonfinite_skips: int = _f(5, "consecutive steps with a NaN/inf loss skipped (not applied) before the run stops; 0 stops at the first", ref=False)
     dist_timeout: float = _f(1800.0, "seconds a DDP collective waits for a hung or dead rank before the job fails", ref=False)
     loader_timeout: float = _f(600.0, "seconds to wait for a DataLoader worker's batch before failing (workers > 0)", ref=False)
+    # --- K-fold cross-validation (issue 4): confirm a choice on data it was not chosen on ---
+    kfold: int = _f(0, "split the training set into K stratified folds, one of them the validation split (0: off); "
+                       "`train --kfold K` without --fold runs all K folds and reports mean ± std", ref=False)
+    fold: int = _f(0, "with --kfold: the fold (0..K-1) this run validates on; it trains on the other K-1", ref=False)
 
     def replace(self, **changes: Any) -> "Recipe":
         return dataclasses.replace(self, **changes)
@@ -232,6 +236,12 @@ def validate(r: Recipe) -> None:
         raise RecipeError(f"lr_warmup_epochs ({r.lr_warmup_epochs}) must be smaller than epochs ({r.epochs})")
     if r.progressive_resize > r.train_crop_size:
         raise RecipeError(f"progressive_resize ({r.progressive_resize}) must not exceed train_crop_size ({r.train_crop_size})")
+    if r.kfold == 1 or r.kfold < 0:
+        raise RecipeError(f"kfold must be 0 (off) or at least 2, got {r.kfold}")
+    if r.kfold and not 0 <= r.fold < r.kfold:
+        raise RecipeError(f"fold must be in 0..{r.kfold - 1} with kfold {r.kfold}, got {r.fold}")
+    if r.kfold and r.holdout:
+        raise RecipeError("kfold and holdout both choose the validation split; use --kfold K or --holdout F, not both")
     if r.lr_ref_batch is not None and r.lr_ref_batch <= 0:
         raise RecipeError("lr_ref_batch must be > 0")
 

@@ -1,19 +1,21 @@
-"""Evaluate a run directory or checkpoint: the plain and the EMA model on the test split."""
+"""Evaluate a run directory or checkpoint (plain and EMA model on the test split); tune its eval resize."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import tomllib
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..data import DataBundle, Loaders, load_data, make_loaders
-from ..evaluate import evaluate
+from ..evaluate import ResizeTuning, default_sizes, evaluate, tune_resize
 from ..models import build_model
-from ..recipes import Recipe, make_recipe
-from .checkpoint import load_checkpoint
+from ..recipes import Recipe, dump_recipe, load_recipe, make_recipe
+from .checkpoint import _atomic_write, choose_checkpoint, load_checkpoint
 from .ema import build_ema
+from .rundir import write_json
 
 
 @dataclass
@@ -30,15 +32,18 @@ class LoadedRun:
 
 
 def load_run(path: str | Path, *, data: str | None = None, data_root: str | None = None) -> LoadedRun:
-    """The model (and EMA model) of a run directory's last checkpoint, or of a checkpoint file.
+    """The model (and EMA model) of a run directory's newest verified checkpoint, or of a checkpoint file.
 
     A run directory means its last checkpoint: the final model, as summary.json reports it. (The
-    "best" checkpoint may have been chosen on the test split itself when no --holdout was used.)
+    "best" checkpoint may have been chosen on the test split itself when no --holdout was used.) Its
+    val_resize_size is the one in recipe.toml: `tune-resize` may have stored a tuned value there.
     """
     path = Path(path)
-    ckpt_path = path / "checkpoint-last.pt" if path.is_dir() else path
+    ckpt_path = choose_checkpoint(path) if path.is_dir() else path
     ckpt = load_checkpoint(ckpt_path)
     recipe = make_recipe(**{k: v for k, v in ckpt["recipe"].items()})
+    if path.is_dir() and (path / "recipe.toml").exists():
+        recipe = recipe.replace(val_resize_size=load_recipe(path / "recipe.toml").val_resize_size)
     bundle = load_data(data or recipe.data, data_root or recipe.data_root)
     if list(bundle.classes) != list(ckpt["classes"]):
         raise ValueError(f"{ckpt_path} was trained on classes {ckpt['classes'][:5]}... ({len(ckpt['classes'])}); "
@@ -58,7 +63,7 @@ def load_run(path: str | Path, *, data: str | None = None, data_root: str | None
 
 def run_loaders(recipe: Recipe, bundle: DataBundle, *, batch_size: int | None = None,
                 val_resize_size: int | None = None, workers: int = 0) -> Loaders:
-    """The loaders fit() builds for ``recipe`` (same subsets, transforms, mixing and seed), single process."""
+    """The loaders fit() builds for ``recipe`` (same subsets, folds, transforms, mixing and seed), one process."""
     return make_loaders(
         bundle, batch_size=batch_size or recipe.batch_size, train_crop_size=recipe.train_crop_size,
         val_resize_size=val_resize_size or recipe.val_resize_size, val_crop_size=recipe.val_crop_size,
@@ -66,17 +71,49 @@ def run_loaders(recipe: Recipe, bundle: DataBundle, *, batch_size: int | None = 
         augmix_severity=recipe.augmix_severity, random_erase=recipe.random_erase,
         crop_min_scale=recipe.crop_min_scale, mixup_alpha=recipe.mixup_alpha, cutmix_alpha=recipe.cutmix_alpha,
         ra_sampler=recipe.ra_sampler, ra_reps=recipe.ra_reps, holdout=recipe.holdout, seed=recipe.seed,
-        workers=workers, train_limit=recipe.train_limit, test_limit=recipe.test_limit)
+        workers=workers, train_limit=recipe.train_limit, test_limit=recipe.test_limit, kfold=recipe.kfold,
+        fold=recipe.fold)
 
 
 def evaluate_checkpoint(path: str | Path, *, data: str | None = None, data_root: str | None = None,
                         batch_size: int | None = None, val_resize_size: int | None = None) -> dict:
     """acc@1/acc@5 of the checkpoint's model (and EMA) on the test split of its data (or ``data``)."""
     run = load_run(path, data=data, data_root=data_root)
-    loaders = run_loaders(run.recipe, run.bundle, batch_size=batch_size, val_resize_size=val_resize_size,
+    resize = val_resize_size or run.recipe.val_resize_size
+    loaders = run_loaders(run.recipe, run.bundle, batch_size=batch_size, val_resize_size=resize,
                           workers=min(run.recipe.workers, 1))
     out = {"checkpoint": str(run.checkpoint), "data": run.bundle.name, "epoch": run.ckpt["epoch"],
+           "val_resize_size": resize, "val_crop_size": run.recipe.val_crop_size,
            "test": evaluate(run.model, loaders.test, device=run.device)}
     if run.ema_model is not None:
         out["test_ema"] = evaluate(run.ema_model, loaders.test, device=run.device)
     return out
+
+
+def tune_run_resize(run_dir: str | Path, *, sizes: list[int] | None = None, seed: int = 0,
+                    say=print) -> tuple[ResizeTuning, str]:
+    """Tune the run's eval resize on half of its validation data, confirm on the other half, store it.
+
+    The validation data is the run's holdout (or K-fold validation fold) when it has one, else its
+    test split (as `eval` sees it). The EMA model is tuned when the run has one (the model reported).
+    The choice is written to recipe.toml (atomically) and tune_resize.json; returns the result and
+    the split used.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "recipe.toml").exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no recipe.toml); pass runs/<run>")
+    run = load_run(run_dir)
+    recipe = run.recipe
+    loaders = run_loaders(recipe, run.bundle, workers=min(recipe.workers, 1))
+    split, loader = ("holdout", loaders.holdout) if loaders.holdout is not None else ("test", loaders.test)
+    ds = loader.dataset
+    result = tune_resize(run.ema_model or run.model, ds.source, ds.indices,
+                         sizes=sizes or default_sizes(recipe.val_crop_size), crop_size=recipe.val_crop_size,
+                         current=recipe.val_resize_size, mean=run.bundle.mean, std=run.bundle.std,
+                         interpolation=recipe.interpolation, seed=seed, device=run.device, say=say)
+    doc = tomllib.loads((run_dir / "recipe.toml").read_text())
+    text = dump_recipe(load_recipe(run_dir / "recipe.toml").replace(val_resize_size=result.chosen), doc.get("meta"))
+    _atomic_write(run_dir / "recipe.toml", lambda f: f.write(text.encode()))
+    write_json(run_dir / "tune_resize.json", {**asdict(result), "split": split, "seed": seed,
+                                              "model": "ema" if run.ema_model is not None else "model"})
+    return result, split

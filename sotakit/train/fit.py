@@ -161,7 +161,7 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
         ra_sampler=recipe.ra_sampler, ra_reps=recipe.ra_reps, holdout=recipe.holdout, seed=recipe.seed,
         workers=recipe.workers, world_size=dist_info.world_size, rank=dist_info.rank,
         pin_memory=device.type == "cuda", train_limit=recipe.train_limit, test_limit=recipe.test_limit,
-        timeout=recipe.loader_timeout)
+        timeout=recipe.loader_timeout, kfold=recipe.kfold, fold=recipe.fold)
     steps_per_epoch = len(loaders.train)
     notes += warnings_for(recipe, steps_per_epoch)
 

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from sotakit.experiments import budget, expand, format_table, ladder_table, recipe_hash, summarize, welch_p
-from sotakit.experiments import ablation
+from sotakit.experiments import ablation, runner
 from sotakit.recipes import load_preset, load_recipe
 
 
@@ -65,7 +65,7 @@ def test_rerun_skips_finished_runs(tmp_path, monkeypatch):
     steps = expand("torchvision", tmp_path, epochs=2, overrides={"model": "resnet9_w16"})[:2]
     calls = []
 
-    def fake_run_one(path, seed, out_dir, threads):  # the bookkeeping is under test, not training
+    def fake_run_one(path, seed, out_dir, threads, fold=None):  # the bookkeeping is under test, not training
         calls.append((path.stem, seed))
         if len(calls) == 3:
             raise RuntimeError("killed")  # the third run dies
@@ -73,17 +73,17 @@ def test_rerun_skips_finished_runs(tmp_path, monkeypatch):
         return {"step": path.stem, "seed": seed, "recipe_hash": recipe_hash(load_recipe(path)),
                 "acc1": 70.0 + seed, "acc5": 90.0, "ema_acc1": ema, "ema_acc5": ema, "wall_time_s": 1.0}
 
-    monkeypatch.setattr(ablation, "run_one", fake_run_one)
+    monkeypatch.setattr(runner, "run_one", fake_run_one)
     with pytest.raises(RuntimeError, match="1 run\\(s\\) failed; re-run the same command") as e:
-        ablation.run_ablation(steps, tmp_path, seeds=2, say=lambda *a: None)
+        runner.run_recipes(steps, tmp_path, seeds=2, say=lambda *a: None)
     assert f"{steps[1][0]} seed 0: killed" in str(e.value)
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 3  # the others finished
     with open(tmp_path / "results.jsonl", "a") as f:
         f.write('{"step": "tv-lr-optimiz')  # a line torn by a kill mid-write
     calls.clear()
-    ablation.run_ablation(steps, tmp_path, seeds=2, say=lambda *a: None)
+    runner.run_recipes(steps, tmp_path, seeds=2, say=lambda *a: None)
     assert calls == [(steps[1][0], 0)]  # only what had not finished
-    lines = ablation.read_results(tmp_path / "results.jsonl")
+    lines = runner.read_results(tmp_path / "results.jsonl")
     assert sorted((x["step"], x["seed"]) for x in lines) == sorted((s, k) for s, _, _ in steps for k in (0, 1))
     table = ablation.write_report(steps, tmp_path)
     assert "ResNet50 Baseline" in table and (tmp_path / "ablation.png").read_bytes()[:4] == b"\x89PNG"
@@ -94,7 +94,7 @@ def test_rerun_skips_finished_runs(tmp_path, monkeypatch):
 def test_real_runs_end_to_end(image_folder, tmp_path):
     steps = expand("torchvision", tmp_path, epochs=1,
                    overrides={"model": "resnet9_w16", "data": str(image_folder), "batch_size": 8, "device": "cpu"})
-    ablation.run_ablation(steps[:1], tmp_path, seeds=2, say=lambda *a: None)
+    runner.run_recipes(steps[:1], tmp_path, seeds=2, say=lambda *a: None)
     recs = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert [(r["step"], r["seed"]) for r in recs] == [("tv-baseline", 0), ("tv-baseline", 1)]
     for r in recs:

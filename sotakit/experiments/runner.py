@@ -1,0 +1,172 @@
+"""The multi-seed runner shared by ablate, sweep and K-fold: recipe files in, results.jsonl out.
+
+pycls's sweep layout: every configuration is a resolved recipe file before anything starts
+(setup); each finished (configuration, seed, fold) appends one JSON line to ``results.jsonl``
+(launch); tables and plots are made from that file alone (collect, analyze). Re-running the same
+command skips finished runs, so an interrupted ablation or sweep resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from ..recipes import Recipe, load_recipe
+from .stats import summarize
+
+# An entry: (name, title, recipe file). Ladder steps and sweep grid points are both entries.
+Entry = tuple[str, str, Path]
+
+
+def recipe_hash(recipe: Recipe) -> str:
+    """Identifies a configuration independent of seed, fold and naming."""
+    d = recipe.to_dict()
+    for k in ("seed", "run_name", "output_dir", "recipe_name", "resume", "fold"):
+        d.pop(k, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_results(results: Path) -> list[dict]:
+    """The records of results.jsonl; a line torn by a kill mid-write is skipped (its run reruns)."""
+    if not results.exists():
+        return []
+    out = []
+    for line in results.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def append_line(path: Path, text: str) -> None:
+    """Append a line, first closing a line torn by an earlier kill so the two do not merge."""
+    with open(path, "ab+") as f:
+        f.seek(0, os.SEEK_END)
+        torn = f.tell() > 0 and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n"
+        f.write((b"\n" if torn else b"") + text.encode() + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def finished(results: Path) -> set[tuple[str, int, int | None]]:
+    return {(r["recipe_hash"], r["seed"], r.get("fold")) for r in read_results(results)}
+
+
+def folds_of(recipe: Recipe) -> list[int | None]:
+    """The folds a configuration runs on: all K with --kfold K, else one run without folds."""
+    return list(range(recipe.kfold)) if recipe.kfold else [None]
+
+
+def run_one(path: Path, seed: int, out_dir: Path, threads: int, fold: int | None = None) -> dict:
+    """Train one (entry, seed, fold) in its own process with ``threads`` intra-op threads; return its result."""
+    recipe = load_recipe(path)
+    name = f"{path.stem}-s{seed}" + (f"-f{fold}" if fold is not None else "")
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, "-m", "sotakit", "train", "--config", str(path), "--seed", str(seed),
+           "--output-dir", str(out_dir), "--run-name", name] + (["--fold", str(fold)] if fold is not None else [])
+    t0 = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    run_dir = Path(proc.stdout.split("run directory: ")[1].splitlines()[0].strip())
+    s = json.loads((run_dir / "summary.json").read_text())
+    return {"step": path.stem, "seed": seed, "fold": fold, "recipe_hash": recipe_hash(recipe),
+            "run_dir": str(run_dir), **result_metrics(s),
+            "wall_time_s": time.time() - t0, "img_s": s["median_img_s"], "environment": s["environment"]}
+
+
+def result_metrics(summary: dict) -> dict:
+    """acc@1/acc@5 of the plain and EMA model on the test split, and on the validation fold (val_*) if any."""
+    out = {}
+    for prefix, split in (("", "test"), ("val_", "holdout")):
+        for model, suffix in (("", ""), ("ema_", "_ema")):
+            m = summary.get(split + suffix, {})
+            out.update({f"{prefix}{model}acc1": m.get("acc1"), f"{prefix}{model}acc5": m.get("acc5")})
+    return out
+
+
+def reported_acc(rec: dict, *, split: str | None = None) -> tuple[float, float]:
+    """The (acc@1, acc@5) a table reports for a record.
+
+    The EMA model when the recipe has one (as the blog's EMA step does); on the validation fold for a
+    K-fold run (the split the K-fold estimate is about), else on the test split. ``split`` forces
+    "test" or "val".
+    """
+    prefix = "val_" if (split or ("val" if rec.get("fold") is not None else "test")) == "val" else ""
+    ema = rec.get(f"{prefix}ema_acc1") is not None
+    return (rec[f"{prefix}ema_acc1"], rec[f"{prefix}ema_acc5"]) if ema else (rec[f"{prefix}acc1"], rec[f"{prefix}acc5"])
+
+
+def run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int = 1, say=print) -> list[dict]:
+    """Run every (entry, seed, fold) not yet in results.jsonl, ``jobs`` at a time; return all results."""
+    results = out_dir / "results.jsonl"
+    done = finished(results)
+    planned = []
+    for _, _, path in entries:
+        recipe = load_recipe(path)
+        planned += [(path, seed, fold, recipe_hash(recipe)) for seed in range(seeds) for fold in folds_of(recipe)]
+    todo = [(path, seed, fold) for path, seed, fold, h in planned if (h, seed, fold) not in done]
+    say(f"{len(todo)} runs to do, {len(planned) - len(todo)} already finished")
+    threads = max(1, (os.cpu_count() or 1) // jobs)  # the machine's cores divided between the jobs
+
+    failures, lock = [], threading.Lock()
+
+    def one(job):
+        path, seed, fold = job
+        try:
+            rec = run_one(path, seed, out_dir=out_dir, threads=threads, fold=fold)
+        except Exception as e:  # one failed run must not stop the others; it is reported at the end
+            failures.append(f"{path.stem} seed {seed}" + (f" fold {fold}" if fold is not None else "") + f": {e}")
+            return None
+        with lock:  # one line per finished run: an interruption loses no result
+            append_line(results, json.dumps(rec))
+        where = f" fold {fold}" if fold is not None else ""
+        say(f"{rec['step']} seed {seed}{where}: acc@1 {reported_acc(rec)[0]:.2f} ({rec['wall_time_s']:.0f}s)")
+        return rec
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        list(pool.map(one, todo))
+    if failures:
+        raise RuntimeError(f"{len(failures)} run(s) failed; re-run the same command to retry only them:\n"
+                           + "\n".join(failures))
+    return read_results(results)
+
+
+def results_for(entries: list[Entry], out_dir: Path) -> list[dict]:
+    """Records of exactly these entries' recipes: a directory reused with other overrides is not pooled."""
+    wanted = {recipe_hash(load_recipe(path)) for _, _, path in entries}
+    return [r for r in read_results(out_dir / "results.jsonl") if r["recipe_hash"] in wanted]
+
+
+def fold_table(entries: list[Entry], records: list[dict]) -> str | None:
+    """Markdown: per entry, validation acc@1 per fold (mean over seeds), mean ± std over all fold
+    runs, and the test split's acc@1 reported separately (never used to choose). None without folds."""
+    recs = [r for r in records if r.get("fold") is not None]
+    if not recs:
+        return None
+    k = max(r["fold"] for r in recs) + 1
+    lines = ["| configuration | " + " | ".join(f"fold {f}" for f in range(k)) + " | val mean ± std | n | test mean ± std |",
+             "|" + "---|" * (k + 4)]
+    for name, title, _ in entries:
+        mine = [r for r in recs if r["step"] == name]
+        if not mine:
+            continue
+        per = [[reported_acc(r)[0] for r in mine if r["fold"] == f] for f in range(k)]
+        val = [reported_acc(r)[0] for r in mine]
+        test = [reported_acc(r, split="test")[0] for r in mine]
+        cells = [f"{summarize(v).mean:.2f}" if v else "-" for v in per]
+        lines.append(f"| {title} | " + " | ".join(cells) + f" | {_mean_std(val)} | {len(val)} | {_mean_std(test)} |")
+    return "\n".join(lines)
+
+
+def _mean_std(values: list[float]) -> str:
+    s = summarize(values)
+    return f"{s.mean:.2f} ± {s.std:.2f}"
