@@ -21,7 +21,7 @@ from ..data import data_fingerprint
 from ..evaluate import confusion, per_class_accuracy
 from ..train.evaluate_run import load_run, run_loaders
 from ..train.rundir import curves_figure, environment, read_metrics
-from .ablation import read_results
+from .runner import read_results
 from .runs import find_runs, is_run_dir, run_info
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}
