@@ -162,3 +162,26 @@ def test_set_train_crop_size_changes_the_batches(batch_augment):
     assert next(iter(L.train))[0].shape[-1] == 12
     set_train_crop_size(L, 8)
     assert next(iter(L.train))[0].shape[-2:] == (8, 8)
+
+
+def test_augmentation_is_a_function_of_the_sample_position_not_the_worker(tmp_path, folder_factory):
+    """Per-sample seeds: the same batches with 0 or 2 workers, and an epoch resumed mid-way repeats
+    exactly the batches it skipped to (TrivialAugment, erasing and MixUp all drawn from the seeds)."""
+    from sotakit.data import load_image_folder
+    bundle = load_image_folder(folder_factory(tmp_path / "d", per_class=(8, 2)))
+
+    def batches(workers, skip=0):
+        L = make_loaders(bundle, batch_size=4, train_crop_size=16, val_resize_size=16, val_crop_size=16,
+                         auto_augment="ta_wide", random_erase=0.5, mixup_alpha=0.4, seed=3, workers=workers)
+        L.train_sampler.set_epoch(1, skip=skip)
+        L.train.generator.manual_seed(123)
+        torch.manual_seed(999 + workers)  # the global stream must not matter
+        return [b for b in L.train]
+
+    zero, two, resumed = batches(0), batches(2), batches(0, skip=8)
+    assert len(zero) == 6
+    for (x0, y0), (x2, y2) in zip(zero, two):
+        assert torch.equal(x0, x2) and torch.equal(y0, y2)
+    for (x0, y0), (xr, yr) in zip(zero[2:], resumed):
+        assert torch.equal(x0, xr) and torch.equal(y0, yr)
+    assert not torch.equal(zero[0][0], zero[1][0])

@@ -38,7 +38,8 @@ def test_recipes_show_resolves_for_the_data():
     assert "lr = 0.0625" in r.stdout  # 0.5 for 1024 images a step -> 128 (linear scaling)
 
 
-def test_sigterm_writes_a_checkpoint_and_exits_143(image_folder, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
+def test_sigterm_writes_a_checkpoint_and_exits_143(image_folder, tmp_path, sig):
     args = [sys.executable, "-m", "sotakit", "train", "--data", image_folder, "--model", "resnet9_w16",
             "--epochs", "30", "-b", "2", "--print-freq", "1", "--device", "cpu", "--output-dir", tmp_path]
     p = subprocess.Popen(list(map(str, args)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
@@ -46,9 +47,10 @@ def test_sigterm_writes_a_checkpoint_and_exits_143(image_folder, tmp_path):
     for line in p.stdout:  # wait until training is under way
         if "step 3/" in line or time.time() > deadline:
             break
-    p.send_signal(signal.SIGTERM)
+    p.send_signal(sig)
     out, _ = p.communicate(timeout=60)
     assert p.returncode == 143, out
+    assert f"stopped ({sig.name})" in out
     assert "Continue with: sotakit train --resume" in out
     run = next((tmp_path / "runs").iterdir())
     ck = load_checkpoint(run / "checkpoint-last.pt")

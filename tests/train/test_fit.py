@@ -145,3 +145,41 @@ def test_test_only_and_weights(image_folder, tmp_path, capsys, one_thread):
     for k, v in old.items():
         if v.is_floating_point() and "running" not in k:
             torch.testing.assert_close(start[k], v, atol=1e-6, rtol=0)
+
+
+def test_checkpoint_every_n_steps_records_each_save_in_the_manifest(image_folder, tmp_path, one_thread):
+    from sotakit.train.checkpoint import read_manifest
+    # 36 images / batch 8 = 5 steps an epoch (the last one partial), 2 epochs; every 3 steps
+    d = fit(tiny(image_folder, tmp_path, checkpoint_every="3"), verbose=False).run_dir
+    saves = [(e["epoch"], e["step"]) for e in read_manifest(d)]
+    # global steps 3, 6, 9 -> (0, 3), (1, 1), (1, 4); epoch ends -> (1, 0), (2, 0); the manifest keeps 4
+    assert saves == [(1, 0), (1, 1), (1, 4), (2, 0)]
+
+
+def test_resume_refuses_changed_recipe_and_data_then_force_resume(image_folder, tmp_path, one_thread):
+    from sotakit.train.fit import ResumeMismatchError
+    with pytest.raises(Interrupted):
+        fit(tiny(image_folder, tmp_path, epochs=3), verbose=False, stop_at=(1, 2))
+    d = next((tmp_path / "runs").iterdir())
+    toml = (d / "recipe.toml").read_text()
+    (d / "recipe.toml").write_text(toml.replace("lr = 0.05", "lr = 0.1"))
+    with pytest.raises(ResumeMismatchError, match=r"recipe hash: checkpoint \w+, now \w+ \(changed: lr 0.05 -> 0.1\)"):
+        fit(resume=d, verbose=False)
+    (d / "recipe.toml").write_text(toml)
+    extra = image_folder / "train" / "cat" / "new.png"
+    extra.write_bytes((image_folder / "train" / "cat" / "0.png").read_bytes())
+    with pytest.raises(ResumeMismatchError, match="data fingerprint: .*images, labels or classes changed") as e:
+        fit(resume=d, verbose=False)
+    assert "--force-resume" in str(e.value) and "recipe hash" not in str(e.value)
+    r = fit(resume=d, verbose=False, force_resume=True)  # same model and classes: everything loads
+    assert r.summary["epochs"] == 3 and load_checkpoint(d)["epoch"] == 3
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over_in_place(image_folder, tmp_path, one_thread):
+    d = fit(tiny(image_folder, tmp_path), verbose=False).run_dir
+    expected = json.loads((d / "summary.json").read_text())["state_fingerprint"]
+    for name in ("checkpoint-last.pt", "checkpoint-prev.pt", "checkpoint-best.pt", "checkpoints.json",
+                 "summary.json"):
+        (d / name).unlink(missing_ok=True)
+    again = fit(resume=d, verbose=False)
+    assert again.run_dir == d and again.summary["state_fingerprint"] == expected
