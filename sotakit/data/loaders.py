@@ -31,7 +31,7 @@ class SampleDataset(Dataset):
             i, key = i
             image, j = self.source.load(self.indices[i])
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(key)
+                torch.default_generator.manual_seed(key)  # CPU only: torch.manual_seed would reseed CUDA too
                 return self.transform(image), int(self.source.targets[j]), key
         image, j = self.source.load(self.indices[i])
         return self.transform(image), int(self.source.targets[j])

@@ -31,7 +31,7 @@ class Collate:
         if len(batch[0]) == 3:  # (image, target, seed): batch-level randomness seeded by the first sample
             images, targets, keys = default_collate(batch)
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(keys[0]) ^ 0x5EED)
+                torch.default_generator.manual_seed(int(keys[0]) ^ 0x5EED)  # CPU only, as fork_rng restores
                 return self._finish(images, targets)
         return self._finish(*default_collate(batch))
 

@@ -97,7 +97,7 @@ class Recipe:
     progressive_resize: int = _f(0, "fastai's progressive resizing: the train crop starts at this size and grows linearly to --train-crop-size by three quarters of the epochs (0: off)", ref=False)
     crop_min_scale: float = _f(0.08, "smallest area fraction of the training random-resized crop", ref=False)
     # Reliability (issue 3): how often state is saved and how failures are bounded.
-    checkpoint_every: str = _f("", "also checkpoint every N steps ('500') or M minutes ('10m'); empty: at epoch ends only", ref=False)
+    checkpoint_every: str = _f("", "also checkpoint every N steps ('500'), M minutes ('10m') or S seconds ('90s'); empty: at epoch ends only", ref=False)
     max_nonfinite_skips: int = _f(5, "consecutive steps with a NaN/inf loss skipped (not applied) before the run stops; 0 stops at the first", ref=False)
     dist_timeout: float = _f(1800.0, "seconds a DDP collective waits for a hung or dead rank before the job fails", ref=False)
     loader_timeout: float = _f(600.0, "seconds to wait for a DataLoader worker's batch before failing (workers > 0)", ref=False)
@@ -208,7 +208,7 @@ def checkpoint_interval(text: str) -> tuple[int, float]:
     except ValueError:
         value = (-1, -1.0)
     if min(value) < 0 or max(value) <= 0:
-        raise RecipeError(f"checkpoint_every={text!r}: give a number of steps ('500') or minutes ('10m')")
+        raise RecipeError(f"checkpoint_every={text!r}: give a number of steps ('500'), minutes ('10m') or seconds ('90s')")
     return value
 
 
@@ -299,8 +299,10 @@ def train_crop_at(r: Recipe, epoch: int) -> int:
     return round(r.progressive_resize + t * (r.train_crop_size - r.progressive_resize))
 
 
-# Fields that say how a run is carried out, not what it computes: a resume may change them.
+# Fields that say how a run is carried out or evaluated, not what it trains: a resume may change them
+# (val_resize_size: `sotakit tune-resize` stores its choice in the run's recipe).
 OPERATIONAL_FIELDS = ("resume", "output_dir", "data_root", "print_freq", "workers", "test_only", "checkpoint_every",
+                      "val_resize_size",
                       "dist_timeout", "loader_timeout", "max_nonfinite_skips", "dist_url", "backend", "use_v2",
                       "cache_dataset")
 

@@ -82,7 +82,11 @@ def _atomic_write(path: Path, write, *, before_replace=None, kill_after: int | N
                 f.close()  # closing flushes the buffer, which fails again on a full disk
             raise CheckpointError(f"could not write {path}: {w.error or e}") from e
         sha = w.sha.hexdigest()
-        if file_sha256(tmp) != sha:  # read back: what is on disk is what was written
+        try:
+            same = file_sha256(tmp) == sha  # read back: what is on disk is what was written
+        except OSError as e:
+            raise CheckpointError(f"could not read back {tmp}: {e}") from e
+        if not same:
             raise CheckpointError(f"could not write {path}: the file read back differs from what was written")
         if before_replace is not None:
             before_replace(sha, w.size)
@@ -165,8 +169,10 @@ def save_checkpoint(state: dict[str, Any], path: str | Path, *, keep_previous: b
 
 
 def _record(folder: Path, entry: dict) -> None:
-    """Add ``entry`` to the manifest (the last few entries are kept), written atomically."""
-    entries = read_manifest(folder)[-3:] + [entry]
+    """Add ``entry`` to the manifest, written atomically. The last 8 entries are kept: the two files
+    on disk are among the last two recorded unless saves failed between recording and renaming
+    several times in a row (each such failure stops the run)."""
+    entries = read_manifest(folder)[-7:] + [entry]
     data = json.dumps({"checkpoints": entries}, indent=1).encode()
     _atomic_write(folder / MANIFEST, lambda f: f.write(data))
 
@@ -188,7 +194,7 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
 
 
 def choose_checkpoint(folder: str | Path) -> Path:
-    """The newest checkpoint in a run directory whose SHA-256 the manifest vouches for.
+    """The most recently written checkpoint in a run directory whose SHA-256 the manifest vouches for.
 
     Without a manifest (runs written by older versions, files copied by hand) ``checkpoint-last.pt``.
     """
@@ -200,12 +206,12 @@ def choose_checkpoint(folder: str | Path) -> Path:
             return candidates[0]
         raise FileNotFoundError(f"no checkpoint in {folder}")
     known = {e["sha256"]: e for e in entries}
-    verified = [(known[s].get("epoch", 0), known[s].get("step", 0), p) for p in candidates
-                if (s := file_sha256(p)) in known]
+    # newest by write time, not by (epoch, step): a forced resume may restart a run's counters
+    verified = [(known[s].get("time", 0), p) for p in candidates if (s := file_sha256(p)) in known]
     if not verified:
         raise CheckpointError(f"no checkpoint in {folder} matches its manifest {MANIFEST} "
                               f"(files: {', '.join(p.name for p in candidates) or 'none'}); the files are damaged")
-    return max(verified, key=lambda v: v[:2])[2]
+    return max(verified, key=lambda v: v[0])[1]
 
 
 def copy_checkpoint(src: str | Path, dst: str | Path) -> Path:

@@ -8,6 +8,7 @@ steps, refusal to resume on changed inputs, and exact DDP evaluation.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -31,7 +32,7 @@ from .loop import Interrupted, NonFiniteLossError, all_ranks, train_one_epoch
 from .optim import build_optimizer, build_scheduler, param_groups
 from .progress import RunProgress
 from .rundir import MetricsLog, create_run_dir, environment, plot_curves, write_json
-from .rundir import mark_finished, mark_running, mark_stopped
+from .rundir import PID_FILE, mark_finished, mark_running, mark_stopped, process_alive, trim_metrics
 
 
 @dataclass
@@ -108,6 +109,7 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
         run_dir = resume_dir if resume_dir.is_dir() else resume_dir.parent
         if int(os.environ.get("RANK", "0")) == 0:
             remove_stale_temps(run_dir)  # what a crash mid-save left behind
+        _refuse_if_running(run_dir, force=force_resume)
         fresh = resume_dir.is_dir() and not any((run_dir / n).exists() for n in (LAST, PREV))
         # A run killed before its first checkpoint starts over in its own directory; otherwise the
         # newest checkpoint whose hash verifies.
@@ -196,6 +198,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
         skipped_steps = ckpt.get("skipped_steps", 0)
         set_rng_state(ckpt["rng"][min(dist_info.rank, len(ckpt["rng"]) - 1)])
         say(f"resuming {run_dir} at epoch {start_epoch + 1}, step {first_step}")
+    if ckpt is not None and load_all and dist_info.is_main:
+        trim_metrics(run_dir, start_epoch, first_step)  # what was logged after the checkpoint is redone
 
     if dist_info.is_main and ckpt is None and not resume:
         run_dir = create_run_dir(recipe.output_dir, recipe.run_name or recipe.recipe_name or recipe.model)
@@ -206,6 +210,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
         run_dir = None
     elif ckpt is None:
         say(f"{run_dir} has no checkpoint yet: starting it over")
+        if dist_info.is_main:
+            trim_metrics(run_dir, 0, 0)
     for n in notes:
         say(f"note: {n}")
     if bundle.skipped:
@@ -293,6 +299,7 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                     raise NonFiniteLossError(e.epoch, e.step, e.value, e.skipped,
                                              hint=_last_checkpoint_hint(run_dir)) from None
                 except CheckpointError as e:
+                    kill_local_peers(dist_info)  # they would wait for rank 0 in the next collective
                     raise RunError(f"{e}. {_last_checkpoint_hint(run_dir)}") from e
                 except RuntimeError as e:
                     loading = "DataLoader" in str(e)
@@ -323,10 +330,11 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                 best = max(best, rec["val_acc1"], rec.get("ema_acc1", -1.0))
                 try:
                     checkpoint(epoch + 1, 0, train_time)
+                    if dist_info.is_main and is_best:
+                        copy_checkpoint(run_dir / LAST, run_dir / "checkpoint-best.pt")
                 except CheckpointError as e:
+                    kill_local_peers(dist_info)
                     raise RunError(f"{e}. {_last_checkpoint_hint(run_dir)}") from e
-                if dist_info.is_main and is_best:
-                    copy_checkpoint(run_dir / LAST, run_dir / "checkpoint-best.pt")
                 ema_txt = f" ema {rec['ema_acc1']:.2f}" if ema is not None else ""
                 progress.end_epoch(
                     f"epoch {epoch + 1}/{recipe.epochs} train loss {stats['loss']:.4f} acc@1 {stats['acc1']:.2f} | "
@@ -405,11 +413,14 @@ def _resume_check(ckpt: dict, recipe: Recipe, classes: list[str], fingerprint: s
     if list(ckpt.get("classes", classes)) != list(classes):
         problems.append(f"classes: checkpoint {len(ckpt['classes'])} ({', '.join(ckpt['classes'][:5])}...), "
                         f"now {len(classes)} ({', '.join(classes[:5])}...)")
-    if ckpt.get("recipe_hash", recipe_hash(recipe)) != recipe_hash(recipe):
-        changed = sorted(k for k, v in recipe.to_dict().items() if k in saved and saved[k] != v
-                         and k not in OPERATIONAL_FIELDS)
-        problems.append(f"recipe hash: checkpoint {ckpt['recipe_hash']}, now {recipe_hash(recipe)} "
-                        f"(changed: {', '.join(f'{k} {saved[k]!r} -> {getattr(recipe, k)!r}' for k in changed)})")
+    # Field by field (the hash alone would refuse every run after an upgrade adds a field): a field
+    # the checkpoint does not know counts as changed only when it is not at its default.
+    defaults = Recipe().to_dict()
+    changed = sorted(k for k, v in recipe.to_dict().items() if k not in OPERATIONAL_FIELDS
+                     and saved.get(k, defaults[k]) != v)
+    if saved and changed:
+        problems.append(f"recipe hash: checkpoint {ckpt.get('recipe_hash', '?')}, now {recipe_hash(recipe)} "
+                        f"(changed: {', '.join(f'{k} {saved.get(k, defaults[k])!r} -> {getattr(recipe, k)!r}' for k in changed)})")
     if ckpt.get("data_fingerprint", fingerprint) != fingerprint:
         problems.append(f"data fingerprint: checkpoint {ckpt['data_fingerprint']}, now {fingerprint} "
                         "(images, labels or classes changed)")
@@ -425,6 +436,20 @@ def _resume_check(ckpt: dict, recipe: Recipe, classes: list[str], fingerprint: s
     return same_shape, [f"--force-resume overrides: {p}" for p in problems]
 
 
+def _refuse_if_running(run_dir: Path, *, force: bool) -> None:
+    """Two processes rotating one run's checkpoints would undo each other's work (a requeued job
+    whose first incarnation still runs): refuse while run.pid names a live process."""
+    if int(os.environ.get("RANK", "0")) != 0 or force or not (run_dir / PID_FILE).exists():
+        return
+    try:
+        info = json.loads((run_dir / PID_FILE).read_text())
+    except (OSError, ValueError):
+        return
+    if process_alive(info) and info.get("pid") != os.getpid():
+        raise ResumeMismatchError(f"refusing to resume {run_dir}: process {info['pid']} on {info.get('host')} is "
+                                  "still training it (run.pid). Stop it first, or pass --force-resume if it is gone.")
+
+
 def _load_matching(module: nn.Module, saved: dict) -> None:
     """Load the tensors of ``saved`` whose name and shape match ``module``'s; leave the rest as built."""
     own = module.state_dict()
@@ -432,9 +457,10 @@ def _load_matching(module: nn.Module, saved: dict) -> None:
 
 
 def _last_checkpoint_hint(run_dir: Path | None) -> str:
-    if run_dir is None or not (Path(run_dir) / LAST).exists():
+    found = [Path(run_dir) / n for n in (LAST, PREV) if run_dir is not None and (Path(run_dir) / n).exists()]
+    if not found:
         return "No checkpoint was written yet."
-    return f"The last good checkpoint is {Path(run_dir) / LAST}; continue with: sotakit train --resume {run_dir}"
+    return f"The last good checkpoint is {found[0]}; continue with: sotakit train --resume {run_dir}"
 
 
 def _signal_name(signum) -> str:

@@ -108,9 +108,9 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         faults.after_step(global_step, rank)
         if on_step is not None:
             on_step(step + 1)
-        if on_log is not None and (step + 1) % print_freq == 0:
+        if on_log is not None and (step + 1) % print_freq == 0 and window["n"]:  # a window of skipped steps logs nothing
             now = time.perf_counter()
-            w, n = window, max(window["n"], 1)
+            w, n = window, window["n"]
             on_log({"epoch": epoch, "step": step + 1, "loss": w["loss"] / n, "acc1": 100 * w["c1"] / n,
                     "acc5": 100 * w["c5"] / n, "lr": lr, "img_s": w["n"] / max(now - w["t"], 1e-9),
                     "data_time": w["data"]})

@@ -124,6 +124,19 @@ def process_alive(info: dict) -> bool | None:
     return True
 
 
+def trim_metrics(run_dir: Path, epoch: int, step: int) -> int:
+    """Drop the records logged after the checkpoint a resume starts from (epoch ``epoch``, ``step``
+    steps into it), so redone steps are not logged twice; returns how many were dropped."""
+    records = read_metrics(run_dir)
+    keep = [r for r in records if (r.get("epoch", 0) < epoch if r.get("kind") == "epoch"
+                                   else (r.get("epoch", 0), r.get("step", 0)) <= (epoch, step))]
+    if len(keep) != len(records):
+        tmp = Path(run_dir) / "metrics.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        os.replace(tmp, Path(run_dir) / "metrics.jsonl")
+    return len(records) - len(keep)
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():

@@ -152,8 +152,8 @@ def test_checkpoint_every_n_steps_records_each_save_in_the_manifest(image_folder
     # 36 images / batch 8 = 5 steps an epoch (the last one partial), 2 epochs; every 3 steps
     d = fit(tiny(image_folder, tmp_path, checkpoint_every="3"), verbose=False).run_dir
     saves = [(e["epoch"], e["step"]) for e in read_manifest(d)]
-    # global steps 3, 6, 9 -> (0, 3), (1, 1), (1, 4); epoch ends -> (1, 0), (2, 0); the manifest keeps 4
-    assert saves == [(1, 0), (1, 1), (1, 4), (2, 0)]
+    # global steps 3, 6, 9 -> (0, 3), (1, 1), (1, 4); epoch ends -> (1, 0), (2, 0)
+    assert saves == [(0, 3), (1, 0), (1, 1), (1, 4), (2, 0)]
 
 
 def test_resume_refuses_changed_recipe_and_data_then_force_resume(image_folder, tmp_path, one_thread):
@@ -173,6 +173,36 @@ def test_resume_refuses_changed_recipe_and_data_then_force_resume(image_folder, 
     assert "--force-resume" in str(e.value) and "recipe hash" not in str(e.value)
     r = fit(resume=d, verbose=False, force_resume=True)  # same model and classes: everything loads
     assert r.summary["epochs"] == 3 and load_checkpoint(d)["epoch"] == 3
+
+
+def test_resume_drops_log_lines_written_after_the_checkpoint(image_folder, tmp_path, one_thread):
+    from sotakit.train.rundir import read_metrics
+    with pytest.raises(Interrupted):
+        fit(tiny(image_folder, tmp_path, print_freq=1), verbose=False, stop_at=(1, 2))
+    d = next((tmp_path / "runs").iterdir())
+    with open(d / "metrics.jsonl", "a") as f:  # as if killed after logging steps 3 and 4
+        f.write('{"kind": "step", "epoch": 1, "step": 3}\n{"kind": "step", "epoch": 1, "step": 4}\n')
+    fit(resume=d, verbose=False)
+    steps = [(r["epoch"], r["step"]) for r in read_metrics(d) if r["kind"] == "step"]
+    assert steps == [(0, 1), (0, 2), (0, 3), (0, 4), (0, 5), (1, 1), (1, 2), (1, 3), (1, 4), (1, 5)]
+    assert [r["epoch"] for r in read_metrics(d) if r["kind"] == "epoch"] == [0, 1]
+
+
+def test_resume_is_refused_while_another_process_trains_the_run(image_folder, tmp_path, one_thread):
+    import subprocess
+    from sotakit.train.fit import ResumeMismatchError
+    with pytest.raises(Interrupted):
+        fit(tiny(image_folder, tmp_path), verbose=False, stop_at=(0, 2))
+    d = next((tmp_path / "runs").iterdir())
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        (d / "run.pid").write_text(json.dumps({"pid": other.pid, "host": __import__("socket").gethostname()}))
+        with pytest.raises(ResumeMismatchError, match=f"process {other.pid} on .* is still training it"):
+            fit(resume=d, verbose=False)
+    finally:
+        other.kill()
+        other.wait()
+    assert fit(resume=d, verbose=False).summary["epochs"] == 2  # the process is gone: resume goes on
 
 
 def test_a_run_killed_before_its_first_checkpoint_starts_over_in_place(image_folder, tmp_path, one_thread):
