@@ -302,10 +302,15 @@ def cmd_tune_resize(args, argv) -> int:
         mark = " ".join(x for x, on in (("chosen", size == res.chosen), ("(was)", size == res.current)) if on)
         t.add_row(str(size), f"{a:.2f}", f"{b:.2f}", mark)
     Console().print(t)
-    i, j = res.sizes.index(res.chosen), res.sizes.index(res.current) if res.current in res.sizes else None
-    confirm = f"; half B: {res.acc_b[i]:.2f} vs {res.acc_b[j]:.2f} at {res.current}" if j is not None else ""
-    print(f"chosen val_resize_size {res.chosen} (was {res.current}){confirm}. "
-          f"Stored in {args.run_dir}/recipe.toml and tune_resize.json; `sotakit eval` uses it from now on.")
+    i, j = res.sizes.index(res.chosen), res.sizes.index(res.current)
+    if res.chosen == res.current:
+        print(f"val_resize_size {res.current} stays: no size did better on half A. Recorded in tune_resize.json.")
+    elif res.confirmed:
+        print(f"val_resize_size {res.chosen} (was {res.current}): chosen on half A, confirmed on half B "
+              f"({res.acc_b[i]:.2f} vs {res.acc_b[j]:.2f}). Stored in {args.run_dir}/recipe.toml; `sotakit eval` uses it.")
+    else:
+        print(f"val_resize_size {res.current} stays: {res.chosen} was best on half A but not confirmed on half B "
+              f"({res.acc_b[i]:.2f} vs {res.acc_b[j]:.2f}). Recorded in tune_resize.json.")
     return 0
 
 

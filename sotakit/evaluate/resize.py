@@ -53,6 +53,12 @@ class ResizeTuning:
     crop_size: int  # the center crop, fixed while the resize varies
     n_a: int
     n_b: int
+    confirmed: bool  # half B agrees: the chosen size is at least as good there as the current one
+
+    @property
+    def stored(self) -> int:
+        """The size to keep: the choice when half B confirms it, else the current one."""
+        return self.chosen if self.confirmed else self.current
 
 
 def tune_resize(model: nn.Module, source, indices: list[int], *, sizes: list[int], crop_size: int, current: int,
@@ -60,8 +66,10 @@ def tune_resize(model: nn.Module, source, indices: list[int], *, sizes: list[int
                 device: torch.device | str = "cpu", say=print) -> ResizeTuning:
     """Evaluate ``model`` on both halves of ``source[indices]`` at every resize size; choose on half A.
 
-    Ties on half A go to the size closest to ``current`` (no change without evidence).
+    Ties on half A go to the size closest to ``current`` (no change without evidence). ``current``
+    is always evaluated too, so half B can confirm (or not) that the choice beats it.
     """
+    sizes = sorted(set(sizes) | {current})
     targets = source.targets[indices]
     half_a, half_b = ([indices[i] for i in h] for h in split_halves(targets, seed))
     collate = Collate(BatchFinish(mean, std))
@@ -73,4 +81,6 @@ def tune_resize(model: nn.Module, source, indices: list[int], *, sizes: list[int
             out.append(evaluate(model, loader, device=device)["acc1"])
         say(f"resize {size}: half A {acc_a[-1]:.2f}  half B {acc_b[-1]:.2f}")
     best = max(range(len(sizes)), key=lambda i: (acc_a[i], -abs(sizes[i] - current)))
-    return ResizeTuning(list(sizes), acc_a, acc_b, sizes[best], current, crop_size, len(half_a), len(half_b))
+    confirmed = acc_b[best] >= acc_b[sizes.index(current)]
+    return ResizeTuning(list(sizes), acc_a, acc_b, sizes[best], current, crop_size, len(half_a), len(half_b),
+                        confirmed)

@@ -96,8 +96,8 @@ def tune_run_resize(run_dir: str | Path, *, sizes: list[int] | None = None, seed
 
     The validation data is the run's holdout (or K-fold validation fold) when it has one, else its
     test split (as `eval` sees it). The EMA model is tuned when the run has one (the model reported).
-    The choice is written to recipe.toml (atomically) and tune_resize.json; returns the result and
-    the split used.
+    The choice is written to recipe.toml (atomically) when half B confirms it, and the whole result
+    to tune_resize.json; returns the result and the split used.
     """
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.toml").exists():
@@ -112,7 +112,7 @@ def tune_run_resize(run_dir: str | Path, *, sizes: list[int] | None = None, seed
                          current=recipe.val_resize_size, mean=run.bundle.mean, std=run.bundle.std,
                          interpolation=recipe.interpolation, seed=seed, device=run.device, say=say)
     doc = tomllib.loads((run_dir / "recipe.toml").read_text())
-    text = dump_recipe(load_recipe(run_dir / "recipe.toml").replace(val_resize_size=result.chosen), doc.get("meta"))
+    text = dump_recipe(load_recipe(run_dir / "recipe.toml").replace(val_resize_size=result.stored), doc.get("meta"))
     _atomic_write(run_dir / "recipe.toml", lambda f: f.write(text.encode()))
     write_json(run_dir / "tune_resize.json", {**asdict(result), "split": split, "seed": seed,
                                               "model": "ema" if run.ema_model is not None else "model"})

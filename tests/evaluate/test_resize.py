@@ -66,16 +66,19 @@ def tiny_run(tmp_path_factory):
 def test_tuned_size_is_stored_and_used_by_eval(tiny_run):
     before = load_recipe(tiny_run / "recipe.toml")
     res, split = tune_run_resize(tiny_run, sizes=[32, 40, 48, 64], seed=0, say=lambda *a: None)
-    # 32 px images: the preset's 256/224 resize ratio gives 37
+    # 32 px images: the preset's 256/224 resize ratio gives 37, which is always evaluated too
     assert split == "test" and res.n_a + res.n_b == 24 and res.current == before.val_resize_size == 37
+    assert res.sizes == [32, 37, 40, 48, 64]
     # the best on half A; among equals the size nearest the current one
     assert res.chosen == max(res.sizes, key=lambda s: (res.acc_a[res.sizes.index(s)], -abs(s - 37)))
-    assert res.chosen != 37
+    # kept only when half B agrees it is at least as good as the current size
+    b = dict(zip(res.sizes, res.acc_b))
+    assert res.confirmed == (b[res.chosen] >= b[37]) and res.stored == (res.chosen if res.confirmed else 37)
     after = load_recipe(tiny_run / "recipe.toml")
-    assert after.val_resize_size == res.chosen and after.replace(val_resize_size=37) == before
+    assert after.val_resize_size == res.stored and after.replace(val_resize_size=37) == before
     stored = json.loads((tiny_run / "tune_resize.json").read_text())
     assert (stored["chosen"], stored["acc_b"], stored["split"]) == (res.chosen, res.acc_b, "test")
     out = evaluate_checkpoint(tiny_run)
-    assert out["val_resize_size"] == res.chosen
-    direct = evaluate_checkpoint(tiny_run / "checkpoint-last.pt", val_resize_size=res.chosen)
+    assert out["val_resize_size"] == res.stored
+    direct = evaluate_checkpoint(tiny_run / "checkpoint-last.pt", val_resize_size=res.stored)
     assert out["test"] == direct["test"]
