@@ -9,28 +9,47 @@ from torchvision.transforms import v2
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .batch_augment import BatchCropFlip
-from .datasets import DataBundle, TensorSource
+from .datasets import DataBundle, DecodeErrorLimit, TensorSource
 from .mixing import Collate
 from .samplers import RASampler, ResumableSampler
 from .transforms import BatchFinish, make_eval_transform, make_train_transform
 
 
 class SampleDataset(Dataset):
-    """``source`` restricted to ``indices`` with a transform: what a DataLoader iterates."""
+    """``source`` restricted to ``indices`` with a transform: what a DataLoader iterates.
 
-    def __init__(self, source, indices, transform):
+    An image that fails to decode is replaced by the source (deterministically); past
+    ``max_decode_errors`` (a fraction of the source's images) the run stops with DecodeErrorLimit.
+    The check runs where the failure is seen, in a worker or the main process: the count is shared
+    (see FolderSource), and the batch keeps its plain (images, targets) shape for every loop.
+    """
+
+    def __init__(self, source, indices, transform, max_decode_errors: float = 1.0):
         self.source, self.indices, self.transform = source, list(indices), transform
+        self.max_decode_errors = max_decode_errors
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int):
         image, j = self.source.load(self.indices[i])
+        if j != self.indices[i]:
+            check_decode_errors(self.source, self.max_decode_errors)
         return self.transform(image), int(self.source.targets[j])
 
     @property
     def targets(self) -> torch.Tensor:
         return self.source.targets[self.indices]
+
+
+def check_decode_errors(source, max_decode_errors: float) -> None:
+    """Raise DecodeErrorLimit once more than ``max_decode_errors`` x len(source) files failed to decode."""
+    count, allowed = source.decode_errors(), max_decode_errors * len(source)
+    if count > allowed:
+        raise DecodeErrorLimit(
+            f"{count} of {len(source)} images failed to decode during the run, more than the threshold "
+            f"--max-decode-errors {max_decode_errors} ({allowed:g} images); each was replaced by the next "
+            f"readable image. Check the disk or the files, or raise --max-decode-errors to continue.")
 
 
 def stratified_split(targets: torch.Tensor, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -74,7 +93,7 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
                  cutmix_alpha: float = 0.0, ra_sampler: bool = False, ra_reps: int = 3, holdout: float = 0.0,
                  seed: int = 0, workers: int = 0, world_size: int = 1, rank: int = 0,
                  pin_memory: bool = False, eval_batch_size: int | None = None, train_limit: int = 0,
-                 test_limit: int = 0, batch_augment: bool = True) -> Loaders:
+                 test_limit: int = 0, batch_augment: bool = True, max_decode_errors: float = 0.01) -> Loaders:
     """Train, holdout and test loaders for one process (rank ``rank`` of ``world_size``).
 
     With in-memory data and no automatic augmentation, crop and flip run on whole batches
@@ -98,7 +117,7 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
     keep, hold = stratified_split(bundle.train.targets[pool], holdout, seed) if holdout > 0 else (range(len(pool)), [])
     keep, hold = [pool[i] for i in keep], [pool[i] for i in hold]
     test_idx = stratified_subset(bundle.test.targets, test_limit, seed)
-    train_ds = SampleDataset(bundle.train, keep, train_tf)
+    train_ds = SampleDataset(bundle.train, keep, train_tf, max_decode_errors)
     if ra_sampler:
         sampler = RASampler(len(train_ds), num_replicas=world_size, rank=rank, seed=seed, repetitions=ra_reps)
     else:
@@ -119,7 +138,7 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
 
     def eval_loader(source, indices):
         # Exact evaluation under DDP: rank r takes every world_size-th image, nothing padded or repeated.
-        ds = SampleDataset(source, list(indices)[rank::world_size], eval_tf)
+        ds = SampleDataset(source, list(indices)[rank::world_size], eval_tf, max_decode_errors)
         return DataLoader(ds, batch_size=eval_bs, shuffle=False, collate_fn=eval_collate, **common)
 
     return Loaders(train, eval_loader(bundle.train, hold) if hold else None,

@@ -96,6 +96,7 @@ class Recipe:
     test_limit: int = _f(0, "evaluate on a stratified, seeded subset of this many test images (0: all)", ref=False)
     progressive_resize: int = _f(0, "fastai's progressive resizing: the train crop starts at this size and grows linearly to --train-crop-size by three quarters of the epochs (0: off)", ref=False)
     crop_min_scale: float = _f(0.08, "smallest area fraction of the training random-resized crop", ref=False)
+    max_decode_errors: float = _f(0.01, "fraction of a split's images that may fail to decode during the run (each is replaced by the next readable image and counted) before the run stops; the index pass has already excluded files broken at the start (data_report.csv)", ref=False)
 
     def replace(self, **changes: Any) -> "Recipe":
         return dataclasses.replace(self, **changes)
@@ -180,7 +181,7 @@ _POSITIVE = ("batch_size", "epochs", "lr", "model_ema_steps", "val_resize_size",
 _NON_NEGATIVE = ("workers", "momentum", "weight_decay", "norm_weight_decay", "bias_weight_decay",
                  "transformer_embedding_decay", "mixup_alpha", "cutmix_alpha", "lr_warmup_epochs",
                  "lr_min", "start_epoch", "ra_magnitude", "clip_grad_norm", "seed", "train_limit", "test_limit", "progressive_resize")
-_UNIT = ("crop_min_scale", "label_smoothing", "random_erase", "lr_warmup_decay", "model_ema_decay", "lr_gamma")
+_UNIT = ("crop_min_scale", "max_decode_errors", "label_smoothing", "random_erase", "lr_warmup_decay", "model_ema_decay", "lr_gamma")
 
 
 def validate(r: Recipe) -> None:

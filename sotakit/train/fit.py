@@ -16,7 +16,7 @@ from statistics import median
 import torch
 from torch import nn
 
-from ..data import load_data, make_loaders, set_train_crop_size
+from ..data import load_data, make_loaders, set_train_crop_size, write_data_report
 from ..evaluate import evaluate
 from ..models import build_model
 from ..recipes import Recipe, dump_recipe, load_recipe, resolve, warnings_for
@@ -129,7 +129,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
         crop_min_scale=recipe.crop_min_scale, mixup_alpha=recipe.mixup_alpha, cutmix_alpha=recipe.cutmix_alpha,
         ra_sampler=recipe.ra_sampler, ra_reps=recipe.ra_reps, holdout=recipe.holdout, seed=recipe.seed,
         workers=recipe.workers, world_size=dist_info.world_size, rank=dist_info.rank,
-        pin_memory=device.type == "cuda", train_limit=recipe.train_limit, test_limit=recipe.test_limit)
+        pin_memory=device.type == "cuda", train_limit=recipe.train_limit, test_limit=recipe.test_limit,
+        max_decode_errors=recipe.max_decode_errors)
     steps_per_epoch = len(loaders.train)
     notes += warnings_for(recipe, steps_per_epoch)
 
@@ -162,14 +163,14 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     if dist_info.is_main and ckpt is None:
         run_dir = create_run_dir(recipe.output_dir, recipe.run_name or recipe.recipe_name or recipe.model)
         (run_dir / "recipe.toml").write_text(dump_recipe(recipe, {"notes": "; ".join(notes)} if notes else None))
-        if bundle.skipped:
-            (run_dir / "skipped_files.txt").write_text("".join(f"{p}\t{r}\n" for p, r in bundle.skipped))
+        if bundle.report:
+            write_data_report(run_dir / "data_report.csv", bundle.report)
     elif ckpt is None:
         run_dir = None
     for n in notes:
         say(f"note: {n}")
     if bundle.skipped:
-        say(f"skipped {len(bundle.skipped)} unreadable files (listed in skipped_files.txt)")
+        say(f"skipped {len(bundle.skipped)} unreadable files (listed with the reason in data_report.csv)")
     log = MetricsLog(run_dir, enabled=dist_info.is_main) if run_dir else MetricsLog(Path("."), enabled=False)
     say(f"run: {run_dir}  data: {bundle.name} ({len(loaders.train.dataset)} train images, {len(bundle.classes)} "
         f"classes, {bundle.native_size}px)  model: {recipe.model}  device: {device}")
@@ -277,6 +278,7 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                "epochs": recipe.epochs, "seed": recipe.seed, "world_size": dist_info.world_size, **final,
                "wall_time_s": time.perf_counter() - t_start + wall_before, "train_time_s": train_time,
                "median_img_s": median(img_rates) if img_rates else None, "skipped_files": len(bundle.skipped),
+               "decode_errors": sum(s.decode_errors() for s in (bundle.train, bundle.test)),
                "environment": environment()}
     if dist_info.is_main:
         write_json(run_dir / "summary.json", summary)
