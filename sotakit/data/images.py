@@ -78,7 +78,7 @@ def read_image(path: str, *, max_pixels: int | None = None) -> tuple[Image.Image
     except Image.DecompressionBombError as e:
         raise ImageRejected("oversized", str(e)) from None
     except Exception as e:  # Pillow raises OSError, SyntaxError, EOFError, zlib and struct errors
-        reason = "truncated" if "truncated" in str(e) or isinstance(e, EOFError) else "decode_error"
+        reason = "truncated" if "truncated" in str(e).lower() or isinstance(e, EOFError) else "decode_error"
         raise ImageRejected(reason, f"{type(e).__name__}: {e}") from None
 
 
