@@ -160,7 +160,14 @@ def set_train_crop_size(loaders: Loaders, size: int) -> None:
 
 
 def _ignore_signals(worker_id: int) -> None:
-    """Workers leave SIGINT/SIGTERM to the main process, which checkpoints and stops them."""
+    """Workers leave SIGINT/SIGTERM to the main process, which checkpoints and stops them.
+
+    A worker moves to its own process group, so signals to the job's group (Ctrl-C, ``kill -TERM
+    -PGID``) miss it, while its default SIGTERM stays: ignoring SIGTERM instead made the interpreter
+    hang at exit after a worker raised (multiprocessing terminates leftover workers with SIGTERM and
+    joins them). A worker whose parent dies exits by DataLoader's own watchdog.
+    """
+    import os
     import signal
+    os.setpgid(0, 0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
