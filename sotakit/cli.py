@@ -114,7 +114,7 @@ def _summary_text(s: dict) -> str:
     lines.append(f"train time {s['train_time_s']:.0f}s, wall time {s['wall_time_s']:.0f}s, "
                  f"median {s['median_img_s']:.0f} img/s" if s.get("median_img_s") else "")
     if s.get("skipped_files"):
-        lines.append(f"skipped files: {s['skipped_files']} (see skipped_files.txt)")
+        lines.append(f"skipped files: {s['skipped_files']} (listed with the reason in data_report.csv)")
     return "\n".join(x for x in lines if x)
 
 

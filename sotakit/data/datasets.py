@@ -9,21 +9,21 @@ so a bad JPEG is listed at the start instead of crashing a run hours in.
 from __future__ import annotations
 
 import gzip
-import hashlib
-import json
 import os
 import statistics
 import struct
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from PIL import Image
 from torchvision import tv_tensors
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.datasets.folder import find_classes
 
 from . import catalog
+from .folder_index import scan_folder
+from .images import EXTENSION_FORMATS, ImageRejected, read_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,35 +40,55 @@ class TensorSource:
     def __len__(self) -> int:
         return len(self.targets)
 
+    def decode_errors(self) -> int:
+        """Always 0: the tensors were checked when the data set was read."""
+        return 0
+
     def load(self, i: int):
         """(image, index it came from): always ``i`` here."""
         return tv_tensors.Image(self.images[i]), i
 
 
-class FolderSource:
-    """Images listed as (path, class index); decoded to RGB on access."""
+class DecodeErrorLimit(ValueError):
+    """More images failed to decode during the run than ``max_decode_errors`` allows."""
 
-    def __init__(self, samples: list[tuple[str, int]]):
-        self.samples = samples
+
+class FolderSource:
+    """Images listed as (path, class index); decoded to RGB on access by ``images.read_image``.
+
+    ``failed`` marks the files that failed to decode during the run. It lives in shared memory, so
+    DataLoader worker processes mark the parent's copy: the count (distinct files, not attempts)
+    is right with any number of workers, and setting a flag needs no lock.
+    """
+
+    def __init__(self, samples: list[tuple[str, int]], *, max_pixels: int | None = None):
+        self.samples, self.max_pixels = samples, max_pixels
         self.targets = torch.tensor([t for _, t in samples], dtype=torch.long)
+        self.failed = torch.zeros(len(samples), dtype=torch.bool).share_memory_()
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def decode_errors(self) -> int:
+        """How many files failed to decode since the source was made."""
+        return int(self.failed.sum())
+
     def load(self, i: int):
         """(RGB image, index it came from).
 
-        A file that went bad after the scan is replaced by the next readable one (deterministic),
-        so one broken image cannot stop a long run; the caller labels it by the index returned.
+        A file that went bad after the scan is marked and replaced by the next readable one
+        (deterministic), so one broken image cannot stop a long run; the caller labels it by the
+        index returned and decides from ``decode_errors()`` when to stop.
         """
         for k in range(len(self.samples)):
             j = (i + k) % len(self.samples)
-            try:
-                with Image.open(self.samples[j][0]) as im:
-                    return im.convert("RGB"), j
-            except (OSError, ValueError, Image.DecompressionBombError):
+            if self.failed[j]:
                 continue
-        raise RuntimeError("no readable image left in the data set")
+            try:
+                return read_image(self.samples[j][0], max_pixels=self.max_pixels)[0], j
+            except (ImageRejected, OSError):  # OSError: the file vanished
+                self.failed[j] = True
+        raise DecodeErrorLimit(f"none of the {len(self.samples)} images can be read any more")
 
 
 @dataclass
@@ -82,7 +102,12 @@ class DataBundle:
     std: tuple[float, float, float]
     train: TensorSource | FolderSource
     test: TensorSource | FolderSource
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    report: list[dict] = field(default_factory=list)  # rows of data_report.csv (image folders only)
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """(path, reason) of the files the index pass excluded."""
+        return [(r["path"], r["reason"]) for r in self.report if r["status"] != "loaded"]
 
 
 def read_idx(path: Path) -> torch.Tensor:
@@ -106,60 +131,14 @@ def load_idx_pair(folder: Path, prefix: str) -> TensorSource:
     return TensorSource(images.unsqueeze(1).contiguous(), labels.long())
 
 
-def scan_folder(root: Path, class_to_idx: dict[str, int], *, workers: int = 8,
-                cache_dir: Path | None = None) -> tuple[list[tuple[str, int]], list[tuple[str, str]], list[int]]:
-    """Decode every image once; return readable samples, skipped (path, reason) and image sizes.
-
-    Results are cached by (path, size, mtime), so a second run only re-decodes changed files.
-    """
-    samples = make_dataset(str(root), class_to_idx, extensions=IMG_EXTENSIONS)
-    cache_file = None
-    cache: dict[str, list] = {}
-    if cache_dir is not None:
-        cache_file = cache_dir / (hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16] + ".json")
-        if cache_file.exists():
-            try:
-                cache = json.loads(cache_file.read_text())
-            except (OSError, ValueError):
-                cache = {}
-
-    def check(path: str) -> list:
-        st = os.stat(path)
-        key = f"{st.st_size}:{st.st_mtime_ns}"
-        hit = cache.get(path)
-        if hit and hit[0] == key:
-            return hit
-        try:
-            with Image.open(path) as im:
-                im.load()  # full decode: verify() alone misses truncated JPEGs
-                return [key, None, min(im.size)]
-        except Exception as e:  # PIL raises many types for bad files; each is a skip, not a crash
-            return [key, f"{type(e).__name__}: {e}", 0]
-
-    with ThreadPoolExecutor(max(1, workers)) as pool:  # PIL releases the GIL while decoding
-        results = list(pool.map(check, [p for p, _ in samples]))
-    good, skipped, sizes = [], [], []
-    for (path, target), (key, err, size) in zip(samples, results):
-        cache[path] = [key, err, size]
-        if err is None:
-            good.append((path, target))
-            sizes.append(size)
-        else:
-            skipped.append((path, err))
-    if cache_file is not None:
-        try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(cache))
-            os.replace(tmp, cache_file)
-        except OSError:
-            pass  # the cache is an optimisation only
-    return good, skipped, sizes
-
-
 def load_image_folder(path: str | Path, *, name: str | None = None, classes: list[str] | None = None,
-                      mean=IMAGENET_MEAN, std=IMAGENET_STD, native_size: int | None = None) -> DataBundle:
-    """An ImageNet-layout folder: ``train/<class>/*`` and ``val/<class>/*`` (val is the test split)."""
+                      mean=IMAGENET_MEAN, std=IMAGENET_STD, native_size: int | None = None,
+                      max_pixels: int | None = None) -> DataBundle:
+    """An ImageNet-layout folder: ``train/<class>/*`` and ``val/<class>/*`` (val is the test split).
+
+    Every file is decoded once (folder_index.py); images over ``max_pixels`` (default Pillow's
+    ``Image.MAX_IMAGE_PIXELS``, 89.5 M) are excluded like unreadable ones.
+    """
     root = Path(path)
     for split in ("train", "val"):
         if not (root / split).is_dir():
@@ -173,13 +152,17 @@ def load_image_folder(path: str | Path, *, name: str | None = None, classes: lis
         raise ValueError(f"train and val classes differ in {root}: only in train: {only_train or 'none'}; "
                          f"only in val: {only_val or 'none'}. Both folders need the same class sub-folders.")
     cache_dir = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sotakit" / "index"
-    train, skip_tr, sizes = scan_folder(root / "train", class_to_idx, cache_dir=cache_dir)
-    test, skip_te, _ = scan_folder(root / "val", class_to_idx, cache_dir=cache_dir)
+    train, rows_tr = scan_folder(root / "train", class_to_idx, max_pixels=max_pixels, cache_dir=cache_dir)
+    test, rows_te = scan_folder(root / "val", class_to_idx, max_pixels=max_pixels, cache_dir=cache_dir)
     if not train:
-        raise ValueError(f"no readable training images under {root / 'train'}")
-    native = native_size or (int(statistics.median(sizes)) if sizes else 224)
+        reasons = Counter(r["reason"] for r in rows_tr)
+        raise ValueError(f"no readable training images under {root / 'train'} ({len(rows_tr)} files: "
+                         f"{', '.join(f'{n} {r}' for r, n in reasons.most_common())})")
+    sizes = [min(r["width"], r["height"]) for r in rows_tr if r["status"] == "loaded"]
+    native = native_size or int(statistics.median(sizes))
     return DataBundle(name or root.name, classes or train_classes, native, tuple(mean), tuple(std),
-                      FolderSource(train), FolderSource(test), skip_tr + skip_te)
+                      FolderSource(train, max_pixels=max_pixels), FolderSource(test, max_pixels=max_pixels),
+                      rows_tr + rows_te)
 
 
 def load_data(data: str, data_root: str | None = None) -> DataBundle:
@@ -212,7 +195,7 @@ def peek_native_size(data: str, data_root: str | None = None, sample: int = 20) 
     if not train.is_dir():
         return None
     sizes = []
-    for path in sorted(p for p in train.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)[:sample]:
+    for path in sorted(p for p in train.rglob("*") if p.suffix.lower() in EXTENSION_FORMATS)[:sample]:
         try:
             with Image.open(path) as im:
                 sizes.append(min(im.size))

@@ -9,17 +9,24 @@ from torchvision.transforms import v2
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .batch_augment import BatchCropFlip
-from .datasets import DataBundle, TensorSource
+from .datasets import DataBundle, DecodeErrorLimit, TensorSource
 from .mixing import Collate
 from .samplers import RASampler, ResumableSampler
 from .transforms import BatchFinish, make_eval_transform, make_train_transform
 
 
 class SampleDataset(Dataset):
-    """``source`` restricted to ``indices`` with a transform: what a DataLoader iterates."""
+    """``source`` restricted to ``indices`` with a transform: what a DataLoader iterates.
 
-    def __init__(self, source, indices, transform):
+    An image that fails to decode is replaced by the source (deterministically); past
+    ``max_decode_errors`` (a fraction of the source's images) the run stops with DecodeErrorLimit.
+    The check runs where the failure is seen, in a worker or the main process: the count is shared
+    (see FolderSource), and the batch keeps its plain (images, targets) shape for every loop.
+    """
+
+    def __init__(self, source, indices, transform, max_decode_errors: float = 1.0):
         self.source, self.indices, self.transform = source, list(indices), transform
+        self.max_decode_errors = max_decode_errors
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -34,11 +41,23 @@ class SampleDataset(Dataset):
                 torch.default_generator.manual_seed(key)  # CPU only: torch.manual_seed would reseed CUDA too
                 return self.transform(image), int(self.source.targets[j]), key
         image, j = self.source.load(self.indices[i])
+        if j != self.indices[i]:
+            check_decode_errors(self.source, self.max_decode_errors)
         return self.transform(image), int(self.source.targets[j])
 
     @property
     def targets(self) -> torch.Tensor:
         return self.source.targets[self.indices]
+
+
+def check_decode_errors(source, max_decode_errors: float) -> None:
+    """Raise DecodeErrorLimit once more than ``max_decode_errors`` x len(source) files failed to decode."""
+    count, allowed = source.decode_errors(), max_decode_errors * len(source)
+    if count > allowed:
+        raise DecodeErrorLimit(
+            f"{count} of {len(source)} images failed to decode during the run, more than the threshold "
+            f"--max-decode-errors {max_decode_errors} ({allowed:g} images); each was replaced by the next "
+            f"readable image. Check the disk or the files, or raise --max-decode-errors to continue.")
 
 
 def stratified_split(targets: torch.Tensor, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -100,7 +119,7 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
                  seed: int = 0, workers: int = 0, world_size: int = 1, rank: int = 0,
                  pin_memory: bool = False, eval_batch_size: int | None = None, train_limit: int = 0,
                  test_limit: int = 0, batch_augment: bool = True, timeout: float = 0.0, kfold: int = 0,
-                 fold: int = 0) -> Loaders:
+                 fold: int = 0, max_decode_errors: float = 0.01) -> Loaders:
     """Train, holdout and test loaders for one process (rank ``rank`` of ``world_size``).
 
     With ``kfold`` K the holdout is fold ``fold`` of the training pool and the rest trains; the pool
@@ -132,7 +151,7 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
         keep, hold = stratified_split(bundle.train.targets[pool], holdout, seed) if holdout > 0 else (range(len(pool)), [])
     keep, hold = [pool[i] for i in keep], [pool[i] for i in hold]
     test_idx = stratified_subset(bundle.test.targets, test_limit, seed)
-    train_ds = SampleDataset(bundle.train, keep, train_tf)
+    train_ds = SampleDataset(bundle.train, keep, train_tf, max_decode_errors)
     if ra_sampler:
         sampler = RASampler(len(train_ds), num_replicas=world_size, rank=rank, seed=seed, repetitions=ra_reps)
     else:
@@ -154,7 +173,7 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
 
     def eval_loader(source, indices):
         # Exact evaluation under DDP: rank r takes every world_size-th image, nothing padded or repeated.
-        ds = SampleDataset(source, list(indices)[rank::world_size], eval_tf)
+        ds = SampleDataset(source, list(indices)[rank::world_size], eval_tf, max_decode_errors)
         return DataLoader(ds, batch_size=eval_bs, shuffle=False, collate_fn=eval_collate, **common)
 
     return Loaders(train, eval_loader(bundle.train, hold) if hold else None,
@@ -178,9 +197,14 @@ def set_train_crop_size(loaders: Loaders, size: int) -> None:
 def _ignore_signals(worker_id: int) -> None:
     """Workers leave SIGINT/SIGTERM/SIGUSR1 to the main process, which checkpoints and stops them.
 
-    A signal sent to the whole process group (SLURM's ``scancel -b``) would otherwise kill the
-    workers first and the main process would die with "worker killed" instead of checkpointing.
+    A worker moves to its own process group, so signals to the job's group (Ctrl-C, SLURM's
+    ``scancel -b``, ``kill -TERM -PGID``) miss it, while its default SIGTERM stays: ignoring SIGTERM
+    instead made the interpreter hang at exit after a worker raised (multiprocessing terminates
+    leftover workers with SIGTERM and joins them). A worker whose parent dies exits by DataLoader's
+    own watchdog.
     """
+    import os
     import signal
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(s, signal.SIG_IGN)
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # its default action would kill the worker

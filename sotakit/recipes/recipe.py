@@ -105,6 +105,7 @@ class Recipe:
     kfold: int = _f(0, "split the training set into K stratified folds, one of them the validation split (0: off); "
                        "`train --kfold K` without --fold runs all K folds and reports mean ± std", ref=False)
     fold: int = _f(0, "with --kfold: the fold (0..K-1) this run validates on; it trains on the other K-1", ref=False)
+    max_decode_errors: float = _f(0.01, "fraction of a split's images that may fail to decode during the run (each is replaced by the next readable image and counted) before the run stops; the index pass has already excluded files broken at the start (data_report.csv)", ref=False)
 
     def replace(self, **changes: Any) -> "Recipe":
         return dataclasses.replace(self, **changes)
@@ -190,7 +191,7 @@ _NON_NEGATIVE = ("workers", "momentum", "weight_decay", "norm_weight_decay", "bi
                  "transformer_embedding_decay", "mixup_alpha", "cutmix_alpha", "lr_warmup_epochs",
                  "lr_min", "start_epoch", "ra_magnitude", "clip_grad_norm", "seed", "train_limit", "test_limit", "progressive_resize",
                  "max_nonfinite_skips")
-_UNIT = ("crop_min_scale", "label_smoothing", "random_erase", "lr_warmup_decay", "model_ema_decay", "lr_gamma")
+_UNIT = ("crop_min_scale", "max_decode_errors", "label_smoothing", "random_erase", "lr_warmup_decay", "model_ema_decay", "lr_gamma")
 
 
 def checkpoint_interval(text: str) -> tuple[int, float]:

@@ -19,7 +19,7 @@ from statistics import median
 import torch
 from torch import nn
 
-from ..data import data_fingerprint, load_data, make_loaders, set_train_crop_size
+from ..data import data_fingerprint, load_data, make_loaders, set_train_crop_size, write_data_report
 from ..evaluate import evaluate
 from ..models import build_model
 from ..recipes import Recipe, dump_recipe, load_recipe, resolve, warnings_for
@@ -163,7 +163,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
         ra_sampler=recipe.ra_sampler, ra_reps=recipe.ra_reps, holdout=recipe.holdout, seed=recipe.seed,
         workers=recipe.workers, world_size=dist_info.world_size, rank=dist_info.rank,
         pin_memory=device.type == "cuda", train_limit=recipe.train_limit, test_limit=recipe.test_limit,
-        timeout=recipe.loader_timeout, kfold=recipe.kfold, fold=recipe.fold)
+        timeout=recipe.loader_timeout, kfold=recipe.kfold, fold=recipe.fold,
+        max_decode_errors=recipe.max_decode_errors)
     steps_per_epoch = len(loaders.train)
     notes += warnings_for(recipe, steps_per_epoch)
 
@@ -204,8 +205,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     if dist_info.is_main and ckpt is None and not resume:
         run_dir = create_run_dir(recipe.output_dir, recipe.run_name or recipe.recipe_name or recipe.model)
         (run_dir / "recipe.toml").write_text(dump_recipe(recipe, {"notes": "; ".join(notes)} if notes else None))
-        if bundle.skipped:
-            (run_dir / "skipped_files.txt").write_text("".join(f"{p}\t{r}\n" for p, r in bundle.skipped))
+        if bundle.report:
+            write_data_report(run_dir / "data_report.csv", bundle.report)
     elif ckpt is None and not resume:
         run_dir = None
     elif ckpt is None:
@@ -215,7 +216,7 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     for n in notes:
         say(f"note: {n}")
     if bundle.skipped:
-        say(f"skipped {len(bundle.skipped)} unreadable files (listed in skipped_files.txt)")
+        say(f"skipped {len(bundle.skipped)} unreadable files (listed with the reason in data_report.csv)")
     log = MetricsLog(run_dir, enabled=dist_info.is_main, tracker=tracker) if run_dir else MetricsLog(Path("."), enabled=False)
     mark_running(run_dir, enabled=dist_info.is_main)  # run.pid: `sotakit runs` tells running from interrupted
     say(f"run: {run_dir}  data: {bundle.name} ({len(loaders.train.dataset)} train images, {len(bundle.classes)} "
@@ -373,6 +374,7 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                "skipped_steps": skipped_steps, "data_fingerprint": fingerprint,
                "state_fingerprint": state_fingerprint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                                        "ema": ema.state_dict() if ema is not None else None}),
+               "decode_errors": sum(s.decode_errors() for s in (bundle.train, bundle.test)),
                "environment": environment()}
     if dist_info.is_main:
         write_json(run_dir / "summary.json", summary)

@@ -35,8 +35,8 @@ def test_run_directory_contents(image_folder, tmp_path, one_thread):
     assert d.parent == tmp_path / "runs" and d.name.endswith("-t")
     names = {p.name for p in d.iterdir()}
     assert {"recipe.toml", "metrics.jsonl", "summary.json", "curves.png", "checkpoint-last.pt",
-            "checkpoint-best.pt", "skipped_files.txt", "tensorboard"} <= names
-    assert "broken.jpg" in (d / "skipped_files.txt").read_text()
+            "checkpoint-best.pt", "data_report.csv", "tensorboard"} <= names
+    assert "train/cat/broken.jpg,train,cat,excluded,truncated," in (d / "data_report.csv").read_text()
     records = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in records if r["kind"] == "epoch"]
     assert [r["epoch"] for r in epochs] == [0, 1]
