@@ -34,16 +34,15 @@ class SampleDataset(Dataset):
     def __getitem__(self, i):
         """``i`` or ``(i, seed)``: with a seed the transform draws from its own seeded stream and the
         seed goes along with the sample (the collate function seeds batch-level augmentation by it)."""
-        if isinstance(i, tuple):
-            i, key = i
-            image, j = self.source.load(self.indices[i])
-            with torch.random.fork_rng(devices=[]):
-                torch.default_generator.manual_seed(key)  # CPU only: torch.manual_seed would reseed CUDA too
-                return self.transform(image), int(self.source.targets[j]), key
+        i, key = i if isinstance(i, tuple) else (i, None)
         image, j = self.source.load(self.indices[i])
         if j != self.indices[i]:
             check_decode_errors(self.source, self.max_decode_errors)
-        return self.transform(image), int(self.source.targets[j])
+        if key is None:
+            return self.transform(image), int(self.source.targets[j])
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(key)  # CPU only: torch.manual_seed would reseed CUDA too
+            return self.transform(image), int(self.source.targets[j]), key
 
     @property
     def targets(self) -> torch.Tensor:

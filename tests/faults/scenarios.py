@@ -245,11 +245,15 @@ def _ddp_fault(work: Path, rng: random.Random, fault: str, *extra) -> tuple[Tria
     env = {**ENV, "SOTAKIT_FAULT": f"{fault}:{step}", "SOTAKIT_FAULT_RANK": "1", "SOTAKIT_TRIAL": out.name}
     p = subprocess.Popen(ddp_cmd(out, "--print-freq", "1", *extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True, env=env)
+    # The fault strikes right after rank 1's step N; rank 0 logs its steps (they all-reduce, so they
+    # move together) unless the fault breaks that step's collectives first: the time of the last
+    # step rank 0 logged up to N is when the fault struck, within one step.
     t_fault, lines = None, []
+    logged = {f"epoch 1 step {k}/" for k in range(1, step + 1)}
     for line in p.stdout:
         lines.append(line)
-        if t_fault is None and f"epoch 1 step {step}/" in line:
-            t_fault = time.perf_counter()  # rank 0 logs step N when rank 1 has finished it (they all-reduce)
+        if any(m in line for m in logged):
+            t_fault = time.perf_counter()
     p.wait()
     while _tagged_pids(tag):
         time.sleep(0.05)
