@@ -124,9 +124,9 @@ def sample_grid_figure(loaders, classes: list[str], mean, std, *, seed: int, cou
     Seeded, so the same run gives the same grid; labels show the (possibly mixed) target.
     """
     plt = _pyplot()
-    torch.manual_seed(seed)  # MixUp/CutMix and erasing draw from the global generator in the main process
+    # Every sample's augmentation and every batch's mixing and erasing are seeded from the run's seed
+    # and the sample's position (ResumableSampler), so this is the batch the run itself trained on.
     loaders.train_sampler.set_epoch(0)
-    loaders.train.generator.manual_seed(seed)
     images, targets = next(iter(loaders.train))
     images, targets = images[:count], targets[:count]
     x = images * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)

@@ -303,3 +303,51 @@ def kill_at_random_step_with_worker(work: Path, rng: random.Random) -> Trial:
 
 FAST_TIER = [kill_at_random_step, kill_at_random_step_with_worker, kill_during_save, disk_full, sigterm_to_group,
              nan_at_step, malicious_checkpoint, ddp_rank_killed, ddp_rank_hung]
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _worker_fault(work: Path, rng: random.Random, sig: signal.Signals) -> Trial:
+    """Send ``sig`` to the DataLoader worker after a random step; the run must fail with a message
+    naming the data loading and the last checkpoint, which stays verified."""
+    out = work / f"worker-{sig.name}-{rng.random():.6f}"
+    p = subprocess.Popen(train_cmd(out, *WORKERS, "--print-freq", "1", "--loader-timeout", "5"),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    wanted, seen = rng.randint(5, STEPS_PER_EPOCH - 2), 0
+    for line in p.stdout:
+        seen += "step " in line and "/" in line
+        if seen >= wanted:
+            break
+    workers = _children(p.pid)
+    t0 = time.perf_counter()
+    for w in workers:
+        os.kill(w, sig)
+    rest = p.communicate(timeout=120)[0]
+    took = time.perf_counter() - t0
+    for w in workers:  # a stopped worker outlives its parent until killed
+        try:
+            os.kill(w, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    error = next((ln for ln in rest.splitlines() if ln.startswith("error:")), "")
+    run_dir = only_run(out)
+    intact = manifest_vouches(run_dir) if (run_dir / LAST).exists() else False
+    held = bool(workers) and p.returncode == 1 and "data loading failed" in error and "last good checkpoint" in error \
+        and intact
+    return Trial(held, took, f"{sig.name} to the worker after step {wanted}: exit {p.returncode} {took:.1f}s later; "
+                             f"checkpoint verified: {intact}; {error[:150]}")
+
+
+def worker_killed(work: Path, rng: random.Random) -> Trial:
+    """The DataLoader worker is SIGKILLed: the run stops with a clear error, the last checkpoint intact."""
+    return _worker_fault(work, rng, signal.SIGKILL)
+
+
+def worker_hung(work: Path, rng: random.Random) -> Trial:
+    """The DataLoader worker is stopped (SIGSTOP) with --loader-timeout 5: a clear error, checkpoint intact."""
+    return _worker_fault(work, rng, signal.SIGSTOP)
