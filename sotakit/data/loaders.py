@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import torch
 from torchvision.transforms import v2
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ..faults import fault_count
 from .batch_augment import BatchCropFlip
 from .datasets import DataBundle, DecodeErrorLimit, TensorSource
 from .mixing import Collate
@@ -35,6 +37,8 @@ class SampleDataset(Dataset):
         """``i`` or ``(i, seed)``: with a seed the transform draws from its own seeded stream and the
         seed goes along with the sample (the collate function seeds batch-level augmentation by it)."""
         i, key = i if isinstance(i, tuple) else (i, None)
+        if fault_count("hang_in_load"):  # tests only (sotakit/faults.py)
+            threading.Event().wait()
         image, j = self.source.load(self.indices[i])
         if j != self.indices[i]:
             check_decode_errors(self.source, self.max_decode_errors)
@@ -207,3 +211,17 @@ def _ignore_signals(worker_id: int) -> None:
     os.setpgid(0, 0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # its default action would kill the worker
+
+
+def kill_loader_workers() -> int:
+    """SIGKILL this process's DataLoader workers; returns how many. For the error path only: a hung
+    (stopped, deadlocked) worker ignores the SIGTERM torch and multiprocessing send on shutdown,
+    and multiprocessing's exit handler would then wait for it forever."""
+    import multiprocessing
+    workers = [c for c in multiprocessing.active_children()
+               if getattr(getattr(c, "_target", None), "__name__", "") == "_worker_loop"]
+    for w in workers:
+        w.kill()
+        w.join(timeout=5)
+    return len(workers)
+

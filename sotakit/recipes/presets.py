@@ -150,8 +150,8 @@ def resolve(recipe: Recipe, *, native_size: int | None, world_size: int = 1,
         (``lr * batch_size * world_size / lr_ref_batch``, Goyal et al. 2017);
       * device: ``cuda`` without a GPU becomes ``cpu``;
       * workers: capped at the cores left after the training process's own; on a CPU device with
-        at most 2 cores, 0: a worker gained nothing measurable there (benchmarks/results/throughput-*)
-        and loading in the training process keeps a mid-epoch resume exact.
+        at most 2 cores the reference default (16) becomes 0: a worker gained nothing measurable
+        there (benchmarks/results/throughput-*). Another count asked for is kept up to that cap.
     """
     notes: list[str] = []
     changes: dict[str, Any] = {"world_size": world_size}
@@ -178,7 +178,7 @@ def resolve(recipe: Recipe, *, native_size: int | None, world_size: int = 1,
     cores = cpu_count or os.cpu_count() or 1
     # The training process itself keeps one core busy; more workers than the rest only thrash.
     max_workers = max(0, cores - 1)
-    if changes.get("device", recipe.device) == "cpu" and cores <= 2:
+    if changes.get("device", recipe.device) == "cpu" and cores <= 2 and recipe.workers == Recipe().workers:
         max_workers = 0
     if recipe.workers > max_workers:
         changes["workers"] = max_workers

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .faults import fault_count
+from ..faults import fault_count
 
 LAST, PREV, MANIFEST = "checkpoint-last.pt", "checkpoint-prev.pt", "checkpoints.json"
 _TMP_PREFIX, _TMP_SUFFIX = ".checkpoint", ".tmp"

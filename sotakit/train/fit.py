@@ -19,7 +19,7 @@ from statistics import median
 import torch
 from torch import nn
 
-from ..data import data_fingerprint, load_data, make_loaders, set_train_crop_size, write_data_report
+from ..data import data_fingerprint, kill_loader_workers, load_data, make_loaders, set_train_crop_size, write_data_report
 from ..evaluate import evaluate
 from ..models import build_model
 from ..recipes import Recipe, dump_recipe, load_recipe, resolve, warnings_for
@@ -306,11 +306,13 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                     loading = "DataLoader" in str(e)
                     if not (loading or dist_info.enabled):
                         raise
+                    if loading:
+                        kill_loader_workers()  # a hung worker would block the interpreter's exit
                     if dist_info.enabled:  # the others would wait in a collective until the timeout
                         kill_local_peers(dist_info)
                     what = "data loading failed" if loading else ("DDP training failed (a peer died, or did not "
                                                                   f"answer within --dist-timeout {recipe.dist_timeout:g}s)")
-                    raise RunError(f"{what}: {str(e).splitlines()[0]}. {_last_checkpoint_hint(run_dir)}") from e
+                    raise RunError(f"{what}: {str(e).splitlines()[0].rstrip('. ')}. {_last_checkpoint_hint(run_dir)}") from e
                 skipped_steps += stats["skipped_steps"]
                 first_step = 0
                 lr = optimizer.param_groups[0]["lr"]  # the lr this epoch ended with, before the epoch step

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..evaluate import MetricSums, autocast
-from . import faults
+from .. import faults
 from .ema import update_ema
 
 

@@ -21,7 +21,7 @@ import scenarios as s  # noqa: E402
 # (scenario, trials): the counts the promises name (issue 3)
 FULL_TIER = [(s.kill_at_random_step, 10), (s.kill_at_random_step_with_worker, 10), (s.kill_during_save, 3),
              (s.disk_full, 3), (s.sigterm_to_group, 5), (s.nan_at_step, 3), (s.malicious_checkpoint, 3),
-             (s.ddp_rank_killed, 5), (s.ddp_rank_hung, 5)]
+             (s.ddp_rank_killed, 5), (s.ddp_rank_hung, 5), (s.worker_killed, 3), (s.worker_hung, 3)]
 
 
 def main() -> int:

@@ -312,42 +312,47 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _worker_fault(work: Path, rng: random.Random, sig: signal.Signals) -> Trial:
-    """Send ``sig`` to the DataLoader worker after a random step; the run must fail with a message
-    naming the data loading and the last checkpoint, which stays verified."""
-    out = work / f"worker-{sig.name}-{rng.random():.6f}"
+def _worker_fault(work: Path, rng: random.Random, fault: str) -> Trial:
+    """Break the DataLoader worker at a random moment; the run must fail with a message naming the
+    data loading and the last checkpoint, which stays verified."""
+    out = work / f"worker-{fault}-{rng.random():.6f}"
     p = subprocess.Popen(train_cmd(out, *WORKERS, "--print-freq", "1", "--loader-timeout", "5"),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
-    wanted, seen = rng.randint(5, STEPS_PER_EPOCH - 2), 0
-    for line in p.stdout:
-        seen += "step " in line and "/" in line
-        if seen >= wanted:
-            break
-    workers = _children(p.pid)
-    t0 = time.perf_counter()
-    for w in workers:
-        os.kill(w, sig)
-    rest = p.communicate(timeout=120)[0]
-    took = time.perf_counter() - t0
-    for w in workers:  # a stopped worker outlives its parent until killed
-        try:
-            os.kill(w, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env={**ENV, "SOTAKIT_FAULT": f"hang_in_load:{rng.randint(200, 400)}"} if fault == "hang"
+                         else ENV)
+    wanted, seen, t_ref, lines = rng.randint(5, STEPS_PER_EPOCH - 2), 0, None, []
+    for line in p.stdout:  # to the end; t_ref: the kill, or the last step before the stall
+        lines.append(line)
+        if "step " in line and "/" in line:
+            seen += 1
+            if fault == "hang":
+                t_ref = time.perf_counter()
+            elif seen == wanted:
+                t_ref = time.perf_counter()
+                for w in _children(p.pid):
+                    os.kill(w, signal.SIGKILL)
+    p.wait(timeout=120)
+    took = time.perf_counter() - (t_ref or time.perf_counter())
+    rest = "".join(lines)
     error = next((ln for ln in rest.splitlines() if ln.startswith("error:")), "")
     run_dir = only_run(out)
     intact = manifest_vouches(run_dir) if (run_dir / LAST).exists() else False
-    held = bool(workers) and p.returncode == 1 and "data loading failed" in error and "last good checkpoint" in error \
-        and intact
-    return Trial(held, took, f"{sig.name} to the worker after step {wanted}: exit {p.returncode} {took:.1f}s later; "
-                             f"checkpoint verified: {intact}; {error[:150]}")
+    held = p.returncode == 1 and "data loading failed" in error and "last good checkpoint" in error and intact
+    what = f"worker SIGKILLed after step {wanted}" if fault == "kill" else \
+        "a worker's image load blocked (--loader-timeout 5)"
+    return Trial(held, took, f"{what}: exit {p.returncode} {took:.1f}s after the last step; checkpoint verified: "
+                             f"{intact}; {error[:150]}")
 
 
 def worker_killed(work: Path, rng: random.Random) -> Trial:
-    """The DataLoader worker is SIGKILLed: the run stops with a clear error, the last checkpoint intact."""
-    return _worker_fault(work, rng, signal.SIGKILL)
+    """The DataLoader worker is SIGKILLed: the run stops at once with a clear error, the last checkpoint intact."""
+    return _worker_fault(work, rng, "kill")
 
 
 def worker_hung(work: Path, rng: random.Random) -> Trial:
-    """The DataLoader worker is stopped (SIGSTOP) with --loader-timeout 5: a clear error, checkpoint intact."""
-    return _worker_fault(work, rng, signal.SIGSTOP)
+    """A worker's image load blocks forever (hang_in_load) with --loader-timeout 5: a clear error after the
+    timeout, the last checkpoint intact."""
+    return _worker_fault(work, rng, "hang")
+
+
+FAST_TIER += [worker_killed, worker_hung]

@@ -125,6 +125,18 @@ def test_small_image_scaling_keeps_ratios_and_lr_is_linear_in_global_batch():
     assert any("linear scaling" in n for n in notes)
 
 
+@pytest.mark.parametrize("asked, cores, device, expected", [
+    (16, 2, "cpu", 0),  # the reference default on a 2-core CPU: loading in the training process
+    (1, 2, "cpu", 1),   # a count asked for is kept up to cores - 1
+    (3, 2, "cpu", 1),
+    (16, 8, "cpu", 7),
+    (16, 2, "cuda", 1),
+])
+def test_worker_cap(asked, cores, device, expected):
+    r, _ = resolve(make_recipe(workers=asked, device=device), native_size=224, cuda_available=True, cpu_count=cores)
+    assert r.workers == expected
+
+
 def test_recipe_file_round_trip(tmp_path):
     r = make_recipe(load_preset("tv-mixup"), epochs=30, data="cifar10")
     path = tmp_path / "r.toml"

@@ -1,12 +1,16 @@
 """Fault injection, for the reliability tests only (tests/faults, ``make faults``); not a user feature.
 
+Standard library only: a leaf every layer may import (the data layer too).
+
 ``SOTAKIT_FAULT="name:N[,name:N]"`` makes the named fault fire at N:
 
 - ``kill_in_save:N``  the N-th checkpoint save of the process SIGKILLs it halfway through the write;
 - ``kill_at:N``       SIGKILL after global step N (counted from 1) is done;
 - ``nan_at:N``        the loss of global step N becomes NaN;
 - ``hang_at:N``       the process stops itself (SIGSTOP) after global step N (a hung DDP rank),
-                      on the rank given by ``SOTAKIT_FAULT_RANK`` (default: every rank).
+                      on the rank given by ``SOTAKIT_FAULT_RANK`` (default: every rank);
+- ``hang_in_load:N``  the N-th image load of a process (a DataLoader worker) blocks forever, as on a
+                      stalled network file system.
 
 The variable is read when a hook is asked, so a test sets it in the child's environment.
 """
