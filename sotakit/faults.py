@@ -17,6 +17,7 @@ The variable is read when a hook is asked, so a test sets it in the child's envi
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import Counter
 
@@ -24,8 +25,14 @@ _calls: Counter = Counter()
 
 
 def _spec() -> dict[str, int]:
+    return _parse(os.environ.get("SOTAKIT_FAULT", ""))
+
+
+@functools.lru_cache(maxsize=8)
+def _parse(text: str) -> dict[str, int]:
+    """Parsed once per value: the hooks are asked every step and every image load."""
     out = {}
-    for part in filter(None, os.environ.get("SOTAKIT_FAULT", "").split(",")):
+    for part in filter(None, text.split(",")):
         name, _, n = part.partition(":")
         out[name.strip()] = int(n)
     return out

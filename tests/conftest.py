@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -51,14 +52,30 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-@pytest.fixture
-def one_thread():
+@contextmanager
+def single_thread():
     """One intra-op thread for tests that run small models: a second thread on a busy 2-core machine
     spin-waits (a helper measured 7 s instead of 0.06 s for an efficientnet_v2_s pass)."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.fixture
+def one_thread():
+    with single_thread():
+        yield
+
+
+def tiny_recipe(data, output_dir, **changes):
+    """A recipe that trains resnet9_w16 for one epoch on a tiny folder in a second or two."""
+    from sotakit.recipes import make_recipe
+    base = dict(data=str(data), model="resnet9_w16", epochs=1, batch_size=8, lr=0.05, workers=0,
+                output_dir=str(output_dir), print_freq=2, device="cpu", seed=1)
+    return make_recipe(**{**base, **changes})
 
 
 def pytest_collection_modifyitems(config, items):

@@ -8,7 +8,6 @@ command skips finished runs, so an interrupted ablation or sweep resumes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -19,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..recipes import Recipe, load_recipe
+from ..recipes.recipe import recipe_hash as recipes_hash
 from .stats import summarize
 
 # An entry: (name, title, recipe file). Ladder steps and sweep grid points are both entries.
@@ -26,11 +26,8 @@ Entry = tuple[str, str, Path]
 
 
 def recipe_hash(recipe: Recipe) -> str:
-    """Identifies a configuration independent of seed, fold and naming."""
-    d = recipe.to_dict()
-    for k in ("seed", "run_name", "output_dir", "recipe_name", "resume", "fold"):
-        d.pop(k, None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    """Identifies a configuration independent of seed, fold and naming (the key of results.jsonl)."""
+    return recipes_hash(recipe, ignore=("seed", "run_name", "output_dir", "recipe_name", "resume", "fold"))
 
 
 def read_results(results: Path) -> list[dict]:

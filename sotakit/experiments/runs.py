@@ -17,7 +17,7 @@ from statistics import median
 from rich.table import Table
 
 from ..recipes import load_recipe
-from ..train.rundir import FAILED_FILE, PID_FILE, process_alive, read_metrics, runs_root
+from ..train.rundir import FAILED_FILE, read_metrics, run_owner, runs_root
 
 STATUSES = ("finished", "running", "interrupted", "failed")
 STAMP = re.compile(r"^\d{8}-\d{6}-")  # create_run_dir's start-time prefix
@@ -52,14 +52,9 @@ def run_status(run_dir: Path) -> str:
     interrupted (stopped, killed or crashed without either)."""
     if (run_dir / "summary.json").is_file():
         return "finished"
-    pid_file = run_dir / PID_FILE
-    if pid_file.is_file():
-        try:
-            alive = process_alive(json.loads(pid_file.read_text()))
-        except (ValueError, KeyError):
-            alive = False
-        if alive is not False:  # None: on another host, where we cannot look; trust the file
-            return "running"
+    owner = run_owner(run_dir)
+    if owner is not None and owner[1] is not False:  # None: on another host, where we cannot look; trust the file
+        return "running"
     if (run_dir / FAILED_FILE).is_file():
         return "failed"
     return "interrupted"

@@ -308,9 +308,10 @@ OPERATIONAL_FIELDS = ("resume", "output_dir", "data_root", "print_freq", "worker
                       "cache_dataset")
 
 
-def recipe_hash(recipe: Recipe) -> str:
-    """SHA-256 (16 hex digits) of what the recipe computes; operational fields left out."""
+def recipe_hash(recipe: Recipe, ignore=OPERATIONAL_FIELDS) -> str:
+    """SHA-256 (16 hex digits) of the recipe without the fields in ``ignore``: by default what the
+    recipe computes (resume checks); experiments pass their own list (one configuration over seeds)."""
     import hashlib
     import json
-    d = {k: v for k, v in recipe.to_dict().items() if k not in OPERATIONAL_FIELDS}
+    d = {k: v for k, v in recipe.to_dict().items() if k not in ignore}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -173,8 +173,7 @@ def _record(folder: Path, entry: dict) -> None:
     on disk are among the last two recorded unless saves failed between recording and renaming
     several times in a row (each such failure stops the run)."""
     entries = read_manifest(folder)[-7:] + [entry]
-    data = json.dumps({"checkpoints": entries}, indent=1).encode()
-    _atomic_write(folder / MANIFEST, lambda f: f.write(data))
+    write_text_atomic(folder / MANIFEST, json.dumps({"checkpoints": entries}, indent=1))
 
 
 def read_manifest(folder: Path) -> list[dict]:
@@ -212,6 +211,11 @@ def choose_checkpoint(folder: str | Path) -> Path:
         raise CheckpointError(f"no checkpoint in {folder} matches its manifest {MANIFEST} "
                               f"(files: {', '.join(p.name for p in candidates) or 'none'}); the files are damaged")
     return max(verified, key=lambda v: v[0])[1]
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """A small text file (recipe, summary, manifest, run.pid) written like a checkpoint: never torn."""
+    return _atomic_write(Path(path), lambda f: f.write(text.encode()))[0]
 
 
 def copy_checkpoint(src: str | Path, dst: str | Path) -> Path:

@@ -13,7 +13,7 @@ from ..data import DataBundle, Loaders, load_data, make_loaders
 from ..evaluate import ResizeTuning, default_sizes, evaluate, tune_resize
 from ..models import build_model
 from ..recipes import Recipe, dump_recipe, load_recipe, make_recipe
-from .checkpoint import _atomic_write, choose_checkpoint, load_checkpoint
+from .checkpoint import choose_checkpoint, load_checkpoint, write_text_atomic
 from .ema import build_ema
 from .rundir import write_json
 
@@ -113,7 +113,7 @@ def tune_run_resize(run_dir: str | Path, *, sizes: list[int] | None = None, seed
                          interpolation=recipe.interpolation, seed=seed, device=run.device, say=say)
     doc = tomllib.loads((run_dir / "recipe.toml").read_text())
     text = dump_recipe(load_recipe(run_dir / "recipe.toml").replace(val_resize_size=result.stored), doc.get("meta"))
-    _atomic_write(run_dir / "recipe.toml", lambda f: f.write(text.encode()))
+    write_text_atomic(run_dir / "recipe.toml", text)
     write_json(run_dir / "tune_resize.json", {**asdict(result), "split": split, "seed": seed,
                                               "model": "ema" if run.ema_model is not None else "model"})
     return result, split

@@ -8,7 +8,6 @@ steps, refusal to resume on changed inputs, and exact DDP evaluation.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -32,7 +31,7 @@ from .loop import Interrupted, NonFiniteLossError, all_ranks, train_one_epoch
 from .optim import build_optimizer, build_scheduler, param_groups
 from .progress import RunProgress
 from .rundir import MetricsLog, create_run_dir, environment, plot_curves, write_json
-from .rundir import PID_FILE, mark_finished, mark_running, mark_stopped, process_alive, trim_metrics
+from .rundir import mark_finished, mark_running, mark_stopped, run_owner, trim_metrics
 
 
 @dataclass
@@ -222,6 +221,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     say(f"run: {run_dir}  data: {bundle.name} ({len(loaders.train.dataset)} train images, {len(bundle.classes)} "
         f"classes, {bundle.native_size}px)  model: {recipe.model}  device: {device}")
 
+    rhash = recipe_hash(recipe)  # the recipe is final from here on
+
     def state(epoch: int, step_in_epoch: int, rngs: list, trained: float) -> dict:
         """Everything a resume needs, as tensors and plain types; ``trained``: training seconds so far."""
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -229,7 +230,7 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                 "scaler": scaler.state_dict() if scaler is not None else None, "epoch": epoch,
                 "step_in_epoch": step_in_epoch, "best_acc1": best, "train_time": trained,
                 "img_rates": list(img_rates), "wall_time": time.perf_counter() - t_start + wall_before, "rng": rngs,
-                "skipped_steps": skipped_steps, "recipe": recipe.to_dict(), "recipe_hash": recipe_hash(recipe),
+                "skipped_steps": skipped_steps, "recipe": recipe.to_dict(), "recipe_hash": rhash,
                 "data_fingerprint": fingerprint, "classes": list(bundle.classes),
                 "native_size": bundle.native_size, "mean": list(bundle.mean), "std": list(bundle.std)}
 
@@ -443,13 +444,11 @@ def _resume_check(ckpt: dict, recipe: Recipe, classes: list[str], fingerprint: s
 def _refuse_if_running(run_dir: Path, *, force: bool) -> None:
     """Two processes rotating one run's checkpoints would undo each other's work (a requeued job
     whose first incarnation still runs): refuse while run.pid names a live process."""
-    if int(os.environ.get("RANK", "0")) != 0 or force or not (run_dir / PID_FILE).exists():
+    owner = run_owner(run_dir) if int(os.environ.get("RANK", "0")) == 0 and not force else None
+    if owner is None:
         return
-    try:
-        info = json.loads((run_dir / PID_FILE).read_text())
-    except (OSError, ValueError):
-        return
-    if process_alive(info) and info.get("pid") != os.getpid():
+    info, alive = owner
+    if alive and info.get("pid") != os.getpid():
         raise ResumeMismatchError(f"refusing to resume {run_dir}: process {info['pid']} on {info.get('host')} is "
                                   "still training it (run.pid). Stop it first, or pass --force-resume if it is gone.")
 

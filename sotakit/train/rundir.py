@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torchvision
 
+from .checkpoint import write_text_atomic
 from .loop import Interrupted
 
 
@@ -111,6 +112,16 @@ def mark_finished(run_dir: Path | None, *, enabled: bool = True) -> None:
         (Path(run_dir) / PID_FILE).unlink(missing_ok=True)
 
 
+def run_owner(run_dir: Path) -> tuple[dict, bool | None] | None:
+    """(run.pid record, is its process alive?) or None without a readable run.pid; alive is None
+    when the process runs on another host, where we cannot look."""
+    try:
+        info = json.loads((Path(run_dir) / PID_FILE).read_text())
+        return info, process_alive(info)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def process_alive(info: dict) -> bool | None:
     """Whether the process named in a run.pid record lives; None when it runs on another host."""
     if info.get("host") != socket.gethostname():
@@ -131,9 +142,7 @@ def trim_metrics(run_dir: Path, epoch: int, step: int) -> int:
     keep = [r for r in records if (r.get("epoch", 0) < epoch if r.get("kind") == "epoch"
                                    else (r.get("epoch", 0), r.get("step", 0)) <= (epoch, step))]
     if len(keep) != len(records):
-        tmp = Path(run_dir) / "metrics.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
-        os.replace(tmp, Path(run_dir) / "metrics.jsonl")
+        write_text_atomic(Path(run_dir) / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in keep))
     return len(records) - len(keep)
 
 
@@ -161,9 +170,7 @@ def environment() -> dict[str, Any]:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def plot_curves(run_dir: Path) -> Path | None:

@@ -8,11 +8,11 @@ from collections import Counter
 import pytest
 import torch
 
-from conftest import make_image_folder
+from conftest import make_image_folder, single_thread, tiny_recipe
 from sotakit.data import TensorSource
 from sotakit.evaluate import default_sizes, parse_sizes, resize
 from sotakit.evaluate.resize import split_halves, tune_resize
-from sotakit.recipes import load_recipe, make_recipe
+from sotakit.recipes import load_recipe
 from sotakit.train import fit
 from sotakit.train.evaluate_run import evaluate_checkpoint, tune_run_resize
 
@@ -57,10 +57,8 @@ def test_chosen_on_half_a_reported_on_half_b(monkeypatch):
 def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("resize")
     data = make_image_folder(root / "imgs", per_class=(12, 8))
-    torch.set_num_threads(1)
-    r = make_recipe(data=str(data), model="resnet9_w16", epochs=1, batch_size=8, lr=0.05, workers=0,
-                    output_dir=str(root), device="cpu", seed=1, print_freq=2)
-    return fit(r, verbose=False).run_dir
+    with single_thread():  # restored afterwards (it was left at one thread for the rest of the session)
+        return fit(tiny_recipe(data, root), verbose=False).run_dir
 
 
 def test_tuned_size_is_stored_and_used_by_eval(tiny_run):

@@ -13,11 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_image_folder
+from conftest import make_image_folder, single_thread, tiny_recipe
 from sotakit.cli import main
 from sotakit.data import data_fingerprint, load_data
 from sotakit.experiments.report import _target_label, write_report
-from sotakit.recipes import make_recipe
 from sotakit.train import fit
 
 
@@ -54,15 +53,9 @@ def run(tmp_path_factory):
     """One epoch with EMA, MixUp/CutMix and random erasing, on a run name that needs escaping."""
     tmp = tmp_path_factory.mktemp("report")
     data = make_image_folder(tmp / "imgs")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        res = fit(make_recipe(data=str(data), model="resnet9_w16", epochs=1, batch_size=8, lr=0.05, workers=0,
-                              output_dir=str(tmp), print_freq=2, device="cpu", seed=3, model_ema=True,
-                              model_ema_steps=1, mixup_alpha=0.2, cutmix_alpha=1.0, random_erase=0.5,
-                              run_name="x<i>&y"), verbose=False)
-    finally:
-        torch.set_num_threads(threads)
+    with single_thread():
+        res = fit(tiny_recipe(data, tmp, seed=3, model_ema=True, model_ema_steps=1, mixup_alpha=0.2,
+                              cutmix_alpha=1.0, random_erase=0.5, run_name="x<i>&y"), verbose=False)
     return {"dir": res.run_dir, "summary": res.summary, "data": data, "tmp": tmp}
 
 

@@ -9,11 +9,9 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
-from conftest import make_image_folder
+from conftest import make_image_folder, single_thread, tiny_recipe
 from sotakit.cli import main
-from sotakit.recipes import make_recipe
 from sotakit.train import Interrupted, fit
 from sotakit.experiments.runs import compare_runs, find_runs, resolve_run, run_info, run_status
 from sotakit.train.rundir import FAILED_FILE, PID_FILE, mark_stopped
@@ -24,17 +22,12 @@ def runs(tmp_path_factory):
     """Two finished runs that differ in seed and lr, and one stopped in its second epoch."""
     tmp = tmp_path_factory.mktemp("runs")
     data = make_image_folder(tmp / "imgs")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    base = dict(data=str(data), model="resnet9_w16", epochs=1, batch_size=8, lr=0.05, workers=0,
-                output_dir=str(tmp), print_freq=2, device="cpu", seed=1, model_ema=True, model_ema_steps=1)
-    try:
-        a = fit(make_recipe(**base, run_name="alpha"), verbose=False).run_dir
-        b = fit(make_recipe(**{**base, "seed": 2, "lr": 0.1}, run_name="beta"), verbose=False).run_dir
+    ema = dict(model_ema=True, model_ema_steps=1)
+    with single_thread():
+        a = fit(tiny_recipe(data, tmp, **ema, run_name="alpha"), verbose=False).run_dir
+        b = fit(tiny_recipe(data, tmp, **ema, seed=2, lr=0.1, run_name="beta"), verbose=False).run_dir
         with pytest.raises(Interrupted):
-            fit(make_recipe(**{**base, "epochs": 2}, run_name="gamma"), verbose=False, stop_at=(1, 2))
-    finally:
-        torch.set_num_threads(threads)
+            fit(tiny_recipe(data, tmp, **ema, epochs=2, run_name="gamma"), verbose=False, stop_at=(1, 2))
     c = next((tmp / "runs").glob("*-gamma"))
     return {"root": tmp / "runs", "a": a, "b": b, "c": c}
 
