@@ -8,8 +8,10 @@ area and log-aspect, then the center-crop fallback), and the crops are resampled
 ``torchvision.ops.roi_align`` call: plain bilinear sampling where a crop is enlarged, and a mean
 of 2x2 samples per output pixel where it is shrunk up to 2x (a box-filter antialiasing;
 torchvision's resize uses a triangle filter). Written by hand because torchvision's v2 transforms draw one
-set of parameters per call, not per image of a batch. Used only when no automatic augmentation
-(which is per-image by nature) is asked for; the airbench pipeline does the same on the GPU.
+set of parameters per call, not per image of a batch. ``batch_crop_for`` decides from the per-image
+transform itself: the batch path replaces it only when it is exactly crop + flip, so any other
+per-image step (automatic augmentation, colour jitter, one added later) keeps the per-image path by
+construction. The airbench pipeline does the same on the GPU.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import math
 
 import torch
 from torchvision.ops import roi_align
+from torchvision.transforms import v2
 
 
 def sample_crop_boxes(n: int, height: int, width: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
@@ -75,3 +78,22 @@ class BatchCropFlip:
             flip = torch.rand(n) < self.hflip_prob
             out = torch.where(flip.view(-1, 1, 1, 1), out.flip(-1), out)
         return out
+
+
+def batch_crop_for(transform: v2.Compose, *, in_memory: bool) -> BatchCropFlip | None:
+    """The batch equivalent of ``transform`` when it is exactly ToImage, a bilinear RandomResizedCrop,
+    an optional RandomHorizontalFlip and ToPureTensor, on in-memory data; else None.
+
+    roi_align samples bilinearly, so other interpolations keep the per-image path.
+    """
+    steps = list(transform.transforms)
+    if not in_memory or [type(t) for t in steps[:2]] != [v2.ToImage, v2.RandomResizedCrop]:
+        return None
+    crop, rest = steps[1], steps[2:]
+    flip = rest.pop(0) if rest and type(rest[0]) is v2.RandomHorizontalFlip else None
+    square = crop.size[0] == crop.size[1]
+    if [type(t) for t in rest] != [v2.ToPureTensor] or crop.interpolation != v2.InterpolationMode.BILINEAR \
+            or not square:
+        return None
+    return BatchCropFlip(crop.size[0], scale=tuple(crop.scale), ratio=tuple(crop.ratio),
+                         hflip_prob=flip.p if flip is not None else 0.0)

@@ -10,10 +10,10 @@ from torchvision.transforms import v2
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..faults import fault_count
-from .batch_augment import BatchCropFlip
+from .batch_augment import batch_crop_for
 from .datasets import DataBundle, DecodeErrorLimit, TensorSource
 from .mixing import Collate
-from .samplers import RASampler, ResumableSampler
+from .samplers import RASampler, ResumableSampler, worker_seed
 from .transforms import BatchFinish, make_eval_transform, make_train_transform
 
 
@@ -114,46 +114,54 @@ class Loaders:
     train_sampler: ResumableSampler  # set_epoch(epoch, skip=0)
 
 
-def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, val_resize_size: int,
-                 val_crop_size: int, interpolation: str = "bilinear", auto_augment: str | None = None,
-                 ra_magnitude: int = 9, augmix_severity: int = 3, random_erase: float = 0.0,
-                 crop_min_scale: float = 0.08, hflip_prob: float = 0.5, mixup_alpha: float = 0.0,
-                 cutmix_alpha: float = 0.0, ra_sampler: bool = False, ra_reps: int = 3, holdout: float = 0.0,
-                 seed: int = 0, workers: int = 0, world_size: int = 1, rank: int = 0,
-                 pin_memory: bool = False, eval_batch_size: int | None = None, train_limit: int = 0,
-                 test_limit: int = 0, batch_augment: bool = True, timeout: float = 0.0, kfold: int = 0,
-                 fold: int = 0, max_decode_errors: float = 0.01) -> Loaders:
-    """Train, holdout and test loaders for one process (rank ``rank`` of ``world_size``).
+def split_indices(train_targets: torch.Tensor, test_targets: torch.Tensor, *, holdout: float = 0.0,
+                  kfold: int = 0, fold: int = 0, train_limit: int = 0, test_limit: int = 0,
+                  seed: int = 0) -> tuple[list[int], list[int], list[int]]:
+    """(train, holdout, test) positions: a stratified subset (``*_limit``), then the validation split.
 
     With ``kfold`` K the holdout is fold ``fold`` of the training pool and the rest trains; the pool
     and folds then use a fixed split seed, so fold k holds the same images whatever the run's seed.
-
-    With in-memory data and no automatic augmentation, crop and flip run on whole batches
-    (``batch_augment``; see batch_augment.py), else per image as in the reference. ``timeout``
-    (seconds, workers > 0) turns a hung or killed worker into an error instead of a stall.
     """
-    # roi_align samples bilinearly, so other interpolations take the per-image path
-    batch_crop = batch_augment and isinstance(bundle.train, TensorSource) and not auto_augment and interpolation == "bilinear"
-    if batch_crop:
-        train_tf = v2.ToPureTensor()
-        crop = BatchCropFlip(train_crop_size, scale=(crop_min_scale, 1.0), hflip_prob=hflip_prob)
+    pool = stratified_subset(train_targets, train_limit, 0 if kfold else seed)
+    if kfold:
+        folds = stratified_folds(train_targets[pool], kfold, seed=0)
+        keep, hold = sorted(i for f, idx in enumerate(folds) if f != fold for i in idx), folds[fold]
+    elif holdout > 0:
+        keep, hold = stratified_split(train_targets[pool], holdout, seed)
     else:
-        train_tf = make_train_transform(
-            crop_size=train_crop_size, interpolation=interpolation, hflip_prob=hflip_prob, auto_augment=auto_augment,
-            ra_magnitude=ra_magnitude, augmix_severity=augmix_severity, crop_min_scale=crop_min_scale)
-        crop = None
+        keep, hold = range(len(pool)), []
+    return [pool[i] for i in keep], [pool[i] for i in hold], stratified_subset(test_targets, test_limit, seed)
+
+
+def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, val_resize_size: int,
+                 val_crop_size: int, interpolation: str = "bilinear", auto_augment: str | None = None,
+                 ra_magnitude: int = 9, augmix_severity: int = 3, random_erase: float = 0.0,
+                 crop_min_scale: float = 0.08, hflip_prob: float = 0.5, color_jitter: float = 0.0,
+                 mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, ra_sampler: bool = False,
+                 ra_reps: int = 3, holdout: float = 0.0, seed: int = 0, workers: int = 0, world_size: int = 1,
+                 rank: int = 0, pin_memory: bool = False, eval_batch_size: int | None = None,
+                 train_limit: int = 0, test_limit: int = 0, batch_augment: bool = True, timeout: float = 0.0,
+                 kfold: int = 0, fold: int = 0, max_decode_errors: float = 0.01) -> Loaders:
+    """Train, holdout and test loaders for one process (rank ``rank`` of ``world_size``).
+
+    The split is ``split_indices``'. When the per-image transform is exactly crop + flip and the data
+    is in memory, crop and flip run on whole batches (``batch_crop_for``; ``batch_augment=False``
+    forces the per-image path). ``timeout`` (seconds, workers > 0) turns a hung or killed worker into
+    an error instead of a stall.
+    """
+    train_tf = make_train_transform(
+        crop_size=train_crop_size, interpolation=interpolation, hflip_prob=hflip_prob, auto_augment=auto_augment,
+        ra_magnitude=ra_magnitude, augmix_severity=augmix_severity, crop_min_scale=crop_min_scale,
+        color_jitter=color_jitter)
+    crop = batch_crop_for(train_tf, in_memory=isinstance(bundle.train, TensorSource)) if batch_augment else None
+    if crop is not None:
+        train_tf = v2.ToPureTensor()  # crop and flip happen in the collate function, per batch
     eval_tf = make_eval_transform(resize_size=val_resize_size, crop_size=val_crop_size, interpolation=interpolation)
     train_collate = Collate(BatchFinish(bundle.mean, bundle.std, random_erase, crop), len(bundle.classes),
                             mixup_alpha, cutmix_alpha)
     eval_collate = Collate(BatchFinish(bundle.mean, bundle.std))
-    pool = stratified_subset(bundle.train.targets, train_limit, 0 if kfold else seed)
-    if kfold:
-        folds = stratified_folds(bundle.train.targets[pool], kfold, seed=0)
-        keep, hold = sorted(i for f, idx in enumerate(folds) if f != fold for i in idx), folds[fold]
-    else:
-        keep, hold = stratified_split(bundle.train.targets[pool], holdout, seed) if holdout > 0 else (range(len(pool)), [])
-    keep, hold = [pool[i] for i in keep], [pool[i] for i in hold]
-    test_idx = stratified_subset(bundle.test.targets, test_limit, seed)
+    keep, hold, test_idx = split_indices(bundle.train.targets, bundle.test.targets, holdout=holdout, kfold=kfold,
+                                         fold=fold, train_limit=train_limit, test_limit=test_limit, seed=seed)
     train_ds = SampleDataset(bundle.train, keep, train_tf, max_decode_errors)
     if ra_sampler:
         sampler = RASampler(len(train_ds), num_replicas=world_size, rank=rank, seed=seed, repetitions=ra_reps)
@@ -161,17 +169,16 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
         sampler = DistributedSampler(train_ds, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
                                      drop_last=False)
     sampler = ResumableSampler(sampler, seed=seed, rank=rank)
-    # The DataLoader gets its own generator so worker seeds depend on the run's seed and rank only
-    # (ranks must differ, or copies of an image on two ranks get the same augmentation). Workers are
-    # not persistent: re-seeded from this generator each epoch, a resumed epoch matches.
-    gen = torch.Generator().manual_seed(seed * 1000 + rank)
+    # The DataLoader gets its own generator so worker seeds depend on the run's seed and rank only.
+    # Workers are not persistent: re-seeded from this generator each epoch (start_epoch), a resumed
+    # epoch matches.
+    gen = torch.Generator().manual_seed(worker_seed(seed, rank))
     common = dict(num_workers=workers, pin_memory=pin_memory, worker_init_fn=_ignore_signals if workers else None,
                   timeout=timeout if workers else 0.0)
     # Keep the last partial batch as the reference does, unless it would hold a single image
     # (BatchNorm cannot train on one).
     train = DataLoader(train_ds, batch_size=batch_size, sampler=sampler, drop_last=len(sampler) % batch_size == 1,
-                       collate_fn=train_collate, generator=gen,
-                       **common)
+                       collate_fn=train_collate, generator=gen, **common)
     eval_bs = eval_batch_size or batch_size * 2
 
     def eval_loader(source, indices):
@@ -181,6 +188,19 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
 
     return Loaders(train, eval_loader(bundle.train, hold) if hold else None,
                    eval_loader(bundle.test, test_idx), sampler)
+
+
+def start_epoch(loaders: Loaders, *, epoch: int, skip_batches: int = 0, crop_size: int | None = None,
+                seed: int = 0, rank: int = 0) -> None:
+    """Set the data state of training epoch ``epoch``: order, skip, crop size and worker seeds.
+
+    Each is a function of (seed, rank, epoch), so a resumed epoch (``skip_batches`` already trained)
+    sees exactly the batches the uninterrupted run saw.
+    """
+    loaders.train_sampler.set_epoch(epoch, skip=skip_batches * loaders.train.batch_size)
+    if crop_size is not None:
+        set_train_crop_size(loaders, crop_size)
+    loaders.train.generator.manual_seed(worker_seed(seed, rank, epoch))
 
 
 def set_train_crop_size(loaders: Loaders, size: int) -> None:

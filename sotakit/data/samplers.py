@@ -1,4 +1,5 @@
-"""The repeated-augmentation sampler (Hoffer et al. 2019; Berman et al. 2019).
+"""Samplers and the seed formulas of the data pipeline: the repeated-augmentation sampler (Hoffer et al.
+2019; Berman et al. 2019), per-sample and per-worker seeds, resumable epochs.
 
 Plain shuffling uses torch's DistributedSampler, which takes an explicit replica count and so
 serves one process too; this is the piece torch lacks.
@@ -47,6 +48,16 @@ class RASampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.selected
+
+
+def worker_seed(seed: int, rank: int, epoch: int | None = None) -> int:
+    """The seed of a rank's DataLoader generator (worker seeds), before the first epoch or for ``epoch``.
+
+    Ranks must differ, or copies of an image on two ranks get the same augmentation; epochs must
+    differ so a resumed epoch re-seeds its (non-persistent) workers as the uninterrupted run did.
+    """
+    base = seed * 1000 + rank
+    return base if epoch is None else base * 100_003 + epoch
 
 
 def sample_seed(*counters: int) -> int:

@@ -30,13 +30,20 @@ def auto_augment_transform(policy: str, interpolation: str, ra_magnitude: int = 
 
 def make_train_transform(*, crop_size: int, interpolation: str = "bilinear", hflip_prob: float = 0.5,
                          auto_augment: str | None = None, ra_magnitude: int = 9, augmix_severity: int = 3,
-                         crop_min_scale: float = 0.08) -> v2.Compose:
-    """Per-image training transform: uint8 image in, uint8 CHW tensor of ``crop_size`` out."""
+                         crop_min_scale: float = 0.08, color_jitter: float = 0.0) -> v2.Compose:
+    """Per-image training transform: uint8 image in, uint8 CHW tensor of ``crop_size`` out.
+
+    ``color_jitter`` f: brightness, contrast and saturation each scaled by a factor drawn from
+    [1 - f, 1 + f], hue left alone (timm's ``--color-jitter``; fastai's lighting transforms vary
+    brightness and contrast the same way). Saturation leaves one-channel images unchanged.
+    """
     mode = INTERPOLATION[interpolation]
     steps = [v2.ToImage(),
              v2.RandomResizedCrop(crop_size, scale=(crop_min_scale, 1.0), interpolation=mode, antialias=True)]
     if hflip_prob > 0:
         steps.append(v2.RandomHorizontalFlip(hflip_prob))
+    if color_jitter > 0:
+        steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
     if auto_augment:
         steps.append(auto_augment_transform(auto_augment, interpolation, ra_magnitude, augmix_severity))
     steps.append(v2.ToPureTensor())

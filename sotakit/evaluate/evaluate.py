@@ -17,6 +17,15 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def to_device(images: torch.Tensor, targets: torch.Tensor, *, device: torch.device,
+              channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch on ``device`` (asynchronously from pinned memory), images channels-last if asked."""
+    images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, targets
+
+
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader, *, device: torch.device | str = "cpu", amp_dtype: torch.dtype | None = None,
              channels_last: bool = False, criterion: nn.Module | None = None) -> dict[str, float]:
@@ -26,9 +35,7 @@ def evaluate(model: nn.Module, loader, *, device: torch.device | str = "cpu", am
     model.eval()
     sums = MetricSums()
     for images, targets in loader:
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images, targets = to_device(images, targets, device=device, channels_last=channels_last)
         with autocast(device, amp_dtype):
             logits = model(images)
         loss = criterion(logits.float(), targets)

@@ -22,6 +22,7 @@ from ..data import load_data, make_loaders
 from ..models import build_model
 from ..recipes import Recipe, load_recipe, resolve
 from ..train import build_optimizer, param_groups
+from ..train.recipe_kwargs import criterion_kwargs, loader_kwargs, optimizer_kwargs, param_group_kwargs
 from .runner import Entry, folds_of
 
 EVAL_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only)
@@ -69,14 +70,11 @@ def measure_seconds_per_image(recipe: Recipe, bundle, *, warmup: int = 2, steps:
     """Seconds per training image of ``recipe`` (resolved) over ``steps`` steps after ``warmup`` untimed ones."""
     torch.manual_seed(0)
     model = build_model(recipe.model, num_classes=len(bundle.classes), small_input=bundle.native_size <= 64)
-    optimizer = build_optimizer(param_groups(model, weight_decay=recipe.weight_decay), opt=recipe.opt, lr=recipe.lr,
-                                momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    loaders = make_loaders(bundle, batch_size=recipe.batch_size, train_crop_size=recipe.train_crop_size,
-                           val_resize_size=recipe.val_resize_size, val_crop_size=recipe.val_crop_size,
-                           interpolation=recipe.interpolation, auto_augment=recipe.auto_augment,
-                           random_erase=recipe.random_erase, mixup_alpha=recipe.mixup_alpha,
-                           cutmix_alpha=recipe.cutmix_alpha, train_limit=recipe.batch_size * (warmup + steps + 1))
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    optimizer = build_optimizer(param_groups(model, **param_group_kwargs(recipe)), **optimizer_kwargs(recipe))
+    # The run's own pipeline (every augmentation it pays for), on just enough images, all of them trained.
+    limit = recipe.batch_size * (warmup + steps + 1)
+    loaders = make_loaders(bundle, **{**loader_kwargs(recipe), "train_limit": limit, "holdout": 0.0, "kfold": 0})
+    criterion = torch.nn.CrossEntropyLoss(**criterion_kwargs(recipe))
     model.train()
     images, start = 0, None
     for i, (x, y) in enumerate(loaders.train):

@@ -96,6 +96,9 @@ class Recipe:
     test_limit: int = _f(0, "evaluate on a stratified, seeded subset of this many test images (0: all)", ref=False)
     progressive_resize: int = _f(0, "fastai's progressive resizing: the train crop starts at this size and grows linearly to --train-crop-size by three quarters of the epochs (0: off)", ref=False)
     crop_min_scale: float = _f(0.08, "smallest area fraction of the training random-resized crop", ref=False)
+    color_jitter: float = _f(0.0, "colour jitter strength f: brightness, contrast and saturation each scaled by a "
+                                  "random factor in [1-f, 1+f] per image (timm's --color-jitter, e.g. 0.4; 0: off)",
+                             ref=False)
     # Reliability (issue 3): how often state is saved and how failures are bounded.
     checkpoint_every: str = _f("", "also checkpoint every N steps ('500'), M minutes ('10m') or S seconds ('90s'); empty: at epoch ends only", ref=False)
     max_nonfinite_skips: int = _f(5, "consecutive steps with a NaN/inf loss skipped (not applied) before the run stops; 0 stops at the first", ref=False)
@@ -190,7 +193,7 @@ _POSITIVE = ("batch_size", "epochs", "lr", "model_ema_steps", "val_resize_size",
 _NON_NEGATIVE = ("workers", "momentum", "weight_decay", "norm_weight_decay", "bias_weight_decay",
                  "transformer_embedding_decay", "mixup_alpha", "cutmix_alpha", "lr_warmup_epochs",
                  "lr_min", "start_epoch", "ra_magnitude", "clip_grad_norm", "seed", "train_limit", "test_limit", "progressive_resize",
-                 "max_nonfinite_skips")
+                 "max_nonfinite_skips", "color_jitter")
 _UNIT = ("crop_min_scale", "max_decode_errors", "label_smoothing", "random_erase", "lr_warmup_decay", "model_ema_decay", "lr_gamma")
 
 
@@ -247,8 +250,11 @@ def validate(r: Recipe) -> None:
         raise RecipeError("lr_ref_batch must be > 0")
 
 
-def warnings_for(r: Recipe, steps_per_epoch: int | None = None) -> list[str]:
-    """Options the reference silently ignores or that contradict each other, each with the reason."""
+def warnings_for(r: Recipe) -> list[str]:
+    """Options the reference silently ignores or that contradict each other, each with the reason.
+
+    What depends on the data (the EMA horizon against the run's steps) is train.recipe_kwargs'.
+    """
     out = []
     if r.ra_sampler and r.ra_reps < 2:
         out.append(f"--ra-sampler with --ra-reps {r.ra_reps} repeats nothing: use --ra-reps 2 or more, or drop --ra-sampler")
@@ -260,46 +266,18 @@ def warnings_for(r: Recipe, steps_per_epoch: int | None = None) -> list[str]:
         out.append(f"--val-crop-size {r.val_crop_size} is larger than --val-resize-size {r.val_resize_size}: the crop pads")
     if r.lr_scheduler != "steplr" and r.lr_step_size != FIELDS["lr_step_size"].default:
         out.append(f"--lr-step-size only applies to steplr, not {r.lr_scheduler}")
-    for name, default in (("cache_dataset", False), ("use_v2", False), ("backend", "pil"), ("dist_url", "env://")):
-        if getattr(r, name) != default:
+    for name in COMPATIBILITY_FIELDS:
+        if getattr(r, name) != FIELDS[name].default:
             out.append(f"{flag_of(name)} is accepted for compatibility and has no effect in sotakit")
     if r.sync_bn and r.world_size == 1:
         out.append("--sync-bn only applies under DDP (torchrun with several processes)")
     if r.lr_warmup_epochs == 0 and r.lr_warmup_method != "constant":
         out.append("--lr-warmup-method has no effect with --lr-warmup-epochs 0")
-    if r.model_ema and steps_per_epoch:
-        alpha = ema_alpha(r)
-        updates = r.epochs * steps_per_epoch // r.model_ema_steps
-        if alpha < 1.0 and 1.0 / alpha > updates:
-            out.append(
-                f"EMA averages over ~{1 / alpha:.0f} updates but the run makes only {updates}: "
-                "the EMA model will lag far behind; lower --model-ema-decay or --model-ema-steps")
     return out
 
 
-def ema_alpha(r: Recipe) -> float:
-    """The reference's decay adjustment: alpha = (1 - decay) * global_batch * ema_steps / epochs.
-
-    It makes the averaging horizon a fixed fraction of the run whatever the batch and epoch count
-    (the pycls trick the TorchVision blog adopted); the EMA keeps ``1 - alpha`` of itself per update.
-    """
-    adjust = r.world_size * r.batch_size * r.model_ema_steps / r.epochs
-    return min(1.0, (1.0 - r.model_ema_decay) * adjust)
-
-
-def train_crop_at(r: Recipe, epoch: int) -> int:
-    """The training crop size of an epoch: fixed, or growing under --progressive-resize.
-
-    Linear from ``progressive_resize`` at epoch 0 to ``train_crop_size`` at 3/4 of the run, then
-    constant, so the last quarter trains at the size the model is evaluated near (fastbook ch. 7).
-    """
-    if not r.progressive_resize:
-        return r.train_crop_size
-    ramp = max(1, round(0.75 * r.epochs) - 1)
-    t = min(1.0, epoch / ramp)
-    return round(r.progressive_resize + t * (r.train_crop_size - r.progressive_resize))
-
-
+# Reference flags accepted so its command lines run, with a warning and no effect.
+COMPATIBILITY_FIELDS = ("cache_dataset", "use_v2", "backend", "dist_url")
 # Fields that say how a run is carried out or evaluated, not what it trains: a resume may change them
 # (val_resize_size: `sotakit tune-resize` stores its choice in the run's recipe).
 OPERATIONAL_FIELDS = ("resume", "output_dir", "data_root", "print_freq", "workers", "test_only", "checkpoint_every",

@@ -63,3 +63,17 @@ def kill_local_peers(info: DistInfo) -> None:
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def all_ranks(flag: bool, device: torch.device | str, op: str) -> bool:
+    """``flag`` combined over DDP ranks (min: all true; max: any true); the flag itself on one process."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return bool(flag)
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def current_rank() -> int:
+    """This process's rank in the process group (0 without one)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0

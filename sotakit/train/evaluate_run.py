@@ -10,11 +10,13 @@ import torch
 from torch import nn
 
 from ..data import DataBundle, Loaders, load_data, make_loaders
-from ..evaluate import ResizeTuning, default_sizes, evaluate, tune_resize
+from ..evaluate import ResizeTuning, evaluate, tune_resize
 from ..models import build_model
 from ..recipes import Recipe, dump_recipe, load_recipe, make_recipe
 from .checkpoint import choose_checkpoint, load_checkpoint, write_text_atomic
 from .ema import build_ema
+from .fit import backend_for
+from .recipe_kwargs import eval_kwargs, loader_kwargs, resize_tuning_kwargs
 from .rundir import write_json
 
 
@@ -49,7 +51,7 @@ def load_run(path: str | Path, *, data: str | None = None, data_root: str | None
         raise ValueError(f"{ckpt_path} was trained on classes {ckpt['classes'][:5]}... ({len(ckpt['classes'])}); "
                          f"{bundle.name} has {bundle.classes[:5]}... ({len(bundle.classes)}). "
                          "Evaluate on data with the same classes.")
-    device = torch.device("cuda" if torch.cuda.is_available() and recipe.device.startswith("cuda") else "cpu")
+    device = torch.device(backend_for(recipe.device))
     model = build_model(recipe.model, num_classes=len(ckpt["classes"]), small_input=ckpt.get("native_size", bundle.native_size) <= 64)
     model.load_state_dict(ckpt["model"])
     model.to(device)
@@ -64,15 +66,9 @@ def load_run(path: str | Path, *, data: str | None = None, data_root: str | None
 def run_loaders(recipe: Recipe, bundle: DataBundle, *, batch_size: int | None = None,
                 val_resize_size: int | None = None, workers: int = 0) -> Loaders:
     """The loaders fit() builds for ``recipe`` (same subsets, folds, transforms, mixing and seed), one process."""
-    return make_loaders(
-        bundle, batch_size=batch_size or recipe.batch_size, train_crop_size=recipe.train_crop_size,
-        val_resize_size=val_resize_size or recipe.val_resize_size, val_crop_size=recipe.val_crop_size,
-        interpolation=recipe.interpolation, auto_augment=recipe.auto_augment, ra_magnitude=recipe.ra_magnitude,
-        augmix_severity=recipe.augmix_severity, random_erase=recipe.random_erase,
-        crop_min_scale=recipe.crop_min_scale, mixup_alpha=recipe.mixup_alpha, cutmix_alpha=recipe.cutmix_alpha,
-        ra_sampler=recipe.ra_sampler, ra_reps=recipe.ra_reps, holdout=recipe.holdout, seed=recipe.seed,
-        workers=workers, train_limit=recipe.train_limit, test_limit=recipe.test_limit, kfold=recipe.kfold,
-        fold=recipe.fold)
+    changes = {"batch_size": batch_size, "val_resize_size": val_resize_size}
+    return make_loaders(bundle, **{**loader_kwargs(recipe), "workers": workers,
+                                   **{k: v for k, v in changes.items() if v}})
 
 
 def evaluate_checkpoint(path: str | Path, *, data: str | None = None, data_root: str | None = None,
@@ -84,9 +80,9 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, data_root:
                           workers=min(run.recipe.workers, 1))
     out = {"checkpoint": str(run.checkpoint), "data": run.bundle.name, "epoch": run.ckpt["epoch"],
            "val_resize_size": resize, "val_crop_size": run.recipe.val_crop_size,
-           "test": evaluate(run.model, loaders.test, device=run.device)}
+           "test": evaluate(run.model, loaders.test, device=run.device, **eval_kwargs(run.recipe))}
     if run.ema_model is not None:
-        out["test_ema"] = evaluate(run.ema_model, loaders.test, device=run.device)
+        out["test_ema"] = evaluate(run.ema_model, loaders.test, device=run.device, **eval_kwargs(run.recipe))
     return out
 
 
@@ -107,10 +103,8 @@ def tune_run_resize(run_dir: str | Path, *, sizes: list[int] | None = None, seed
     loaders = run_loaders(recipe, run.bundle, workers=min(recipe.workers, 1))
     split, loader = ("holdout", loaders.holdout) if loaders.holdout is not None else ("test", loaders.test)
     ds = loader.dataset
-    result = tune_resize(run.ema_model or run.model, ds.source, ds.indices,
-                         sizes=sizes or default_sizes(recipe.val_crop_size), crop_size=recipe.val_crop_size,
-                         current=recipe.val_resize_size, mean=run.bundle.mean, std=run.bundle.std,
-                         interpolation=recipe.interpolation, seed=seed, device=run.device, say=say)
+    result = tune_resize(run.ema_model or run.model, ds.source, ds.indices, **resize_tuning_kwargs(recipe, sizes=sizes),
+                         mean=run.bundle.mean, std=run.bundle.std, seed=seed, device=run.device, say=say)
     doc = tomllib.loads((run_dir / "recipe.toml").read_text())
     text = dump_recipe(load_recipe(run_dir / "recipe.toml").replace(val_resize_size=result.stored), doc.get("meta"))
     write_text_atomic(run_dir / "recipe.toml", text)

@@ -13,11 +13,11 @@ import time
 from typing import Callable
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from ..evaluate import MetricSums, autocast
 from .. import faults
+from ..evaluate import MetricSums, autocast, to_device
+from .distributed import all_ranks, current_rank
 from .ema import update_ema
 
 
@@ -34,11 +34,29 @@ class NonFiniteLossError(RuntimeError):
 
 
 class Interrupted(Exception):
-    """The run was asked to stop (signal); raised at a step boundary."""
+    """The run was asked to stop (``signum``: the signal, None for ``stop_at``); raised at a step boundary."""
 
-    def __init__(self, step_in_epoch: int):
+    def __init__(self, step_in_epoch: int, signum: int | None = None):
         super().__init__(f"interrupted after step {step_in_epoch}")
-        self.step_in_epoch = step_in_epoch
+        self.step_in_epoch, self.signum = step_in_epoch, signum
+
+
+class _Window:
+    """Sums over the steps since the last log line: what ``on_log`` reports every ``print_freq`` steps."""
+
+    def __init__(self):
+        self.reset(time.perf_counter())
+
+    def reset(self, now: float) -> None:
+        self.loss, self.c1, self.c5, self.n, self.data, self.t = 0.0, 0, 0, 0, 0.0, now
+
+    def add(self, loss: float, n: int, c1: int, c5: int) -> None:
+        self.loss, self.c1, self.c5, self.n = self.loss + loss * n, self.c1 + c1, self.c5 + c5, self.n + n
+
+    def record(self, *, epoch: int, step: int, lr: float, now: float) -> dict[str, float]:
+        return {"epoch": epoch, "step": step, "loss": self.loss / self.n, "acc1": 100 * self.c1 / self.n,
+                "acc5": 100 * self.c5 / self.n, "lr": lr, "img_s": self.n / max(now - self.t, 1e-9),
+                "data_time": self.data}
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *, criterion: nn.Module,
@@ -54,70 +72,60 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
 
     ``first_step`` is the index of the loader's first batch within the epoch (non-zero when resuming
     mid-epoch; the loader then already skips the batches done). ``on_log`` receives a metrics dict
-    every ``print_freq`` steps, ``on_step`` the number of steps done after each step (progress bars); ``should_stop(steps_done_in_epoch)`` is polled after each step and a
-    true answer raises ``Interrupted``. A step whose loss is not finite (on any rank) is skipped
-    (no update, no EMA; the schedule still advances) and counted in ``skipped_steps``; more than
-    ``max_nonfinite_skips`` in a row raise ``NonFiniteLossError``.
+    every ``print_freq`` steps, ``on_step`` the number of steps done after each step (progress,
+    periodic checkpoints); ``should_stop(steps_done_in_epoch)`` is polled after each step and a true
+    answer (on any rank) raises ``Interrupted``. A step whose loss is not finite (on any rank) is
+    skipped (no update, no EMA; the schedule still advances) and counted in ``skipped_steps``; more
+    than ``max_nonfinite_skips`` in a row raise ``NonFiniteLossError``.
     """
     model.train()
-    sums = MetricSums()
-    last_step = first_step + len(loader) - 1
-    window = {"loss": 0.0, "c1": 0, "c5": 0, "n": 0, "data": 0.0, "t": time.perf_counter()}
+    sums, window = MetricSums(), _Window()
+    skipped = streak = 0
     data_time = 0.0
-    skipped, streak = 0, 0
     steps_per_epoch = first_step + len(loader)
-    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    rank = current_rank()
     start = t_data = time.perf_counter()
-    step = first_step
     for step, (images, targets) in enumerate(loader, start=first_step):
         waited = time.perf_counter() - t_data
-        data_time += waited
-        window["data"] += waited
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        buffers = [b.detach().clone() for b in model.buffers()]  # BatchNorm statistics, restored on a skip
+        data_time, window.data = data_time + waited, window.data + waited
+        images, targets = to_device(images, targets, device=device, channels_last=channels_last)
+        buffers = _snapshot_buffers(model)  # BatchNorm statistics, restored if this step is skipped
         with autocast(device, amp_dtype):
             logits = model(images)
             loss = criterion(logits, targets)
         global_step = epoch * steps_per_epoch + step + 1
-        if faults.fault_at("nan_at", global_step, rank):
+        if faults.fault_at("nan_at", global_step, rank):  # tests only (sotakit/faults.py)
             loss = loss * float("nan")
-        optimizer.zero_grad(set_to_none=True)
-        finite = all_ranks(torch.isfinite(loss).item(), device, op="min")  # every rank decides alike, none hangs
+        # The loss is checked before the backward pass, on every rank alike, so none hangs.
+        finite = all_ranks(torch.isfinite(loss).item(), device, op="min")
         streak = 0 if finite else streak + 1
         if streak > max_nonfinite_skips:
             raise NonFiniteLossError(epoch, step, loss.item() if not torch.isfinite(loss) else float("nan"),
                                      skipped=streak - 1)
         lr = optimizer.param_groups[0]["lr"]
+        optimizer.zero_grad(set_to_none=True)
         if finite:
             _backward_and_step(loss, model, optimizer, scaler=scaler, clip_grad_norm=clip_grad_norm)
             if ema is not None:
                 update_ema(ema, model, step=step, every=ema_steps, in_warmup=ema_in_warmup)
-            n = len(images)
             c1, c5 = sums.add(loss.item(), logits.detach(), targets)
-            window.update(loss=window["loss"] + loss.item() * n, c1=window["c1"] + c1, c5=window["c5"] + c5,
-                          n=window["n"] + n)
-        else:  # no update, no EMA, no metrics, statistics as before; the schedule still advances (it counts steps)
+            window.add(loss.item(), len(images), c1, c5)
+        else:  # no update, no EMA, no metrics, statistics as before
             skipped += 1
-            with torch.no_grad():
-                for b, saved in zip(model.buffers(), buffers):
-                    b.copy_(saved)
+            _restore_buffers(model, buffers)
+        # The schedule counts steps, skipped ones too, so the run's lr curve does not shift.
         if step_scheduler is not None:
             step_scheduler.step()
         faults.after_step(global_step, rank)
         if on_step is not None:
             on_step(step + 1)
-        if on_log is not None and (step + 1) % print_freq == 0 and window["n"]:  # a window of skipped steps logs nothing
+        if on_log is not None and (step + 1) % print_freq == 0 and window.n:  # skipped steps log nothing
             now = time.perf_counter()
-            w, n = window, window["n"]
-            on_log({"epoch": epoch, "step": step + 1, "loss": w["loss"] / n, "acc1": 100 * w["c1"] / n,
-                    "acc5": 100 * w["c5"] / n, "lr": lr, "img_s": w["n"] / max(now - w["t"], 1e-9),
-                    "data_time": w["data"]})
-            window = {"loss": 0.0, "c1": 0, "c5": 0, "n": 0, "data": 0.0, "t": now}
+            on_log(window.record(epoch=epoch, step=step + 1, lr=lr, now=now))
+            window.reset(now)
         # The last step of an epoch is never interrupted: the epoch ends (eval, checkpoint) and the
         # caller stops at the epoch boundary, so no resumed epoch is empty.
-        if should_stop is not None and step < last_step and all_ranks(should_stop(step + 1), device, op="max"):
+        if should_stop is not None and step + 1 < steps_per_epoch and all_ranks(should_stop(step + 1), device, "max"):
             raise Interrupted(step + 1)
         t_data = time.perf_counter()
     elapsed = time.perf_counter() - start
@@ -126,6 +134,16 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     out.update(img_s=local_images / max(elapsed, 1e-9), data_time=data_time, epoch_time=elapsed,
                skipped_steps=skipped)
     return out
+
+
+def _snapshot_buffers(model: nn.Module) -> list[torch.Tensor]:
+    return [b.detach().clone() for b in model.buffers()]
+
+
+def _restore_buffers(model: nn.Module, saved: list[torch.Tensor]) -> None:
+    with torch.no_grad():
+        for b, s in zip(model.buffers(), saved):
+            b.copy_(s)
 
 
 def _backward_and_step(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer, *,
@@ -143,12 +161,3 @@ def _backward_and_step(loss: torch.Tensor, model: nn.Module, optimizer: torch.op
         if clip_grad_norm is not None:
             nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
         optimizer.step()
-
-
-def all_ranks(flag: bool, device: torch.device, op: str) -> bool:
-    """``flag`` combined over DDP ranks (min: all true; max: any true); the flag itself on one process."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return bool(flag)
-    t = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.MAX)
-    return bool(t.item())

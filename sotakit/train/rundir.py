@@ -12,14 +12,19 @@ import platform
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torchvision
 
+from ..data import write_data_report
+from ..recipes import dump_recipe
 from .checkpoint import write_text_atomic
-from .loop import Interrupted
+from .loop import Interrupted, NonFiniteLossError
+from .recipe_kwargs import run_dir_kwargs
+from .stops import RunError
 
 
 PID_FILE = "run.pid"  # present while a process trains the run: {"pid", "host"}
@@ -45,11 +50,64 @@ def create_run_dir(output_dir: str | Path, name: str) -> Path:
     raise RuntimeError(f"could not create a run directory under {base}")
 
 
-class MetricsLog:
-    """Appends one JSON line per record to metrics.jsonl and mirrors scalars to TensorBoard."""
+def open_run_dir(point, *, recipe, notes: list[str], data_report, totals, load_all: bool = True,
+                 is_main: bool = True, say: Callable[[str], None] = print) -> Path | None:
+    """The run directory of a run starting at ``point`` (a resume.ResumePoint); None on other ranks
+    of a fresh run. A new run gets its folder, recipe.toml (with the notes) and data_report.csv; a
+    resumed one drops what was logged after its checkpoint, so redone steps are not logged twice
+    (not after a forced resume onto another model: that one starts afresh)."""
+    if point.ckpt is not None:
+        if is_main and load_all:
+            trim_metrics(point.run_dir, totals.epoch, totals.step)
+        return point.run_dir
+    if point.resumed:
+        say(f"{point.run_dir} has no checkpoint yet: starting it over")
+        if is_main:
+            trim_metrics(point.run_dir, 0, 0)
+        return point.run_dir
+    if not is_main:
+        return None
+    run_dir = create_run_dir(**run_dir_kwargs(recipe))
+    (run_dir / "recipe.toml").write_text(dump_recipe(recipe, {"notes": "; ".join(notes)} if notes else None))
+    if data_report:
+        write_data_report(run_dir / "data_report.csv", data_report)
+    return run_dir
 
-    def __init__(self, run_dir: Path, enabled: bool = True, tracker: str | None = None):
-        self.path = run_dir / "metrics.jsonl"
+
+@contextmanager
+def run_lifecycle(run_dir: Path | None, *, enabled: bool, progress, log: "MetricsLog"):
+    """run.pid while the loop runs (`sotakit runs` tells running from interrupted); on the way out the
+    progress display and the log close, and an early exit drops run.pid and records an error."""
+    mark_running(run_dir, enabled=enabled)
+    try:
+        yield
+    except BaseException as e:
+        if isinstance(e, (NonFiniteLossError, RunError)):
+            progress.message(f"error: {e}")
+        progress.close()
+        log.close()
+        mark_stopped(run_dir, e, enabled=enabled)
+        raise
+    progress.close()
+    log.close()
+
+
+def finish_run(run_dir: Path, summary: dict[str, Any]) -> None:
+    """summary.json, run.pid gone (finished), curves.png."""
+    write_json(run_dir / "summary.json", summary)
+    mark_finished(run_dir)
+    plot_curves(run_dir)
+
+
+class MetricsLog:
+    """Appends one JSON line per record to metrics.jsonl and mirrors scalars to TensorBoard.
+
+    Without a run directory (``run_dir`` None: another rank, a test) it is disabled.
+    """
+
+    def __init__(self, run_dir: Path | None, enabled: bool = True, tracker: str | None = None):
+        enabled = enabled and run_dir is not None
+        self.path = run_dir / "metrics.jsonl" if run_dir is not None else None
         self.enabled = enabled
         self.tb = self.tracker = None
         if enabled:

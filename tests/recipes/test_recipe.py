@@ -7,8 +7,9 @@ import shlex
 import pytest
 
 from sotakit.cli import build_recipe, make_parser
-from sotakit.recipes import (REFERENCE_FIELDS, Recipe, RecipeError, dump_recipe, ema_alpha, list_presets,
-                             load_ladder, load_preset, load_recipe, make_recipe, preset_meta, resolve, warnings_for)
+from sotakit.recipes import (REFERENCE_FIELDS, Recipe, RecipeError, dump_recipe, list_presets,
+                             load_ladder, load_preset, load_recipe, make_recipe, preset_meta, resolve)
+from sotakit.train.recipe_kwargs import ema_alpha, train_crop_at, warnings_for
 from sotakit.recipes.flags import check_unknown
 
 # The reference script's defaults (torchvision 0.29 references/classification/train.py).
@@ -173,7 +174,6 @@ def test_warnings_say_why():
 
 
 def test_progressive_resize_schedule_and_scaling():
-    from sotakit.recipes import train_crop_at
     r = make_recipe(epochs=8, train_crop_size=28, val_crop_size=28, val_resize_size=28, progressive_resize=20)
     # linear from 20 at epoch 0 to 28 at epoch round(0.75 * 8) - 1 = 5, then constant
     assert [train_crop_at(r, e) for e in range(8)] == [20, 22, 23, 25, 26, 28, 28, 28]

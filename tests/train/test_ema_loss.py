@@ -112,7 +112,11 @@ def test_clip_grad_norm_bounds_the_update():
 
 def test_bf16_autocast_on_cpu_and_the_fallback(monkeypatch):
     from sotakit.recipes import make_recipe
-    from sotakit.train.fit import amp_dtype_for
+    from sotakit.train.fit import amp_dtype_for as amp_dtype_from_kwargs
+    from sotakit.train.recipe_kwargs import amp_kwargs
+
+    def amp_dtype_for(recipe, device):  # the recipe through its adapter, as fit() passes it
+        return amp_dtype_from_kwargs(**amp_kwargs(recipe), device=device)
     seen = []
     m = nn.Linear(4, 3)
     m.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))

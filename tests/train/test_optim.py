@@ -89,7 +89,12 @@ def test_constant_warmup_steplr_exponential_and_lr_min():
 
 def test_exponential_decay_is_per_epoch_even_when_stepped_per_batch():
     from sotakit.recipes import make_recipe
-    from sotakit.train.fit import _optimizer_and_schedule
+    from sotakit.train import build_optimizer, build_scheduler, param_groups
+    from sotakit.train.recipe_kwargs import optimizer_kwargs, param_group_kwargs, scheduler_kwargs
+
+    def _optimizer_and_schedule(r, model, steps_per_epoch):  # as fit() builds them, through the adapters
+        opt = build_optimizer(param_groups(model, **param_group_kwargs(r)), **optimizer_kwargs(r))
+        return opt, build_scheduler(opt, **scheduler_kwargs(r, steps_per_epoch=steps_per_epoch))
     r = make_recipe(lr=1.0, lr_scheduler="exponentiallr", lr_gamma=0.5, lr_per_step=True, epochs=3)
     opt, sched = _optimizer_and_schedule(r, nn.Linear(2, 2), steps_per_epoch=10)
     for _ in range(20):

@@ -1,0 +1,175 @@
+"""Recipe -> keyword arguments, one adapter per helper (timm's ``optimizer_kwargs(cfg)``).
+
+The only place Recipe field names meet helper parameter names, and where the values derived from a
+recipe (EMA decay, the crop size of each epoch, the checkpoint interval, schedule lengths in epochs
+or steps) are computed. ``fit()``, run evaluation, the time estimate and every later entry point
+call these; below them no helper takes a Recipe.
+
+The tables map a helper's parameter to the Recipe field that fills it. They are what
+``tests/train/test_recipe_kwargs.py`` reads: a key its helper does not accept fails there, and so
+does a Recipe field that reaches no helper and is not listed as operational, compatibility-only
+(``recipes.recipe``) or resolved before the edge (``RESOLVED_FIELDS``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..evaluate import default_sizes
+from ..recipes import Recipe
+from ..recipes import warnings_for as recipe_warnings
+from ..recipes.recipe import checkpoint_interval, flag_of
+
+# make_loaders (sotakit.data): world_size, rank and pin_memory are the machine's, given by the caller.
+LOADER_ARGS = {name: name for name in (
+    "batch_size", "train_crop_size", "val_resize_size", "val_crop_size", "interpolation", "auto_augment",
+    "ra_magnitude", "augmix_severity", "random_erase", "crop_min_scale", "color_jitter", "mixup_alpha",
+    "cutmix_alpha", "ra_sampler", "ra_reps", "holdout", "seed", "workers", "train_limit", "test_limit",
+    "kfold", "fold", "max_decode_errors")} | {"timeout": "loader_timeout"}
+# param_groups (sotakit.train.optim)
+PARAM_GROUP_ARGS = {name: name for name in (
+    "weight_decay", "norm_weight_decay", "bias_weight_decay", "transformer_embedding_decay")}
+# build_optimizer (sotakit.train.optim)
+OPTIMIZER_ARGS = {name: name for name in ("opt", "lr", "momentum", "weight_decay")}
+# build_scheduler (sotakit.train.optim): lengths are converted to the schedule's unit in scheduler_kwargs
+SCHEDULER_ARGS = {"lr_scheduler": "lr_scheduler", "warmup_method": "lr_warmup_method",
+                  "warmup_decay": "lr_warmup_decay", "lr_min": "lr_min"}
+# train_one_epoch (sotakit.train.loop): ema_in_warmup is derived per epoch in epoch_kwargs
+EPOCH_ARGS = {"ema_steps": "model_ema_steps", "clip_grad_norm": "clip_grad_norm", "channels_last": "channels_last",
+              "print_freq": "print_freq", "max_nonfinite_skips": "max_nonfinite_skips"}
+# evaluate (sotakit.evaluate)
+EVAL_ARGS = {"channels_last": "channels_last"}
+# prepare_model (sotakit.train.fit)
+MODEL_ARGS = {"weights": "weights", "channels_last": "channels_last", "sync_bn": "sync_bn"}
+# amp_dtype_for (sotakit.train.fit)
+AMP_ARGS = {"amp": "amp", "dtype": "amp_dtype"}
+# set_backend_flags (sotakit.train.fit)
+BACKEND_ARGS = {"deterministic": "use_deterministic_algorithms"}
+# torch.nn.CrossEntropyLoss
+CRITERION_ARGS = {"label_smoothing": "label_smoothing"}
+# tune_resize (sotakit.evaluate): the candidate sizes default to a range around the crop
+RESIZE_TUNING_ARGS = {"crop_size": "val_crop_size", "current": "val_resize_size", "interpolation": "interpolation"}
+# create_run_dir (sotakit.train.rundir): the name is derived in run_dir_kwargs
+RUN_DIR_ARGS = {"output_dir": "output_dir"}
+
+# Used before the edge: the command line maps --data-path to --data; resolve() scales the lr by
+# lr_ref_batch and sets world_size from torchrun; recipe_name is recorded in recipe.toml.
+RESOLVED_FIELDS = ("data_path", "lr_ref_batch", "world_size", "recipe_name", "test_only")
+
+
+def _take(table: dict[str, str], recipe: Recipe) -> dict[str, Any]:
+    return {param: getattr(recipe, field) for param, field in table.items()}
+
+
+def loader_kwargs(recipe: Recipe) -> dict[str, Any]:
+    """make_loaders' arguments."""
+    return _take(LOADER_ARGS, recipe)
+
+
+def param_group_kwargs(recipe: Recipe) -> dict[str, Any]:
+    return _take(PARAM_GROUP_ARGS, recipe)
+
+
+def optimizer_kwargs(recipe: Recipe) -> dict[str, Any]:
+    return _take(OPTIMIZER_ARGS, recipe)
+
+
+def scheduler_kwargs(recipe: Recipe, *, steps_per_epoch: int) -> dict[str, Any]:
+    """build_scheduler's arguments, lengths in epochs or, with --lr-per-step, in steps.
+
+    ExponentialLR's gamma is per epoch in the recipe, so stepped per batch it becomes its
+    ``steps_per_epoch``-th root.
+    """
+    unit = steps_per_epoch if recipe.lr_per_step else 1
+    gamma = recipe.lr_gamma ** (1 / unit) if recipe.lr_scheduler == "exponentiallr" else recipe.lr_gamma
+    return {**_take(SCHEDULER_ARGS, recipe), "total": recipe.epochs * unit,
+            "warmup": recipe.lr_warmup_epochs * unit, "step_size": recipe.lr_step_size * unit, "gamma": gamma}
+
+
+def epoch_kwargs(recipe: Recipe, *, epoch: int) -> dict[str, Any]:
+    """train_one_epoch's recipe arguments for epoch ``epoch``: the EMA only copies during warm-up."""
+    return {**_take(EPOCH_ARGS, recipe), "ema_in_warmup": epoch < recipe.lr_warmup_epochs}
+
+
+def eval_kwargs(recipe: Recipe) -> dict[str, Any]:
+    return _take(EVAL_ARGS, recipe)
+
+
+def model_kwargs(recipe: Recipe) -> dict[str, Any]:
+    return _take(MODEL_ARGS, recipe)
+
+
+def amp_kwargs(recipe: Recipe) -> dict[str, Any]:
+    return _take(AMP_ARGS, recipe)
+
+
+def backend_kwargs(recipe: Recipe) -> dict[str, Any]:
+    return _take(BACKEND_ARGS, recipe)
+
+
+def criterion_kwargs(recipe: Recipe) -> dict[str, Any]:
+    return _take(CRITERION_ARGS, recipe)
+
+
+def resize_tuning_kwargs(recipe: Recipe, *, sizes: list[int] | None = None) -> dict[str, Any]:
+    """tune_resize's arguments: the run's eval crop, its current resize and the sizes to try."""
+    return {**_take(RESIZE_TUNING_ARGS, recipe), "sizes": sizes or default_sizes(recipe.val_crop_size)}
+
+
+def run_dir_kwargs(recipe: Recipe) -> dict[str, Any]:
+    """create_run_dir's arguments: the folder is named by --run-name, else the preset, else the model."""
+    return {**_take(RUN_DIR_ARGS, recipe), "name": recipe.run_name or recipe.recipe_name or recipe.model}
+
+
+def ema_kwargs(recipe: Recipe) -> dict[str, Any] | None:
+    """build_ema's arguments, or None without --model-ema."""
+    return {"decay": 1.0 - ema_alpha(recipe)} if recipe.model_ema else None
+
+
+def ema_alpha(recipe: Recipe) -> float:
+    """The reference's decay adjustment: alpha = (1 - decay) * global_batch * ema_steps / epochs.
+
+    It makes the averaging horizon a fixed fraction of the run whatever the batch and epoch count
+    (the pycls trick the TorchVision blog adopted); the EMA keeps ``1 - alpha`` of itself per update.
+    """
+    adjust = recipe.world_size * recipe.batch_size * recipe.model_ema_steps / recipe.epochs
+    return min(1.0, (1.0 - recipe.model_ema_decay) * adjust)
+
+
+def saver_kwargs(recipe: Recipe) -> dict[str, Any]:
+    """CheckpointSaver's interval: --checkpoint-every as (steps, seconds), 0 for unset."""
+    every_steps, every_s = checkpoint_interval(recipe.checkpoint_every)
+    return {"every_steps": every_steps, "every_s": every_s}
+
+
+def train_crop_at(recipe: Recipe, epoch: int) -> int:
+    """The training crop size of an epoch: fixed, or growing under --progressive-resize.
+
+    Linear from ``progressive_resize`` at epoch 0 to ``train_crop_size`` at 3/4 of the run, then
+    constant, so the last quarter trains at the size the model is evaluated near (fastbook ch. 7).
+    """
+    if not recipe.progressive_resize:
+        return recipe.train_crop_size
+    ramp = max(1, round(0.75 * recipe.epochs) - 1)
+    t = min(1.0, epoch / ramp)
+    return round(recipe.progressive_resize + t * (recipe.train_crop_size - recipe.progressive_resize))
+
+
+def data_epoch_kwargs(recipe: Recipe, *, epoch: int) -> dict[str, Any]:
+    """start_epoch's recipe arguments: the epoch's crop size and the seed of order and workers."""
+    return {"crop_size": train_crop_at(recipe, epoch), "seed": recipe.seed}
+
+
+def warnings_for(recipe: Recipe, steps_per_epoch: int | None = None) -> list[str]:
+    """recipes.warnings_for, plus what only the engine can tell: an EMA horizon longer than the run."""
+    out = recipe_warnings(recipe)
+    if recipe.model_ema and steps_per_epoch:
+        alpha = ema_alpha(recipe)
+        updates = recipe.epochs * steps_per_epoch // recipe.model_ema_steps
+        if alpha < 1.0 and 1.0 / alpha > updates:
+            out.append(
+                f"EMA averages over ~{1 / alpha:.0f} updates but the run makes only {updates}: "
+                f"the EMA model will lag far behind; lower {flag_of('model_ema_decay')} or "
+                f"{flag_of('model_ema_steps')}")
+    return out
+

@@ -1,0 +1,111 @@
+"""The two things that end a run early: a stop request (a signal, or ``stop_at``) and a failure.
+
+A stop is polled at step boundaries and all-reduced, so every rank stops at the same step and
+writes one checkpoint together. A failure is translated into an error that says what to do and
+names the last good checkpoint; under DDP the peers on this host are killed, since they would
+otherwise wait in a collective until the timeout.
+"""
+
+from __future__ import annotations
+
+import signal
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..data import kill_loader_workers
+from .checkpoint import LAST, PREV, CheckpointError
+from .distributed import DistInfo, barrier, kill_local_peers
+from .loop import Interrupted, NonFiniteLossError
+
+
+class RunError(RuntimeError):
+    """A run failed in a way the user can act on; the message names the last good checkpoint."""
+
+
+class StopRequest:
+    """Turns SIGTERM/SIGINT/SIGUSR1 into a flag the loop polls at step boundaries.
+
+    SIGUSR1 is what SLURM sends ahead of a time limit (``--signal``); it is treated as SIGTERM.
+    ``stop_at=(epoch, steps)`` stops as a signal would once ``steps`` steps of ``epoch`` are done.
+    """
+
+    def __init__(self, *, stop_at: tuple[int, int] | None = None):
+        self.signum, self.stop_at = None, tuple(stop_at) if stop_at is not None else None
+        self._old = {}
+
+    def __enter__(self) -> "StopRequest":
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            try:
+                self._old[s] = signal.signal(s, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+    def requested(self, epoch: int, done: int) -> bool:
+        """True once a signal arrived, or at ``stop_at``."""
+        return self.signum is not None or self.stop_at == (epoch, done)
+
+    def stopped(self, e: Interrupted, *, epoch: int, run_dir: Path | None, progress) -> Interrupted:
+        """The stop mid-epoch, after its checkpoint: no rank exits before rank 0 wrote it."""
+        barrier()  # torchrun would kill rank 0 mid-save once another rank exits
+        progress.message(f"stopped ({signal_name(self.signum)}) at epoch {epoch + 1} step {e.step_in_epoch}; "
+                         f"checkpoint written. Continue with: sotakit train --resume {run_dir}")
+        e.signum = self.signum
+        return e
+
+    def at_epoch_end(self, epoch: int, *, run_dir: Path | None, progress) -> Interrupted:
+        """The stop between epochs (the epoch's own checkpoint is the one to resume from)."""
+        progress.message(f"stopped ({signal_name(self.signum)}) after epoch {epoch + 1}. "
+                         f"Continue with: sotakit train --resume {run_dir}")
+        barrier()
+        return Interrupted(0, signum=self.signum)
+
+
+def is_loader_failure(e: RuntimeError) -> bool:
+    """A dead, killed or timed-out DataLoader worker: PyTorch raises a plain RuntimeError naming it."""
+    return "DataLoader" in str(e)
+
+
+@contextmanager
+def failures_as_run_errors(run_dir: Path | None, *, dist_info: DistInfo, dist_timeout: float):
+    """Checkpoint, data-loading and DDP failures become a RunError naming the last good checkpoint;
+    a non-finite loss keeps its type and gains the hint. Anything else passes unchanged."""
+    try:
+        yield
+    except NonFiniteLossError as e:
+        raise NonFiniteLossError(e.epoch, e.step, e.value, e.skipped, hint=last_checkpoint_hint(run_dir)) from None
+    except RunError:
+        raise
+    except CheckpointError as e:
+        kill_local_peers(dist_info)  # they would wait for rank 0 in the next collective
+        raise RunError(f"{e}. {last_checkpoint_hint(run_dir)}") from e
+    except RuntimeError as e:
+        loading = is_loader_failure(e)
+        if not (loading or dist_info.enabled):
+            raise
+        if loading:
+            kill_loader_workers()  # a hung worker would block the interpreter's exit
+        if dist_info.enabled:  # the others would wait in a collective until the timeout
+            kill_local_peers(dist_info)
+        what = "data loading failed" if loading else (
+            f"DDP training failed (a peer died, or did not answer within --dist-timeout {dist_timeout:g}s)")
+        first = str(e).splitlines()[0].rstrip(". ")
+        raise RunError(f"{what}: {first}. {last_checkpoint_hint(run_dir)}") from e
+
+
+def last_checkpoint_hint(run_dir: Path | None) -> str:
+    found = [Path(run_dir) / n for n in (LAST, PREV) if run_dir is not None and (Path(run_dir) / n).exists()]
+    if not found:
+        return "No checkpoint was written yet."
+    return f"The last good checkpoint is {found[0]}; continue with: sotakit train --resume {run_dir}"
+
+
+def signal_name(signum: int | None) -> str:
+    return signal.Signals(signum).name if signum is not None else "stop_at"
