@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import default_collate
 from torchvision.transforms import v2
 
+from .samplers import batch_seed
 from .transforms import BatchFinish
 
 
@@ -31,7 +32,7 @@ class Collate:
         if len(batch[0]) == 3:  # (image, target, seed): batch-level randomness seeded by the first sample
             images, targets, keys = default_collate(batch)
             with torch.random.fork_rng(devices=[]):
-                torch.default_generator.manual_seed(int(keys[0]) ^ 0x5EED)  # CPU only, as fork_rng restores
+                torch.default_generator.manual_seed(batch_seed(keys[0]))  # CPU only, as fork_rng restores
                 return self._finish(images, targets)
         return self._finish(*default_collate(batch))
 

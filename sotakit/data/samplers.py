@@ -69,6 +69,11 @@ def sample_seed(*counters: int) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
+def batch_seed(first_sample_seed: int) -> int:
+    """The seed of a batch's own randomness (MixUp/CutMix, erasing): derived from its first sample's."""
+    return int(first_sample_seed) ^ 0x5EED
+
+
 class ResumableSampler(Sampler[tuple[int, int]]):
     """Wraps an epoch-seeded sampler so an epoch can start after its first ``skip`` samples.
 

@@ -147,9 +147,10 @@ class CheckpointSaver:
     """
 
     def __init__(self, run_dir: Path | None, *, meta: dict, steps_per_epoch: int, every_steps: int = 0,
-                 every_s: float = 0.0, dist_info: DistInfo = DistInfo(), device: torch.device | str = "cpu"):
+                 every_s: float = 0.0, dist_info: DistInfo | None = None, device: torch.device | str = "cpu"):
         self.run_dir, self.meta, self.steps_per_epoch = run_dir, meta, steps_per_epoch
-        self.every_steps, self.every_s, self.dist_info, self.device = every_steps, every_s, dist_info, device
+        self.every_steps, self.every_s, self.device = every_steps, every_s, device
+        self.dist_info = dist_info or DistInfo()
         self.last_save = time.perf_counter()
 
     def save(self, parts: dict[str, Any], totals: RunTotals, *, epoch: int, step: int, best: bool = False) -> None:
