@@ -8,21 +8,16 @@ when none of those has it; offline, it says exactly where it looked and how to f
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from filelock import FileLock
 
 # Aliased because ``locate`` has a ``download: bool`` parameter.
 from .download import DownloadError, Progress, extract
 from .download import download as download_file
-
-try:  # serialises concurrent downloads (e.g. one per torchrun rank); POSIX only
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 LAYOUTS = ("idx", "cifar-binary", "imagefolder")
 
@@ -270,18 +265,6 @@ def _writable_target(name: str, data_root: str | os.PathLike | None) -> Path | N
     return None
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a") as f:
-        if fcntl is not None:
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _url(file: RemoteFile, base_url: str | None) -> str:
     base = base_url if base_url is not None else os.environ.get(MIRROR_ENV)
     return f"{base.rstrip('/')}/{file.filename}" if base else file.url
@@ -289,8 +272,9 @@ def _url(file: RemoteFile, base_url: str | None) -> str:
 
 def _fetch(spec: DatasetSpec, target: Path, base_url: str | None, progress: Progress | None) -> Path:
     """Download (or reuse already verified) files into ``target``, unpack, return the ready folder."""
-    # Another process (e.g. another DDP rank) may be fetching the same data set right now.
-    with _locked(target / ".lock"):
+    # Another process (e.g. another DDP rank) may be fetching the same data set right now; filelock
+    # waits for it portably (flock on POSIX, msvcrt on Windows).
+    with FileLock(target / ".lock"):
         if (ready := find_ready(spec, target)) is not None:
             return ready
         for f in spec.files:
