@@ -110,7 +110,8 @@ def test_legacy_python_folder_on_disk_is_read_without_network(tmp_path):
     folder = locate("cifar10", root, base_url=dead_url())  # a dead mirror: found on disk, not fetched
     assert folder == root / "cifar10" / "cifar-10-batches-py"
     (train_x, train_y), (test_x, test_y) = load_cifar10(folder, classes=CLASSES)
-    assert bytes(test_x.flatten().tolist()) == tree["test_batch"][0] and test_y.tolist() == tree["test_batch"][1]
+    assert bytes(test_x.flatten().tolist()) == tree["test_batch"][0]
+    assert test_y.tolist() == tree["test_batch"][1]
     assert bytes(train_x.flatten().tolist()) == b"".join(tree[f"data_batch_{i}"][0] for i in range(1, 6))
 
     # Both versions on disk: the binary one wins.

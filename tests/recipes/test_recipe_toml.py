@@ -86,4 +86,5 @@ def test_every_field_round_trips_with_a_non_default_value(tmp_path):
     r = dataclasses.replace(Recipe(), **changes)  # replace: no validation, any string goes
     path = tmp_path / "recipe.toml"
     path.write_text(dump_recipe(r))
-    assert tomllib.loads(path.read_text())["recipe"] == {k: v for k, v in r.to_dict().items() if v is not None}
+    written = {k: v for k, v in r.to_dict().items() if v is not None}
+    assert tomllib.loads(path.read_text())["recipe"] == written
