@@ -8,23 +8,18 @@ when none of those has it; offline, it says exactly where it looked and how to f
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from filelock import FileLock
 
 # Aliased because ``locate`` has a ``download: bool`` parameter.
 from .download import DownloadError, Progress, extract
 from .download import download as download_file
 
-try:  # serialises concurrent downloads (e.g. one per torchrun rank); POSIX only
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
-LAYOUTS = ("idx", "cifar-python", "imagefolder")
+LAYOUTS = ("idx", "cifar-binary", "imagefolder")
 
 # Where downloads go when neither data_root nor $SOTAKIT_DATA is given; also searched last.
 DEFAULT_CACHE = Path.home() / ".cache" / "sotakit" / "data"
@@ -38,7 +33,9 @@ SYSTEM_DIRS: dict[str, tuple[Path, str]] = {
 MIRROR_ENV = "SOTAKIT_MIRROR"
 DATA_ENV = "SOTAKIT_DATA"
 
-CIFAR_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+CIFAR_BATCHES = tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",)
+# The python version's pickled batches, still read when already on disk (see cifar.py).
+CIFAR_PYTHON_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -77,9 +74,12 @@ class DatasetSpec:
         mean: Per-channel RGB mean of the training set, for ``Normalize``.
         std: Per-channel RGB standard deviation of the training set.
         files: The remote files making up the data set.
-        layout: ``"idx"`` (gzip IDX files), ``"cifar-python"`` (pickled batches) or
-            ``"imagefolder"`` (``train/<class>/*`` and ``val/<class>/*``).
+        layout: ``"idx"`` (gzip IDX files), ``"cifar-binary"`` (CIFAR's binary batches; a legacy
+            folder of its pickled python batches is read too) or ``"imagefolder"``
+            (``train/<class>/*`` and ``val/<class>/*``).
         folder: Name of the folder the archive unpacks to (None for ``"idx"``).
+        legacy_folder: Folder of an older packaging that is used when already on disk but never
+            downloaded (CIFAR-10's ``cifar-10-batches-py``).
     """
 
     name: str
@@ -90,6 +90,7 @@ class DatasetSpec:
     files: tuple[RemoteFile, ...]
     layout: str
     folder: str | None = None
+    legacy_folder: str | None = None
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -133,16 +134,20 @@ _CIFAR10 = DatasetSpec(
     mean=(0.4914, 0.4822, 0.4465),
     std=(0.2470, 0.2435, 0.2616),
     files=(
+        # The binary version: fixed-size records, read without pickle (cifar.py).
         RemoteFile(
-            "cifar-10-python.tar.gz",
-            "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-            # SHA-256: keras.datasets.cifar10 (file_hash); MD5: torchvision.datasets.CIFAR10.
-            "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
-            "c58f30108f718f92721af3b95e74349a",
+            "cifar-10-binary.tar.gz",
+            "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+            # SHA-256: tensorflow/datasets url_checksums/cifar10.txt (170052171 bytes); MD5: the data
+            # set's page, https://www.cs.toronto.edu/~kriz/cifar.html.
+            "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
+            "c32a1d4ab5d03f1284b67883e8d87530",
         ),
     ),
-    layout="cifar-python",
-    folder="cifar-10-batches-py",
+    layout="cifar-binary",
+    folder="cifar-10-batches-bin",
+    # Unpacked from cifar-10-python.tar.gz, which sotakit downloaded before; read if already there.
+    legacy_folder="cifar-10-batches-py",
 )
 
 # --- Imagenette / Imagewoof (fast.ai) ------------------------------------------------------------
@@ -214,16 +219,18 @@ def get_spec(name: str) -> DatasetSpec:
 def _ready_in(spec: DatasetSpec, folder: Path) -> bool:
     if spec.layout == "idx":
         return all((folder / f.filename).is_file() for f in spec.files)
-    if spec.layout == "cifar-python":
-        return all((folder / b).is_file() for b in CIFAR_BATCHES)
+    if spec.layout == "cifar-binary":
+        return (all((folder / b).is_file() for b in CIFAR_BATCHES)
+                or all((folder / b).is_file() for b in CIFAR_PYTHON_BATCHES))
     return (folder / "train").is_dir() and (folder / "val").is_dir()
 
 
 def find_ready(spec: DatasetSpec, root: Path) -> Path | None:
     """The folder under ``root`` (itself or ``<root>/<name>/``, each possibly holding the unpacked
-    ``spec.folder``) that holds the data set ready to read, or None."""
+    ``spec.folder`` or ``spec.legacy_folder``) that holds the data set ready to read, or None."""
+    subfolders = [f for f in (spec.folder, spec.legacy_folder) if f]
     for base in (root, root / spec.name):
-        for folder in (base, base / spec.folder) if spec.folder else (base,):
+        for folder in (base, *(base / f for f in subfolders)):
             if _ready_in(spec, folder):
                 return folder
     return None
@@ -258,18 +265,6 @@ def _writable_target(name: str, data_root: str | os.PathLike | None) -> Path | N
     return None
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a") as f:
-        if fcntl is not None:
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _url(file: RemoteFile, base_url: str | None) -> str:
     base = base_url if base_url is not None else os.environ.get(MIRROR_ENV)
     return f"{base.rstrip('/')}/{file.filename}" if base else file.url
@@ -277,8 +272,9 @@ def _url(file: RemoteFile, base_url: str | None) -> str:
 
 def _fetch(spec: DatasetSpec, target: Path, base_url: str | None, progress: Progress | None) -> Path:
     """Download (or reuse already verified) files into ``target``, unpack, return the ready folder."""
-    # Another process (e.g. another DDP rank) may be fetching the same data set right now.
-    with _locked(target / ".lock"):
+    # Another process (e.g. another DDP rank) may be fetching the same data set right now; filelock
+    # waits for it portably (flock on POSIX, msvcrt on Windows).
+    with FileLock(target / ".lock"):
         if (ready := find_ready(spec, target)) is not None:
             return ready
         for f in spec.files:
@@ -318,8 +314,9 @@ def locate(
             mirrors; ``$SOTAKIT_MIRROR`` does the same).
 
     Returns:
-        For ``idx`` the folder with the gz files, for ``cifar-python`` the ``cifar-10-batches-py``
-        folder, for ``imagefolder`` the folder holding ``train/`` and ``val/``.
+        For ``idx`` the folder with the gz files, for ``cifar-binary`` the ``cifar-10-batches-bin``
+        folder (or a ``cifar-10-batches-py`` folder already on disk), for ``imagefolder`` the folder
+        holding ``train/`` and ``val/``.
 
     Raises:
         ValueError: Unknown ``name`` (the closest known name is suggested).
@@ -357,7 +354,9 @@ def _not_found_message(spec: DatasetSpec, roots: list[tuple[Path, str]], failure
     if spec.layout == "idx":
         lines.append(f"  - --data-root PATH or ${DATA_ENV}=PATH, PATH being a folder holding {wanted}")
     else:
-        lines.append(f"  - --data-root PATH or ${DATA_ENV}=PATH, PATH holding the unpacked {spec.folder}/ folder")
+        older = f" (or an older {spec.legacy_folder}/)" if spec.legacy_folder else ""
+        lines.append(f"  - --data-root PATH or ${DATA_ENV}=PATH, PATH holding the unpacked {spec.folder}/ "
+                     f"folder{older}")
         lines.append(f"  - copy {wanted} into PATH/{spec.name}/ and rerun with downloading allowed: "
                      "it is verified and unpacked without network")
     urls = ", ".join(f.url for f in spec.files)

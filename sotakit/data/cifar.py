@@ -1,26 +1,109 @@
-"""CIFAR-10 "python version" batches as uint8 tensors, read without running any pickled code.
+"""CIFAR-10 as uint8 tensors, read from the data set's binary version: no pickle, no code can run.
 
-``pickle.load`` on a downloaded file runs whatever callables the file names, so a tampered batch
-could execute arbitrary code. The batches are plain dicts of bytes, ints and lists plus one
-numpy array, so ``_DataUnpickler`` refuses every global except the three that rebuild a numpy
-array, and maps those to inert local stand-ins that only record the raw bytes, shape and dtype:
-no numpy (or any other) code is called, and nothing else can be named by the file.
+``cifar-10-binary.tar.gz`` unpacks to ``cifar-10-batches-bin/``: ``data_batch_1.bin`` ..
+``data_batch_5.bin`` and ``test_batch.bin``, each a run of fixed-size records of 1 label byte and
+3,072 pixel bytes (the 1,024 red, then green, then blue values of a 32x32 image, row-major), and
+``batches.meta.txt`` with the class names one per line in label order
+(https://www.cs.toronto.edu/~kriz/cifar.html, "Binary version"). Reading it is slicing bytes.
+
+Legacy: a ``cifar-10-batches-py`` folder (the "python version", which sotakit downloaded before)
+that is already on disk is still read. ``pickle.load`` on it would run whatever callables the file
+names, so ``_DataUnpickler`` refuses every global except the three that rebuild a numpy array, and
+maps those to inert local stand-ins that only record the raw bytes, shape and dtype: no numpy (or
+any other) code is called, and nothing else can be named by the file. That path exists only for
+copies already on disk; nothing downloads the python version any more.
 """
 
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+BINARY_TRAIN = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+BINARY_TEST = "test_batch.bin"
+BINARY_META = "batches.meta.txt"
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))  # legacy python version
 TEST_BATCH = "test_batch"
 NUM_CLASSES = 10
 ROW = 3 * 32 * 32  # one image: 1024 red, then 1024 green, then 1024 blue bytes, row-major
+RECORD = 1 + ROW  # binary version: the label byte, then the image
+
+Split = tuple[torch.Tensor, torch.Tensor]
 
 
+def load_cifar10(folder: Path, classes: Sequence[str] | None = None) -> tuple[Split, Split]:
+    """Read a ``cifar-10-batches-bin`` folder, or a legacy ``cifar-10-batches-py`` one.
+
+    The binary version is read whenever ``data_batch_1.bin`` is there or the python version's
+    ``data_batch_1`` is not.
+
+    Args:
+        folder: Folder holding the five training batches and the test batch.
+        classes: Expected class names in label order; checked against ``batches.meta.txt`` when the
+            folder has one (binary version).
+
+    Returns:
+        ``((train_x, train_y), (test_x, test_y))``: images uint8 ``N x 3 x 32 x 32``, labels int64.
+
+    Raises:
+        FileNotFoundError: A batch is missing.
+        ValueError: A batch is corrupt or has unexpected sizes or labels; the class names differ from
+            ``classes``; a legacy python batch names code (refused unpickling).
+    """
+    folder = Path(folder)
+    binary = (folder / BINARY_TRAIN[0]).is_file() or not (folder / TRAIN_BATCHES[0]).is_file()
+    if binary:
+        if classes is not None and (folder / BINARY_META).is_file():
+            _check_classes(folder / BINARY_META, classes)
+        read, names = _read_binary_batch, (*BINARY_TRAIN, BINARY_TEST)
+    else:
+        read, names = _read_batch, (*TRAIN_BATCHES, TEST_BATCH)
+    train = [read(folder / b) for b in names[:-1]]
+    test_x, test_y = read(folder / names[-1])
+    train_x = torch.cat([x for x, _ in train])
+    train_y = torch.cat([y for _, y in train])
+    return (train_x, train_y), (test_x, test_y)
+
+
+def read_class_names(path: Path) -> list[str]:
+    """The class names of ``batches.meta.txt``, one per non-empty line (the file ends in blank lines)."""
+    return [line.strip() for line in Path(path).read_text(encoding="ascii").splitlines() if line.strip()]
+
+
+def _check_classes(path: Path, classes: Sequence[str]) -> None:
+    try:
+        found = read_class_names(path)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is unreadable ({e}); delete {path.parent} to download it again") from e
+    if found != list(classes):
+        raise ValueError(f"{path} names the classes {found}, expected CIFAR-10's {list(classes)}: "
+                         f"{path.parent} holds another data set; delete it to download CIFAR-10 again")
+
+
+def _read_binary_batch(path: Path) -> Split:
+    """One binary batch: records of a label byte and ``ROW`` pixel bytes."""
+    if not path.is_file():
+        raise FileNotFoundError(f"CIFAR-10 batch {path} is missing; "
+                                f"delete {path.parent} to download it again")
+    raw = bytearray(path.read_bytes())
+    if not raw or len(raw) % RECORD:
+        raise ValueError(f"{path} holds {len(raw)} bytes, not a whole number of {RECORD}-byte CIFAR-10 "
+                         f"records; delete {path.parent} to download it again")
+    records = torch.frombuffer(raw, dtype=torch.uint8).view(-1, RECORD)
+    labels = records[:, 0].to(torch.int64)
+    if labels.max().item() >= NUM_CLASSES:
+        bad = int(torch.nonzero(labels >= NUM_CLASSES)[0])
+        raise ValueError(f"{path}: record {bad} has label {int(labels[bad])}, outside 0..{NUM_CLASSES - 1}; "
+                         f"delete {path.parent} to download it again")
+    # clone: the images get their own contiguous storage instead of a strided view into ``raw``.
+    return records[:, 1:].reshape(-1, 3, 32, 32).clone(), labels
+
+
+# --- legacy: the python version, already on disk -------------------------------------------------
 class _Array:
     """Stand-in for ``numpy.ndarray``: keeps the pickled state, interprets nothing."""
 
@@ -127,24 +210,3 @@ def _decode(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
     images = torch.frombuffer(bytearray(raw), dtype=torch.uint8).reshape(n, 3, 32, 32)
     return images, torch.tensor(labels, dtype=torch.int64)
-
-
-def load_cifar10(folder: Path) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """Read the ``cifar-10-batches-py`` folder.
-
-    Args:
-        folder: Folder holding ``data_batch_1`` .. ``data_batch_5`` and ``test_batch``.
-
-    Returns:
-        ``((train_x, train_y), (test_x, test_y))``: images uint8 ``N x 3 x 32 x 32``, labels int64.
-
-    Raises:
-        FileNotFoundError: A batch is missing.
-        ValueError: A batch is corrupt, has unexpected shapes, or names code (refused unpickling).
-    """
-    folder = Path(folder)
-    train = [_read_batch(folder / b) for b in TRAIN_BATCHES]
-    test_x, test_y = _read_batch(folder / TEST_BATCH)
-    train_x = torch.cat([x for x, _ in train])
-    train_y = torch.cat([y for _, y in train])
-    return (train_x, train_y), (test_x, test_y)

@@ -173,9 +173,9 @@ def load_data(data: str, data_root: str | None = None) -> DataBundle:
     folder = catalog.locate(data, data_root)  # raises with the places tried and the remedies
     if spec.layout == "idx":
         train, test = load_idx_pair(folder, "train"), load_idx_pair(folder, "t10k")
-    elif spec.layout == "cifar-python":
+    elif spec.layout == "cifar-binary":
         from .cifar import load_cifar10
-        (trx, try_), (tex, tey) = load_cifar10(folder)
+        (trx, try_), (tex, tey) = load_cifar10(folder, classes=spec.classes)
         train, test = TensorSource(trx, try_), TensorSource(tex, tey)
     else:
         bundle = load_image_folder(folder, name=spec.name, classes=list(spec.classes), mean=spec.mean,

@@ -5,6 +5,11 @@ from the reference defaults). A ladder lists stacked steps, each holding only th
 every step is also a preset by name. ``resolve`` applies the documented scaling rules (image size,
 batch/learning rate, device, workers) so a recipe written for 8 GPUs on ImageNet runs sensibly on
 one CPU on 28 px images.
+
+Recipe files are read with ``tomllib`` and written with ``tomlkit``, which escapes every string
+correctly and keeps the ``# key = (unset)`` comments for None fields (TOML has no null). That one
+third-party import is allowed here: ``recipes`` is a leaf of sotakit's imports (it imports nothing
+from sotakit), not of third-party ones.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import tomlkit
 
 from .recipe import FIELDS, Recipe, RecipeError, closest, make_recipe
 
@@ -115,24 +122,20 @@ def load_recipe(path: str | Path, base: Recipe | None = None, **extra: Any) -> R
 
 def dump_recipe(recipe: Recipe, meta: dict[str, Any] | None = None) -> str:
     """TOML text of a recipe (None values are written as comments, TOML having no null)."""
-    lines = []
+    doc = tomlkit.document()
     if meta:
-        lines.append("[meta]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in meta.items()]
-        lines.append("")
-    lines.append("[recipe]")
+        table = tomlkit.table()
+        for k, v in meta.items():
+            table.add(k, v)
+        doc.add("meta", table)
+    table = tomlkit.table()
     for k, v in recipe.to_dict().items():
-        lines.append(f"# {k} = (unset)" if v is None else f"{k} = {_toml_value(v)}")
-    return "\n".join(lines) + "\n"
-
-
-def _toml_value(v: Any) -> str:
-    # Hand-written because tomllib only reads; values here are flat scalars, so repr rules suffice.
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if v is None:
+            table.add(tomlkit.comment(f"{k} = (unset)"))
+        else:
+            table.add(k, v)
+    doc.add("recipe", table)
+    return tomlkit.dumps(doc)
 
 
 SMALL_IMAGE = 64  # images at most this many pixels a side count as "small"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
@@ -125,11 +127,12 @@ def flag_of(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+@functools.cache  # get_type_hints evaluates every annotation of Recipe: ~0.4 ms a call
 def field_type(name: str) -> type:
     """The scalar type of a field (Optional[...] unwrapped)."""
-    t = FIELDS[name].type
-    t = t.replace("Optional[", "").rstrip("]") if isinstance(t, str) else t
-    return {"str": str, "int": int, "float": float, "bool": bool}[t]
+    hint = typing.get_type_hints(Recipe)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]  # Optional[X] is Union[X, None]
+    return args[0] if args else hint
 
 
 class RecipeError(ValueError):

@@ -108,11 +108,8 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _tensors(obj):
@@ -148,6 +145,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path, *, keep_previous: b
     checks the free space first. With ``keep_previous`` the old file becomes ``checkpoint-prev.pt``
     and the manifest beside it records the new file's hash with ``meta`` (epoch, step).
     """
+    # By hand: torch.save alone writes in place (a crash tears the file), never verifies, rotates nothing.
     path = Path(path)
     bad = non_finite_keys(state)
     if bad:

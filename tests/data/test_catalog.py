@@ -1,5 +1,8 @@
 """locate() finds, downloads, verifies and unpacks data sets in their real layouts; CIFAR loads safely.
 
+CIFAR-10 comes from its binary version (records of a label byte and 3,072 pixel bytes); a folder of
+the python version's pickled batches already on disk is still read, without running any code.
+
 Tiny archives in the real layouts are served from a loopback server; the catalog entries are swapped
 for copies carrying these archives' checksums, so the real names, folders and layouts are exercised.
 """
@@ -21,6 +24,7 @@ import torch
 from sotakit.data import catalog
 from sotakit.data.catalog import DataNotFoundError, RemoteFile, locate
 from sotakit.data.cifar import load_cifar10, load_pickle
+from sotakit.data.datasets import load_data
 from sotakit.data.download import sha256_of
 
 try:  # tests/data as a package, or plain rootdir-relative modules
@@ -99,7 +103,25 @@ def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+def cifar_records(raw: bytes, labels: list[int]) -> bytes:
+    """A binary-version batch: per image its label byte, then its 3,072 pixel bytes."""
+    return b"".join(bytes([y]) + raw[i * 3072:(i + 1) * 3072] for i, y in enumerate(labels))
+
+
+def cifar_binary_archive(path: Path, tree: dict[str, tuple[bytes, list[int]]], meta: str | None = None) -> Path:
+    """``cifar-10-binary.tar.gz`` as the Toronto page ships it (batches.meta.txt ends in blank lines)."""
+    if meta is None:
+        meta = "\n".join(catalog.SPECS["cifar10"].classes) + "\n\n"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, (raw, labels) in tree.items():
+            add(tar, f"cifar-10-batches-bin/{name}.bin", cifar_records(raw, labels))
+        add(tar, "cifar-10-batches-bin/batches.meta.txt", meta.encode())
+        add(tar, "cifar-10-batches-bin/readme.html", b"<meta HTTP-EQUIV=\"REFRESH\">")
+    return path
+
+
 def cifar_archive(path: Path, tree: dict[str, tuple[bytes, list[int]]]) -> Path:
+    """The python version (``cifar-10-python.tar.gz``), which sotakit no longer downloads."""
     with tarfile.open(path, "w:gz") as tar:
         for name, (raw, labels) in tree.items():
             add(tar, f"cifar-10-batches-py/{name}", cifar_batch_pickle(raw, labels))
@@ -123,13 +145,13 @@ def test_locate_downloads_cifar_into_real_layout_once(tmp_path, monkeypatch):
     served = tmp_path / "served"
     served.mkdir()
     tree = cifar_tree()
-    cifar_archive(served / "cifar-10-python.tar.gz", tree)
+    cifar_binary_archive(served / "cifar-10-binary.tar.gz", tree)
     pin(monkeypatch, "cifar10", served)
-    with RangeServer({"cifar-10-python.tar.gz": (served / "cifar-10-python.tar.gz").read_bytes()}) as srv:
+    with RangeServer({"cifar-10-binary.tar.gz": (served / "cifar-10-binary.tar.gz").read_bytes()}) as srv:
         root = tmp_path / "root"
         folder = locate("cifar10", root, base_url=srv.url)
-        assert folder == root / "cifar10" / "cifar-10-batches-py"
-        assert (folder / "batches.meta").is_file()
+        assert folder == root / "cifar10" / "cifar-10-batches-bin"
+        assert (folder / "batches.meta.txt").is_file()
         assert not list((root / "cifar10").glob(".extract-*"))
         assert locate("cifar10", root, base_url=srv.url) == folder
         assert len(srv.requests) == 1  # the second call found it on disk
@@ -198,13 +220,13 @@ def test_checksum_mismatch_raises_and_leaves_no_file(tmp_path, monkeypatch):
 def test_resumes_interrupted_archive_download(tmp_path, monkeypatch):
     served = tmp_path / "served"
     served.mkdir()
-    archive = cifar_archive(served / "cifar-10-python.tar.gz", cifar_tree(n=20))
+    archive = cifar_binary_archive(served / "cifar-10-binary.tar.gz", cifar_tree(n=20))
     pin(monkeypatch, "cifar10", served)
     data = archive.read_bytes()
     target = tmp_path / "root" / "cifar10"
     target.mkdir(parents=True)
-    (target / "cifar-10-python.tar.gz.part").write_bytes(data[: len(data) // 2])  # an earlier attempt
-    with RangeServer({"cifar-10-python.tar.gz": data}) as srv:
+    (target / "cifar-10-binary.tar.gz.part").write_bytes(data[: len(data) // 2])  # an earlier attempt
+    with RangeServer({"cifar-10-binary.tar.gz": data}) as srv:
         locate("cifar10", tmp_path / "root", base_url=srv.url)
     [(_, rng, status, sent)] = srv.requests
     assert (rng, status) == (f"bytes={len(data) // 2}-", 206) and sent < len(data)

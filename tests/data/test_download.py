@@ -51,6 +51,15 @@ def test_checksum_mismatch_raises_and_leaves_no_file(server, tmp_path):
     assert not dest.with_name("blob.bin.part").exists()
 
 
+def test_file_hash_covers_every_block(tmp_path):
+    """Hashing a file on disk (hashlib.file_digest) sees all of a file several read blocks long."""
+    data = bytes(range(251)) * 12_000 + b"tail"  # ~2.9 MiB, not a multiple of any block size
+    (tmp_path / "f").write_bytes(data)
+    assert sha256_of(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+    (tmp_path / "f").write_bytes(data[:-1] + b"T")
+    assert sha256_of(tmp_path / "f") != hashlib.sha256(data).hexdigest()
+
+
 def test_md5_only_is_verified(server, tmp_path):
     good = hashlib.md5(PAYLOAD).hexdigest()
     assert download(f"{server.url}/blob.bin", tmp_path / "a", None, md5=good).read_bytes() == PAYLOAD

@@ -132,3 +132,41 @@ def test_sample_grid_is_seeded_and_shows_mixing(run):
     loaders.train_sampler.set_epoch(0)
     _, targets = next(iter(loaders.train))
     assert targets.ndim == 2 and (targets.max(dim=1).values < 1).any()  # MixUp/CutMix targets are shares
+
+
+MARKUP_CLASSES = ("<img src=x onerror=alert(1)>", 'a&b"', "cat")  # folder names cannot hold "/"
+
+
+@pytest.mark.slow
+def test_class_folder_names_are_text_never_markup(tmp_path):
+    data = make_image_folder(tmp_path / "imgs", classes=MARKUP_CLASSES, per_class=(4, 2))
+    with single_thread():
+        res = fit(tiny_recipe(data, tmp_path), verbose=False)
+    text = write_report(res.run_dir, out=tmp_path / "r.html", say=lambda *a: None).read_text()
+    page = Page(text)
+    assert "&lt;img src=x onerror=alert(1)&gt;" in text and "a&amp;b&#34;" in text
+    assert "onerror=alert(1)>" not in text and 'a&b"' not in text
+    # The only <img> tags are the four figures (curves, throughput, confusion, samples), none from a class.
+    assert page.tags.count("img") == len(page.srcs) == 4
+    assert all(s.startswith("data:image/png;base64,") for s in page.srcs)
+    rows = [page.cells[i:i + 4] for i, c in enumerate(page.cells) if c in MARKUP_CLASSES]
+    assert [r[0] for r in rows] == sorted(MARKUP_CLASSES) and all(r[1] == "2" for r in rows)
+
+
+def test_every_value_in_the_template_is_escaped():
+    """A hostile string in every slot of both page kinds comes out as text: no tag but the template's."""
+    from sotakit.experiments.report import render_page
+    evil = '<script>alert("x")</script>&\'"'
+    run = {"status": evil, "summary": [[evil, evil]], "figures": [{"heading": evil, "alt": evil, "png": "AA=="}],
+           "test": {"epoch": evil, "step": evil, "images": evil, "samples_png": "AA==", "data": [[evil, evil]],
+                    "models": [{"label": evil, "acc1": evil, "png": "AA==", "per_class": [[evil, 1, 1, evil]]}]},
+           "recipe_text": evil, "environment_note": evil, "environment": [[evil, evil]]}
+    ablation = {"table": {"header": [evil], "rows": [[evil]], "paragraphs": [evil]}, "plot_png": "AA==",
+                "finished": 1, "runs": [{"cells": [evil], "href": evil, "last": evil},
+                                        {"cells": [evil], "href": None, "last": evil}]}
+    for context in ({"title": evil, "run": run}, {"title": evil, "ablation": ablation}):
+        text = render_page(context)
+        page = Page(text)
+        assert "script" not in page.tags and "<script" not in text and evil in "".join(page.text)
+        assert all(h in ("AA==", evil) or h.startswith("data:") for h in page.srcs + page.hrefs)
+        assert f'<a href="{evil}"' not in text
