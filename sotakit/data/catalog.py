@@ -152,8 +152,8 @@ _CIFAR10 = DatasetSpec(
 
 # --- Imagenette / Imagewoof (fast.ai) ------------------------------------------------------------
 _FASTAI = "https://s3.amazonaws.com/fast-ai-imageclas/"
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 # wnid -> ImageNet-1k class name (torchvision's _IMAGENET_CATEGORIES spelling). ImageFolder sorts
 # the wnid folders, so label i is the i-th wnid in sorted order.
 _IMAGENETTE_WNIDS = {
@@ -191,8 +191,8 @@ def _fastai_spec(name: str, folder: str, wnids: dict[str, str], size: int, sha: 
         name=name,
         classes=tuple(wnids[w] for w in sorted(wnids)),
         native_size=size,
-        mean=_IMAGENET_MEAN,
-        std=_IMAGENET_STD,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
         files=(RemoteFile(archive, _FASTAI + archive, sha, md5),),
         layout="imagefolder",
         folder=folder,

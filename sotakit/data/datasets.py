@@ -22,11 +22,10 @@ from torchvision import tv_tensors
 from torchvision.datasets.folder import find_classes
 
 from . import catalog
+from .catalog import IMAGENET_MEAN, IMAGENET_STD
 from .folder_index import scan_folder
 from .images import EXTENSION_FORMATS, ImageRejected, read_image
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class TensorSource:

@@ -60,7 +60,8 @@ def _check(path: Path, sha256: str | None, md5: str | None, alt_sha256: Iterable
     return actual == md5.lower(), f"md5 {md5}", f"md5 {actual}"
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable; a file system that cannot fsync a folder is left as it is."""
     # Without this the rename itself may be lost on power failure even though the data was synced.
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -128,7 +129,7 @@ def download(
         raise DownloadError(f"checksum mismatch for {url}: expected {expected}, got {actual}")
 
     os.replace(part, dest)
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
     return dest
 
 
@@ -264,7 +265,7 @@ def extract(archive: Path, dest_dir: Path) -> Path:
                 trash = Path(tempfile.mkdtemp(prefix=prefix, dir=dest_dir))
                 os.replace(final, trash / name)
             os.replace(tmp / name, final)
-        _fsync_dir(dest_dir)
+        fsync_dir(dest_dir)
     finally:
         for leftover in dest_dir.glob(prefix + "*"):
             shutil.rmtree(leftover, ignore_errors=True)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.download import fsync_dir
 from ..faults import fault_count
 
 LAST, PREV, MANIFEST = "checkpoint-last.pt", "checkpoint-prev.pt", "checkpoints.json"
@@ -95,16 +96,8 @@ def _atomic_write(path: Path, write, *, before_replace=None, kill_after: int | N
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path, sha, w.size
-
-
-def _fsync_dir(folder: Path) -> None:
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def file_sha256(path: str | Path) -> str:
