@@ -236,8 +236,15 @@ def _ignore_signals(worker_id: int) -> None:
 def kill_loader_workers() -> int:
     """SIGKILL this process's DataLoader workers; returns how many. For the error path only: a hung
     (stopped, deadlocked) worker ignores the SIGTERM torch and multiprocessing send on shutdown,
-    and multiprocessing's exit handler would then wait for it forever."""
+    and multiprocessing's exit handler would then wait for it forever.
+
+    DataLoader's SIGCHLD handler is switched off first: the iterator that registered the workers is
+    still alive in the traceback, so each death would raise "worker killed" again, anywhere, and
+    replace the error being reported.
+    """
     import multiprocessing
+    import signal
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     workers = [c for c in multiprocessing.active_children()
                if getattr(getattr(c, "_target", None), "__name__", "") == "_worker_loop"]
     for w in workers:

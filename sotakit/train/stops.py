@@ -68,9 +68,11 @@ class StopRequest:
         return Interrupted(0, signum=self.signum)
 
 
-def is_loader_failure(e: RuntimeError) -> bool:
-    """A dead, killed or timed-out DataLoader worker: PyTorch raises a plain RuntimeError naming it."""
-    return "DataLoader" in str(e)
+def is_loader_failure(e: BaseException) -> bool:
+    """A dead, killed or timed-out DataLoader worker. PyTorch raises a plain RuntimeError naming the
+    DataLoader; a worker killed while it sends a batch can instead surface as a broken connection
+    (ConnectionResetError, EOFError) from the queue, before the worker's death is noticed."""
+    return isinstance(e, (ConnectionError, EOFError)) or "DataLoader" in str(e)
 
 
 @contextmanager
@@ -86,7 +88,7 @@ def failures_as_run_errors(run_dir: Path | None, *, dist_info: DistInfo, dist_ti
     except CheckpointError as e:
         kill_local_peers(dist_info)  # they would wait for rank 0 in the next collective
         raise RunError(f"{e}. {last_checkpoint_hint(run_dir)}") from e
-    except RuntimeError as e:
+    except (RuntimeError, ConnectionError, EOFError) as e:
         loading = is_loader_failure(e)
         if not (loading or dist_info.enabled):
             raise
@@ -96,7 +98,7 @@ def failures_as_run_errors(run_dir: Path | None, *, dist_info: DistInfo, dist_ti
             kill_local_peers(dist_info)
         what = "data loading failed" if loading else (
             f"DDP training failed (a peer died, or did not answer within --dist-timeout {dist_timeout:g}s)")
-        first = str(e).splitlines()[0].rstrip(". ")
+        first = (str(e).splitlines() or [type(e).__name__])[0].rstrip(". ")
         raise RunError(f"{what}: {first}. {last_checkpoint_hint(run_dir)}") from e
 
 

@@ -28,6 +28,9 @@ def test_failures_become_run_errors_that_name_the_checkpoint(tmp_path):
                                        r"sotakit train --resume "):
         with failures_as_run_errors(tmp_path, dist_info=one, dist_timeout=60):
             raise RuntimeError("DataLoader worker (pid 7) exited unexpectedly.\nmore")
+    with pytest.raises(RunError, match=r"^data loading failed: \[Errno 104\] Connection reset by peer\. The last"):
+        with failures_as_run_errors(tmp_path, dist_info=one, dist_timeout=60):
+            raise ConnectionResetError(104, "Connection reset by peer")  # a worker killed mid-send
     with pytest.raises(RunError, match="^could not write .*: disk full. The last good checkpoint"):
         with failures_as_run_errors(tmp_path, dist_info=one, dist_timeout=60):
             raise CheckpointError("could not write x: disk full")
