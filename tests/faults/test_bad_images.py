@@ -11,8 +11,6 @@ import csv
 import io
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cli_runner import run_cli
 from sotakit.data import DecodeErrorLimit, load_image_folder, make_loaders, write_data_report
 from sotakit.data.images import ImageRejected, read_image, to_rgb
 
@@ -233,15 +232,11 @@ def test_file_broken_after_the_scan_is_replaced_counted_then_stops(tmp_path, fol
     assert "--max-decode-errors 0.0666" in str(e.value) and "(2 images)" in str(e.value)
 
 
-ENV_KEYS = {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-
-
 def sotakit_train(data, out, *extra):
-    args = [sys.executable, "-m", "sotakit", "train", "--data", data, "--model", "resnet9_w16", "--epochs", "1",
-            "-b", "16", "--device", "cpu", "--workers", "0", "--output-dir", out, "--lr", "0.05", *extra]
-    # The environment is read now: the test's isolated XDG_CACHE_HOME must reach the child.
-    return subprocess.run(list(map(str, args)), capture_output=True, text=True, env={**os.environ, **ENV_KEYS},
-                          timeout=300)
+    # run_cli reads the environment at the call: the test's isolated XDG_CACHE_HOME reaches the child,
+    # so the child finds the index pass this test ran (and cached) before it.
+    return run_cli("train", "--data", data, "--model", "resnet9_w16", "--epochs", "1", "-b", "16",
+                   "--device", "cpu", "--workers", "0", "--output-dir", out, "--lr", "0.05", *extra)
 
 
 def test_sotakit_train_finishes_on_a_faulty_folder_and_writes_the_report(tmp_path):
