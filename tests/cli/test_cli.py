@@ -13,6 +13,7 @@ from cli_runner import run_cli, start_cli
 from sotakit.train import load_checkpoint
 
 
+@pytest.mark.slow
 def test_bad_option_fails_fast_with_the_fix(tmp_path):
     r = run_cli("train", "--data", tmp_path, "--lr-sheduler", "steplr")
     assert r.returncode == 2
@@ -21,6 +22,7 @@ def test_bad_option_fails_fast_with_the_fix(tmp_path):
     assert r.returncode == 2 and "needs PATH/train/<class>/*" in r.stderr
 
 
+@pytest.mark.slow
 def test_recipes_show_resolves_for_the_data():
     r = run_cli("recipes", "show", "tv-fixres", "--data", "fashion-mnist")
     assert r.returncode == 0, r.stderr
@@ -29,6 +31,7 @@ def test_recipes_show_resolves_for_the_data():
     assert "lr = 0.0625" in r.stdout  # 0.5 for 1024 images a step -> 128 (linear scaling)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
 def test_sigterm_writes_a_checkpoint_and_exits_143(image_folder, tmp_path, sig):
     p = start_cli("train", "--data", image_folder, "--model", "resnet9_w16", "--epochs", "30", "-b", "2",
@@ -47,6 +50,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_143(image_folder, tmp_path, sig):
     assert ck["step_in_epoch"] >= 3 or ck["epoch"] >= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ra", [False, True], ids=["distributed-sampler", "ra-sampler"])
 def test_ddp_two_processes_gloo(image_folder, tmp_path, ra):
     extra = ["--ra-sampler", "--ra-reps", "2"] if ra else []

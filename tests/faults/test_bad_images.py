@@ -239,6 +239,7 @@ def sotakit_train(data, out, *extra):
                    "--device", "cpu", "--workers", "0", "--output-dir", out, "--lr", "0.05", *extra)
 
 
+@pytest.mark.slow
 def test_sotakit_train_finishes_on_a_faulty_folder_and_writes_the_report(tmp_path):
     root, broken = make_fault_folder(tmp_path / "data", per_class=(8, 4))
     # odd kinds are 16-40 px and the good ones 16 px; one good image breaks after the index pass
@@ -258,6 +259,7 @@ def test_sotakit_train_finishes_on_a_faulty_folder_and_writes_the_report(tmp_pat
     assert summary["test"]["n"] == 12
 
 
+@pytest.mark.slow
 def test_sotakit_train_stops_past_the_threshold_with_the_flag_named(tmp_path, folder_factory):
     root = folder_factory(tmp_path / "d", per_class=(10, 2))
     load_image_folder(root)

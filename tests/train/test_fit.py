@@ -12,6 +12,8 @@ from sotakit.recipes import make_recipe
 from sotakit.train import Interrupted, NonFiniteLossError, fit, load_checkpoint
 from sotakit.train.evaluate_run import evaluate_checkpoint
 
+pytestmark = pytest.mark.slow  # every test trains with fit()
+
 
 def weights_of(run_dir):
     return load_checkpoint(run_dir / "checkpoint-last.pt")

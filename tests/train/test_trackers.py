@@ -40,6 +40,7 @@ def fake_wandb(calls: list) -> types.ModuleType:
     return m
 
 
+@pytest.mark.slow
 def test_mlflow_gets_the_recipe_and_every_record(image_folder, tmp_path, monkeypatch, one_thread):
     calls = []
     monkeypatch.setitem(sys.modules, "mlflow", fake_mlflow(calls))
@@ -57,6 +58,7 @@ def test_mlflow_gets_the_recipe_and_every_record(image_folder, tmp_path, monkeyp
     assert "epoch/epoch" not in last[1] and last[2] == 5
 
 
+@pytest.mark.slow
 def test_wandb_runs_offline_in_the_run_directory(image_folder, tmp_path, monkeypatch, one_thread):
     calls = []
     monkeypatch.setitem(sys.modules, "wandb", fake_wandb(calls))
