@@ -78,6 +78,21 @@ def tiny_recipe(data, output_dir, **changes):
     return make_recipe(**{**base, **changes})
 
 
+def tensor_bundle(n=40, classes=4, size=12, *, images=None, targets=None, test=10, name="toy"):
+    """A DataBundle in memory: ``n`` seeded random 1-channel ``size`` px uint8 images labelled
+    ``i % classes`` (classes named a, b, ...), the first ``test`` of them also the test split.
+    ``images`` and ``targets`` replace the generated ones (and then set ``n`` and ``size``)."""
+    from sotakit.data import DataBundle, TensorSource
+    if images is None:
+        g = torch.Generator().manual_seed(0)
+        images = torch.randint(0, 255, (n, 1, size, size), dtype=torch.uint8, generator=g)
+    if targets is None:
+        targets = torch.arange(len(images)) % classes
+    names = [chr(ord("a") + c) for c in range(classes)]
+    return DataBundle(name, names, images.shape[-1], (0.5,) * 3, (0.5,) * 3, TensorSource(images, targets),
+                      TensorSource(images[:test], targets[:test]))
+
+
 def pytest_collection_modifyitems(config, items):
     if not torch.cuda.is_available():
         skip = pytest.mark.skip(reason="needs CUDA")

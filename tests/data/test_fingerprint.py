@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shutil
+from functools import partial
 
 import numpy as np
 import torch
 from PIL import Image
 
-from sotakit.data import DataBundle, TensorSource, data_fingerprint, load_image_folder
+from conftest import tensor_bundle
+from sotakit.data import data_fingerprint, load_image_folder
 
 
 def fp(path) -> str:
@@ -37,20 +39,16 @@ def test_folder_fingerprint_stable_and_sensitive(folder_factory, tmp_path):
     assert fp(moved) != first
 
 
-def _bundle(images, targets) -> DataBundle:
-    source = TensorSource(images, targets)
-    return DataBundle("t", ["a", "b"], 8, (0.5,) * 3, (0.5,) * 3, source, TensorSource(images[:2], targets[:2]))
-
-
 def test_tensor_fingerprint_stable_and_sensitive():
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (6, 1, 8, 8), dtype=torch.uint8, generator=g)
     targets = torch.tensor([0, 1, 0, 1, 0, 1])
-    first = data_fingerprint(_bundle(images, targets))
-    assert data_fingerprint(_bundle(images.clone(), targets.clone())) == first
+    bundle = partial(tensor_bundle, classes=2, test=2, name="t")  # 6 images of 8 px, the first 2 as test
+    first = data_fingerprint(bundle(images=images, targets=targets))
+    assert data_fingerprint(bundle(images=images.clone(), targets=targets.clone())) == first
     pixel = images.clone()
     pixel[3, 0, 4, 4] ^= 1
-    assert data_fingerprint(_bundle(pixel, targets)) != first
+    assert data_fingerprint(bundle(images=pixel, targets=targets)) != first
     label = targets.clone()
     label[5] = 0
-    assert data_fingerprint(_bundle(images, label)) != first
+    assert data_fingerprint(bundle(images=images, targets=label)) != first

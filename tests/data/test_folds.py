@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 import torch
 
-from sotakit.data import TensorSource, make_loaders, stratified_folds
-from sotakit.data.datasets import DataBundle
+from conftest import tensor_bundle
+from sotakit.data import make_loaders, stratified_folds
 from sotakit.recipes import RecipeError, make_recipe
 
 # Unbalanced classes: 10, 7, 3 and 1 images.
@@ -38,8 +38,7 @@ def test_folds_are_seeded():
 def test_loaders_validate_on_the_fold_and_train_on_the_rest():
     images = torch.zeros(30, 1, 8, 8, dtype=torch.uint8)
     targets = torch.arange(30) % 3
-    bundle = DataBundle("t", ["a", "b", "c"], 8, (0.5,) * 3, (0.5,) * 3, TensorSource(images, targets),
-                        TensorSource(images[:6], targets[:6]))
+    bundle = tensor_bundle(classes=3, images=images, targets=targets, test=6, name="t")
     folds = stratified_folds(targets, 3, seed=0)
     for seed in (0, 7):  # the folds do not move with the training seed
         for k in range(3):

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from sotakit.data import BatchFinish, Collate, RASampler, TensorSource, load_image_folder, make_loaders, stratified_split
-from sotakit.data.datasets import DataBundle
+from conftest import tensor_bundle
+from sotakit.data import BatchFinish, Collate, RASampler, load_image_folder, make_loaders, stratified_split
 from sotakit.data.transforms import auto_augment_transform, make_eval_transform, make_train_transform
 
 
@@ -101,16 +101,8 @@ def test_stratified_holdout_is_disjoint_covering_and_proportional():
     assert stratified_split(targets, 0.2, seed=4)[1] != hold
 
 
-def _bundle(n=40):
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 255, (n, 1, 12, 12), dtype=torch.uint8, generator=g)
-    targets = torch.arange(n) % 4
-    src = TensorSource(images, targets)
-    return DataBundle("toy", list("abcd"), 12, (0.5,) * 3, (0.5,) * 3, src, TensorSource(images[:10], targets[:10]))
-
-
 def test_loaders_split_and_exact_sharded_eval():
-    b = _bundle()
+    b = tensor_bundle()
     L = make_loaders(b, batch_size=4, train_crop_size=10, val_resize_size=12, val_crop_size=12, holdout=0.2)
     assert len(L.train.dataset) == 32 and len(L.holdout.dataset) == 8
     x, y = next(iter(L.train))
@@ -125,7 +117,7 @@ def test_loaders_split_and_exact_sharded_eval():
 
 
 def test_train_limit_is_stratified():
-    b = _bundle()
+    b = tensor_bundle()
     L = make_loaders(b, batch_size=4, train_crop_size=10, val_resize_size=12, val_crop_size=12, train_limit=20)
     assert Counter(L.train.dataset.targets.tolist()) == {0: 5, 1: 5, 2: 5, 3: 5}
 
@@ -157,7 +149,7 @@ def test_unreadable_files_are_skipped_and_listed(tmp_path, folder_factory):
 @pytest.mark.parametrize("batch_augment", [True, False])
 def test_set_train_crop_size_changes_the_batches(batch_augment):
     from sotakit.data import set_train_crop_size
-    L = make_loaders(_bundle(), batch_size=4, train_crop_size=12, val_resize_size=12, val_crop_size=12,
+    L = make_loaders(tensor_bundle(), batch_size=4, train_crop_size=12, val_resize_size=12, val_crop_size=12,
                      batch_augment=batch_augment)
     assert next(iter(L.train))[0].shape[-1] == 12
     set_train_crop_size(L, 8)

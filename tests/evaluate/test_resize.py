@@ -61,6 +61,7 @@ def tiny_run(tmp_path_factory):
         return fit(tiny_recipe(data, root), verbose=False).run_dir
 
 
+@pytest.mark.slow
 def test_tuned_size_is_stored_and_used_by_eval(tiny_run):
     before = load_recipe(tiny_run / "recipe.toml")
     res, split = tune_run_resize(tiny_run, sizes=[32, 40, 48, 64], seed=0, say=lambda *a: None)

@@ -91,6 +91,7 @@ def test_rerun_skips_finished_runs(tmp_path, monkeypatch):
     assert csv[1].startswith("tv-baseline,2,70.5000") and csv[2].startswith("tv-lr-optimizations,2,80.0000")
 
 
+@pytest.mark.slow
 def test_real_runs_end_to_end(image_folder, tmp_path):
     steps = expand("torchvision", tmp_path, epochs=1,
                    overrides={"model": "resnet9_w16", "data": str(image_folder), "batch_size": 8, "device": "cpu"})

@@ -52,6 +52,7 @@ def test_each_distinct_config_is_measured_once_and_runs_multiply(image_folder, t
     assert total == pytest.approx((12 * per_run * (0.004 + 0.006) + 24 * 3.0) / 2) and startup == 3.0
 
 
+@pytest.mark.slow
 def test_measurement_skips_warm_up_steps(image_folder, monkeypatch):
     # A clock that advances 1 s per reading: the measured time is (end - start) = 1 s over the timed images.
     ticks = iter(range(100))

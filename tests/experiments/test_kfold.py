@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import statistics
 
+import pytest
+
 from sotakit.cli import main
 
 
+@pytest.mark.slow
 def test_train_kfold_runs_every_fold(image_folder, tmp_path, capsys, one_thread):
     code = main(["train", "--data", str(image_folder), "--model", "resnet9_w16", "--epochs", "1", "-b", "8",
                  "--device", "cpu", "--workers", "0", "--output-dir", str(tmp_path), "--kfold", "3",

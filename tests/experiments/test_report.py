@@ -59,6 +59,7 @@ def run(tmp_path_factory):
     return {"dir": res.run_dir, "summary": res.summary, "data": data, "tmp": tmp}
 
 
+@pytest.mark.slow
 def test_run_report_content(run, tmp_path):
     out = write_report(run["dir"], out=tmp_path / "r.html", say=lambda *a: None)
     text = out.read_text()
@@ -94,6 +95,7 @@ def test_mixed_target_labels():
     assert _target_label(torch.tensor([0.0, 1.0, 0.0]), classes) == "coat"
 
 
+@pytest.mark.slow
 def test_ablation_report(run, capsys):
     abl = run["tmp"] / "abl"
     (abl / "runs").mkdir(parents=True)
@@ -117,6 +119,7 @@ def test_report_of_something_else_says_what_it_needs(tmp_path, capsys):
     assert "neither recipe.toml" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sample_grid_is_seeded_and_shows_mixing(run):
     from sotakit.experiments.report import figure_png, sample_grid_figure
     from sotakit.train.evaluate_run import load_run, run_loaders

@@ -32,6 +32,7 @@ def runs(tmp_path_factory):
     return {"root": tmp / "runs", "a": a, "b": b, "c": c}
 
 
+@pytest.mark.slow
 def test_status_and_rows(runs):
     names = [p.name for p in find_runs(runs["root"])]
     assert names == sorted([runs["a"].name, runs["b"].name, runs["c"].name])
@@ -48,6 +49,7 @@ def test_status_and_rows(runs):
     assert not (runs["a"] / PID_FILE).exists() and not (runs["c"] / PID_FILE).exists()
 
 
+@pytest.mark.slow
 def test_running_while_the_pid_file_names_a_live_process(runs, tmp_path):
     run = tmp_path / "r"
     run.mkdir()
@@ -74,6 +76,7 @@ def test_failed_when_training_stopped_on_an_error(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_cli_table_and_pattern(runs, capsys):
     assert main(["runs", "--root", str(runs["root"])]) == 0
     out = capsys.readouterr().out
@@ -87,6 +90,7 @@ def test_cli_table_and_pattern(runs, capsys):
     assert main(["runs", str(runs["root"] / "nope" / "x")]) == 2  # a path that is not a directory
 
 
+@pytest.mark.slow
 def test_compare_shows_exactly_the_differing_fields_and_metric_differences(runs, capsys):
     diff, metrics = compare_runs(runs["a"], runs["b"])
     assert diff == [("lr", 0.05, 0.1), ("seed", 1, 2), ("run_name", "alpha", "beta")]
@@ -105,6 +109,7 @@ def test_compare_shows_exactly_the_differing_fields_and_metric_differences(runs,
     assert f"{d:+.2f}" in out and "0.05" in out and "0.1" in out
 
 
+@pytest.mark.slow
 def test_resolve_run_by_name_and_errors(runs):
     assert resolve_run("beta", runs["root"]) == runs["b"]
     assert resolve_run(runs["a"].name, runs["root"]) == runs["a"]

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]  # scenarios, cli_runner
 import scenarios as s  # noqa: E402
 
 # (scenario, trials): the counts the promises name (issue 3)

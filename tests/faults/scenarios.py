@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
+from cli_runner import cli_env, run_cli, start_cli
 from sotakit.train.checkpoint import LAST, file_sha256, load_checkpoint, non_finite_keys, read_manifest
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 STEPS_PER_EPOCH, EPOCHS = 16, 2
 BASE = ["--data", "fashion-mnist", "--model", "resnet9_w16", "--train-limit", "512", "--test-limit", "200",
@@ -41,17 +41,13 @@ class Trial:
     detail: str
 
 
-def train_cmd(out: Path, *extra) -> list[str]:
-    return [sys.executable, "-m", "sotakit", "train", *BASE, "--output-dir", str(out), *map(str, extra)]
+def train_args(out: Path, *extra) -> list:
+    """``sotakit train`` arguments of a tiny run writing to ``out``."""
+    return ["train", *BASE, "--output-dir", out, *extra]
 
 
-def run(cmd, *, fault: str = "", timeout: float = 300, **kw) -> subprocess.CompletedProcess:
-    env = {**ENV, "SOTAKIT_FAULT": fault} if fault else ENV
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, **kw)
-
-
-def resume_cmd(run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "sotakit", "train", "--resume", str(run_dir)]
+def resume_args(run_dir: Path) -> list:
+    return ["train", "--resume", run_dir]
 
 
 def only_run(out: Path) -> Path:
@@ -72,7 +68,7 @@ def reference(work: Path, *extra) -> str:
     key = tuple(extra)
     if key not in _REFERENCE:
         out = work / f"reference-{len(_REFERENCE)}"
-        r = run(train_cmd(out, *extra))
+        r = run_cli(*train_args(out, *extra))
         assert r.returncode == 0, r.stderr[-2000:]
         _REFERENCE[key] = fingerprint(only_run(out))
     return _REFERENCE[key]
@@ -81,7 +77,7 @@ def reference(work: Path, *extra) -> str:
 def _finish(run_dir: Path, expected: str, t0: float, what: str, limit: int = 3) -> Trial:
     """Resume until the run finishes (at most ``limit`` times) and compare with the reference."""
     for _ in range(limit):
-        r = run(resume_cmd(run_dir))
+        r = run_cli(*resume_args(run_dir))
         if r.returncode == 0:
             got = fingerprint(run_dir)
             return Trial(got == expected, time.perf_counter() - t0, f"{what}; resumed: {'identical' if got == expected else 'DIFFERENT'}")
@@ -94,7 +90,7 @@ def kill_at_random_step(work: Path, rng: random.Random, *extra) -> Trial:
     step = rng.randint(1, STEPS_PER_EPOCH * EPOCHS - 1)
     out = work / f"kill-{step}-{rng.random():.6f}"
     t0 = time.perf_counter()
-    r = run(train_cmd(out, *extra), fault=f"kill_at:{step}")
+    r = run_cli(*train_args(out, *extra), fault=f"kill_at:{step}")
     if r.returncode != -signal.SIGKILL:
         return Trial(False, time.perf_counter() - t0, f"expected SIGKILL at step {step}, got exit {r.returncode}")
     return _finish(only_run(out), expected, t0, f"killed -9 after step {step}")
@@ -106,7 +102,7 @@ def kill_during_save(work: Path, rng: random.Random) -> Trial:
     n = rng.randint(2, 8)
     out = work / f"killsave-{n}-{rng.random():.6f}"
     t0 = time.perf_counter()
-    r = run(train_cmd(out), fault=f"kill_in_save:{n}")
+    r = run_cli(*train_args(out), fault=f"kill_in_save:{n}")
     if r.returncode != -signal.SIGKILL:
         return Trial(False, time.perf_counter() - t0, f"expected SIGKILL in save {n}, got exit {r.returncode}")
     run_dir = only_run(out)
@@ -123,7 +119,7 @@ def disk_full(work: Path, rng: random.Random) -> Trial:
     the previous checkpoint stays intact and loadable."""
     import resource
     out = work / f"full-{rng.random():.6f}"
-    r = run(train_cmd(out), fault="kill_at:10")  # checkpoints at steps 4 and 8 exist
+    r = run_cli(*train_args(out), fault="kill_at:10")  # checkpoints at steps 4 and 8 exist
     run_dir = only_run(out)
     before = file_sha256(run_dir / LAST)
     size = (run_dir / LAST).stat().st_size
@@ -132,7 +128,7 @@ def disk_full(work: Path, rng: random.Random) -> Trial:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death by SIGXFSZ
         resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, size // 2))
     t0 = time.perf_counter()
-    r = subprocess.run(resume_cmd(run_dir), capture_output=True, text=True, env=ENV, timeout=300, preexec_fn=limit)
+    r = run_cli(*resume_args(run_dir), preexec_fn=limit)
     seconds = time.perf_counter() - t0
     msg = (r.stdout + r.stderr).strip().splitlines()
     error = next((ln for ln in msg if ln.startswith("error:")), "")
@@ -147,8 +143,7 @@ def sigterm_to_group(work: Path, rng: random.Random) -> Trial:
     exit 143 within one step plus 2 s, checkpoint at the last completed step, resume identical."""
     expected = reference(work, *WORKERS)
     out = work / f"term-{rng.random():.6f}"
-    p = subprocess.Popen(train_cmd(out, *WORKERS, "--print-freq", "1"), stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, env=ENV, start_new_session=True)
+    p = start_cli(*train_args(out, *WORKERS, "--print-freq", "1"), start_new_session=True)
     wanted = rng.randint(2, STEPS_PER_EPOCH * EPOCHS - 3)
     seen, step_times = 0, []
     for line in p.stdout:
@@ -179,8 +174,8 @@ def nan_at_step(work: Path, rng: random.Random) -> Trial:
     t0 = time.perf_counter()
     a, b = work / f"nan-{k}-{rng.random():.6f}", work / f"clean-{k}-{rng.random():.6f}"
     # kill_at:N fires after step N, before that step's checkpoint: the last checkpoints are k and k-1
-    ra = run(train_cmd(a, "--checkpoint-every", 1), fault=f"nan_at:{k},kill_at:{k + 1}")
-    rb = run(train_cmd(b, "--checkpoint-every", 1), fault=f"kill_at:{k}")
+    ra = run_cli(*train_args(a, "--checkpoint-every", 1), fault=f"nan_at:{k},kill_at:{k + 1}")
+    rb = run_cli(*train_args(b, "--checkpoint-every", 1), fault=f"kill_at:{k}")
     if ra.returncode != -signal.SIGKILL or rb.returncode != -signal.SIGKILL:
         return Trial(False, time.perf_counter() - t0, f"runs ended {ra.returncode}, {rb.returncode}")
     ca, cb = load_checkpoint(only_run(a)), load_checkpoint(only_run(b))
@@ -200,9 +195,9 @@ def malicious_checkpoint(work: Path, rng: random.Random) -> Trial:
             "class Evil:\n"
             f"    def __reduce__(self): return (os.system, ('touch {marker}',))\n"
             f"torch.save({{'model': Evil()}}, {str(folder / 'evil.pt')!r})\n")
-    subprocess.run([sys.executable, "-c", code], check=True, env=ENV)
+    subprocess.run([sys.executable, "-c", code], check=True, env=cli_env())
     t0 = time.perf_counter()
-    r = run([sys.executable, "-m", "sotakit", "eval", str(folder / "evil.pt")])
+    r = run_cli("eval", folder / "evil.pt")
     said = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
     held = r.returncode != 0 and "posix.system" in said and "refused to load" in said and not marker.exists()
     return Trial(held, time.perf_counter() - t0, f"exit {r.returncode}, marker absent: {not marker.exists()}; {said[:160]}")
@@ -214,14 +209,9 @@ def manifest_vouches(run_dir: Path) -> bool:
 
 
 
-def ddp_cmd(out_or_run: Path, *extra, resume: bool = False) -> list[str]:
-    # --shutdown-timeout: torchrun gives surviving ranks this long after SIGTERM before SIGKILL (default
-    # 30 s); a stopped (hung) rank never handles SIGTERM, so this bounds how long a hung job lingers.
-    head = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-            "--shutdown-timeout", "2", "-m", "sotakit", "train"]
-    if resume:
-        return head + ["--resume", str(out_or_run)]
-    return head + [*BASE, "--output-dir", str(out_or_run), *map(str, extra)]
+# --shutdown-timeout: torchrun gives surviving ranks this long after SIGTERM before SIGKILL (default
+# 30 s); a stopped (hung) rank never handles SIGTERM, so this bounds how long a hung job lingers.
+TORCHRUN = ["--nproc_per_node=2", "--shutdown-timeout", "2"]
 
 
 def _tagged_pids(tag: str) -> list[int]:
@@ -242,9 +232,8 @@ def _ddp_fault(work: Path, rng: random.Random, fault: str, *extra) -> tuple[Tria
     step = rng.randint(2, STEPS_PER_EPOCH // 2 - 1)  # in the first epoch: 2 ranks make 8 steps an epoch each
     out = work / f"ddp-{fault}-{step}-{rng.random():.6f}"
     tag = f"SOTAKIT_TRIAL={out.name}"
-    env = {**ENV, "SOTAKIT_FAULT": f"{fault}:{step}", "SOTAKIT_FAULT_RANK": "1", "SOTAKIT_TRIAL": out.name}
-    p = subprocess.Popen(ddp_cmd(out, "--print-freq", "1", *extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True, env=env)
+    p = start_cli(*train_args(out, "--print-freq", "1", *extra), torchrun=TORCHRUN, fault=f"{fault}:{step}",
+                  env={"SOTAKIT_FAULT_RANK": "1", "SOTAKIT_TRIAL": out.name})
     # The fault strikes right after rank 1's step N; rank 0 logs its steps (they all-reduce, so they
     # move together) unless the fault breaks that step's collectives first: the time of the last
     # step rank 0 logged up to N is when the fault struck, within one step.
@@ -281,14 +270,14 @@ def ddp_rank_hung(work: Path, rng: random.Random) -> Trial:
 def _ddp_reference(work: Path) -> str:
     if "ddp" not in _REFERENCE:
         out = work / "ddp-reference"
-        r = run(ddp_cmd(out))
+        r = run_cli(*train_args(out), torchrun=TORCHRUN)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         _REFERENCE["ddp"] = fingerprint(only_run(out))
     return _REFERENCE["ddp"]
 
 
 def _ddp_relaunch(run_dir: Path, expected: str, trial: Trial) -> Trial:
-    r = run(ddp_cmd(run_dir, resume=True))
+    r = run_cli(*resume_args(run_dir), torchrun=TORCHRUN)
     same = r.returncode == 0 and fingerprint(run_dir) == expected
     trial.held = trial.held and same
     trial.detail += f"; relaunched: {'identical' if same else 'DIFFERENT or failed: ' + r.stdout[-200:]}"
@@ -316,10 +305,8 @@ def _worker_fault(work: Path, rng: random.Random, fault: str) -> Trial:
     """Break the DataLoader worker at a random moment; the run must fail with a message naming the
     data loading and the last checkpoint, which stays verified."""
     out = work / f"worker-{fault}-{rng.random():.6f}"
-    p = subprocess.Popen(train_cmd(out, *WORKERS, "--print-freq", "1", "--loader-timeout", "5"),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         env={**ENV, "SOTAKIT_FAULT": f"hang_in_load:{rng.randint(200, 400)}"} if fault == "hang"
-                         else ENV)
+    p = start_cli(*train_args(out, *WORKERS, "--print-freq", "1", "--loader-timeout", "5"),
+                  fault=f"hang_in_load:{rng.randint(200, 400)}" if fault == "hang" else "")
     wanted, seen, t_ref, lines = rng.randint(5, STEPS_PER_EPOCH - 2), 0, None, []
     for line in p.stdout:  # to the end; t_ref: the kill, or the last step before the stall
         lines.append(line)

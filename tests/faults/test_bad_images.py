@@ -11,8 +11,6 @@ import csv
 import io
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cli_runner import run_cli
 from sotakit.data import DecodeErrorLimit, load_image_folder, make_loaders, write_data_report
 from sotakit.data.images import ImageRejected, read_image, to_rgb
 
@@ -212,7 +211,9 @@ def _corrupt_in_place(path) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+# workers=2 starts worker processes, and the two the raise leaves behind are shut down only when the
+# loader is collected, 5 s each (DataLoader's join timeout): 10 s for whichever test comes next.
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_file_broken_after_the_scan_is_replaced_counted_then_stops(tmp_path, folder_factory, workers):
     root = folder_factory(tmp_path / "d", per_class=(10, 2))  # 30 train images, 32 px PNGs
     bundle = load_image_folder(root)
@@ -233,17 +234,14 @@ def test_file_broken_after_the_scan_is_replaced_counted_then_stops(tmp_path, fol
     assert "--max-decode-errors 0.0666" in str(e.value) and "(2 images)" in str(e.value)
 
 
-ENV_KEYS = {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-
-
 def sotakit_train(data, out, *extra):
-    args = [sys.executable, "-m", "sotakit", "train", "--data", data, "--model", "resnet9_w16", "--epochs", "1",
-            "-b", "16", "--device", "cpu", "--workers", "0", "--output-dir", out, "--lr", "0.05", *extra]
-    # The environment is read now: the test's isolated XDG_CACHE_HOME must reach the child.
-    return subprocess.run(list(map(str, args)), capture_output=True, text=True, env={**os.environ, **ENV_KEYS},
-                          timeout=300)
+    # run_cli reads the environment at the call: the test's isolated XDG_CACHE_HOME reaches the child,
+    # so the child finds the index pass this test ran (and cached) before it.
+    return run_cli("train", "--data", data, "--model", "resnet9_w16", "--epochs", "1", "-b", "16",
+                   "--device", "cpu", "--workers", "0", "--output-dir", out, "--lr", "0.05", *extra)
 
 
+@pytest.mark.slow
 def test_sotakit_train_finishes_on_a_faulty_folder_and_writes_the_report(tmp_path):
     root, broken = make_fault_folder(tmp_path / "data", per_class=(8, 4))
     # odd kinds are 16-40 px and the good ones 16 px; one good image breaks after the index pass
@@ -263,6 +261,7 @@ def test_sotakit_train_finishes_on_a_faulty_folder_and_writes_the_report(tmp_pat
     assert summary["test"]["n"] == 12
 
 
+@pytest.mark.slow
 def test_sotakit_train_stops_past_the_threshold_with_the_flag_named(tmp_path, folder_factory):
     root = folder_factory(tmp_path / "d", per_class=(10, 2))
     load_image_folder(root)

@@ -18,6 +18,7 @@ from sotakit.data.download import DownloadError, download
 PAYLOAD = os.urandom(4 << 20)  # 4 MiB: the client writes its .part in 1 MiB blocks
 
 
+@pytest.mark.slow
 def test_killed_download_resumes_with_fewer_bytes_than_the_file(tmp_path):
     dest = tmp_path / "blob.bin"
     part = tmp_path / "blob.bin.part"

@@ -12,6 +12,8 @@ import pytest
 
 import scenarios as s
 
+pytestmark = pytest.mark.slow  # every scenario trains in subprocesses
+
 TRIALS = int(os.environ.get("SOTAKIT_FAULT_TRIALS", "3"))
 
 

@@ -30,6 +30,7 @@ def _meta_counts() -> dict[str, int]:
     return {n: count_parameters(build_meta_model(n, num_classes=1000)) for n in list_models()}
 
 
+@pytest.mark.slow  # builds every registered model (on meta): 4-20 s here
 def test_every_registered_model_has_golden_count():
     """Fails for any model missing from the golden file or whose parameter count changed.
 

@@ -155,6 +155,7 @@ def _input_and_kwargs(name: str) -> tuple[int, dict]:
     return size, SIZE_KWARGS.get(family(name), lambda s: {})(size)
 
 
+@pytest.mark.slow  # the registry sweep: 86 builds, ~20 s here in all although each is on meta
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_gives_logits_at_its_smallest_size(name):
     """Shape check for every registered model, on the meta device so it costs no compute."""
@@ -163,6 +164,7 @@ def test_every_model_gives_logits_at_its_smallest_size(name):
     assert model(torch.empty(2, 3, size, size, device="meta")).shape == (2, 10)
 
 
+@pytest.mark.slow  # a real forward and backward pass of one model per family, up to 1.5 s each
 @pytest.mark.parametrize("name", list_models())
 def test_forward_backward_one_model_per_family(name, one_thread):
     fam = family(name)

@@ -132,3 +132,25 @@ def test_bf16_autocast_on_cpu_and_the_fallback(monkeypatch):
     assert dtype is None and "no native bfloat16" in note
     assert amp_dtype_for(make_recipe(amp=False), cpu) == (None, None)
     assert amp_dtype_for(make_recipe(amp=True, amp_dtype="float16"), torch.device("cuda")) == (torch.float16, None)
+
+
+@pytest.mark.gpu
+def test_float16_autocast_with_grad_scaler_on_cuda():
+    """float16 on CUDA: the forward runs in float16, the GradScaler's steps reach the float32 weights
+    (clipping on unscaled gradients on the way) and its scale stays finite."""
+    cuda = torch.device("cuda")
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                      nn.Flatten(), nn.Linear(8, 10)).to(cuda)
+    seen = []
+    m[-1].register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    before = [p.detach().clone() for p in m.parameters()]
+    scaler = torch.amp.GradScaler("cuda")
+    data = [(torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))) for _ in range(4)]
+    stats = train_one_epoch(m, data, torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9),
+                            criterion=nn.CrossEntropyLoss(), device=cuda, epoch=0, scaler=scaler,
+                            amp_dtype=torch.float16, clip_grad_norm=1.0)
+    assert seen == [torch.float16] * 4 and all(p.dtype == torch.float32 for p in m.parameters())
+    assert all(not torch.equal(b, p) for b, p in zip(before, m.parameters()))  # every layer was updated
+    assert math.isfinite(scaler.get_scale()) and scaler.get_scale() > 0
+    assert math.isfinite(stats["loss"]) and stats["n"] == 32 and stats["skipped_steps"] == 0

@@ -7,15 +7,12 @@ import json
 import pytest
 import torch
 
+from conftest import tiny_recipe
 from sotakit.recipes import make_recipe
 from sotakit.train import Interrupted, NonFiniteLossError, fit, load_checkpoint
 from sotakit.train.evaluate_run import evaluate_checkpoint
 
-
-def tiny(data, tmp_path, **kw):
-    base = dict(data=str(data), model="resnet9_w16", epochs=2, batch_size=8, lr=0.05, workers=0,
-                output_dir=str(tmp_path), print_freq=2, device="cpu", seed=1)
-    return make_recipe(**{**base, **kw})
+pytestmark = pytest.mark.slow  # every test trains with fit()
 
 
 def weights_of(run_dir):
@@ -29,8 +26,8 @@ def same_state(a: dict, b: dict) -> bool:
 def test_run_directory_contents(image_folder, tmp_path, one_thread):
     bad = image_folder / "train" / "cat" / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    res = fit(tiny(image_folder, tmp_path, model_ema=True, model_ema_steps=1, holdout=0.25, run_name="t"),
-              verbose=False)
+    res = fit(tiny_recipe(image_folder, tmp_path, epochs=2, model_ema=True, model_ema_steps=1, holdout=0.25,
+                          run_name="t"), verbose=False)
     d = res.run_dir
     assert d.parent == tmp_path / "runs" and d.name.endswith("-t")
     names = {p.name for p in d.iterdir()}
@@ -59,12 +56,12 @@ def test_run_directory_contents(image_folder, tmp_path, one_thread):
 
 
 def test_same_seed_same_weights_other_seed_differs(image_folder, tmp_path, one_thread):
-    a = weights_of(fit(tiny(image_folder, tmp_path / "a", mixup_alpha=0.2, cutmix_alpha=1.0, channels_last=True),
+    mix = dict(epochs=2, mixup_alpha=0.2, cutmix_alpha=1.0)
+    a = weights_of(fit(tiny_recipe(image_folder, tmp_path / "a", **mix, channels_last=True),
                        verbose=False).run_dir)
-    b = weights_of(fit(tiny(image_folder, tmp_path / "b", mixup_alpha=0.2, cutmix_alpha=1.0, channels_last=True),
+    b = weights_of(fit(tiny_recipe(image_folder, tmp_path / "b", **mix, channels_last=True),
                        verbose=False).run_dir)
-    c = weights_of(fit(tiny(image_folder, tmp_path / "c", mixup_alpha=0.2, cutmix_alpha=1.0, seed=2),
-                       verbose=False).run_dir)
+    c = weights_of(fit(tiny_recipe(image_folder, tmp_path / "c", **mix, seed=2), verbose=False).run_dir)
     assert same_state(a["model"], b["model"])
     assert not same_state(a["model"], c["model"])
 
@@ -74,9 +71,9 @@ def test_resume_is_bit_identical(image_folder, tmp_path, stop_at, one_thread):
     kw = dict(epochs=3, model_ema=True, model_ema_steps=2, auto_augment="ta_wide", random_erase=0.2,
               label_smoothing=0.1, mixup_alpha=0.2, lr_scheduler="cosineannealinglr", lr_warmup_epochs=1,
               lr_per_step=True, use_deterministic_algorithms=True)
-    full = weights_of(fit(tiny(image_folder, tmp_path / "full", **kw), verbose=False).run_dir)
+    full = weights_of(fit(tiny_recipe(image_folder, tmp_path / "full", **kw), verbose=False).run_dir)
     with pytest.raises(Interrupted):
-        fit(tiny(image_folder, tmp_path / "cut", **kw), verbose=False, stop_at=stop_at)
+        fit(tiny_recipe(image_folder, tmp_path / "cut", **kw), verbose=False, stop_at=stop_at)
     run = next((tmp_path / "cut" / "runs").iterdir())
     partial = weights_of(run)
     # a stop at the last step (5 of 5: 36 images / 8, the last batch of 4 kept) ends the epoch first
@@ -90,13 +87,14 @@ def test_resume_is_bit_identical(image_folder, tmp_path, stop_at, one_thread):
 
 
 def test_non_finite_loss_stops_with_message_and_keeps_checkpoint(image_folder, tmp_path, one_thread):
-    r = tiny(image_folder, tmp_path, epochs=3, lr=1e30, opt="sgd", momentum=0.0, max_nonfinite_skips=0)
+    r = tiny_recipe(image_folder, tmp_path, epochs=3, lr=1e30, opt="sgd", momentum=0.0, max_nonfinite_skips=0)
     with pytest.raises(NonFiniteLossError, match=r"Lower --lr.* No checkpoint was written yet"):
         fit(r, verbose=False)
 
 
 def test_eval_command_reports_model_and_ema(image_folder, tmp_path, one_thread):
-    d = fit(tiny(image_folder, tmp_path, model_ema=True, model_ema_steps=1), verbose=False).run_dir
+    d = fit(tiny_recipe(image_folder, tmp_path, epochs=2, model_ema=True, model_ema_steps=1),
+            verbose=False).run_dir
     out = evaluate_checkpoint(d)
     summary = json.loads((d / "summary.json").read_text())
     assert out["test"]["n"] == 12 and out["test_ema"]["n"] == 12
@@ -119,16 +117,16 @@ def test_resume_mid_epoch_on_in_memory_data_with_batch_crops(fmnist_root, tmp_pa
     kw = dict(data_root=str(fmnist_root), train_limit=256, test_limit=64, batch_size=32,
               epochs=2, crop_min_scale=0.5, mixup_alpha=0.2, cutmix_alpha=1.0, random_erase=0.5,
               use_deterministic_algorithms=True)
-    full = weights_of(fit(tiny("fashion-mnist", tmp_path / "full", **kw), verbose=False).run_dir)
+    full = weights_of(fit(tiny_recipe("fashion-mnist", tmp_path / "full", **kw), verbose=False).run_dir)
     with pytest.raises(Interrupted):
-        fit(tiny("fashion-mnist", tmp_path / "cut", **kw), verbose=False, stop_at=(1, 3))
+        fit(tiny_recipe("fashion-mnist", tmp_path / "cut", **kw), verbose=False, stop_at=(1, 3))
     resumed = weights_of(fit(resume=next((tmp_path / "cut" / "runs").iterdir()), verbose=False).run_dir)
     assert same_state(full["model"], resumed["model"])
 
 
 def test_test_only_and_weights(image_folder, tmp_path, capsys, one_thread):
     from sotakit.cli import main
-    d = fit(tiny(image_folder, tmp_path, epochs=1), verbose=False).run_dir
+    d = fit(tiny_recipe(image_folder, tmp_path, epochs=1), verbose=False).run_dir
     ckpt = d / "checkpoint-last.pt"
     assert main(["train", "--test-only", "--weights", str(ckpt)]) == 0
     out = capsys.readouterr().out
@@ -138,8 +136,8 @@ def test_test_only_and_weights(image_folder, tmp_path, capsys, one_thread):
     assert "--test-only needs --resume RUN_DIR or --weights FILE" in capsys.readouterr().err
     # --weights starts a new run from those weights: before any step, the model is the checkpoint's
     with pytest.raises(Interrupted):
-        fit(tiny(image_folder, tmp_path / "ft", weights=str(ckpt), lr=1e-12, momentum=0.0, weight_decay=0.0,
-                 epochs=2), verbose=False, stop_at=(0, 1))
+        fit(tiny_recipe(image_folder, tmp_path / "ft", weights=str(ckpt), lr=1e-12, momentum=0.0,
+                        weight_decay=0.0, epochs=2), verbose=False, stop_at=(0, 1))
     start = load_checkpoint(next((tmp_path / "ft" / "runs").iterdir()) / "checkpoint-last.pt")["model"]
     old = load_checkpoint(ckpt)["model"]
     for k, v in old.items():
@@ -150,7 +148,7 @@ def test_test_only_and_weights(image_folder, tmp_path, capsys, one_thread):
 def test_checkpoint_every_n_steps_records_each_save_in_the_manifest(image_folder, tmp_path, one_thread):
     from sotakit.train.checkpoint import read_manifest
     # 36 images / batch 8 = 5 steps an epoch (the last one partial), 2 epochs; every 3 steps
-    d = fit(tiny(image_folder, tmp_path, checkpoint_every="3"), verbose=False).run_dir
+    d = fit(tiny_recipe(image_folder, tmp_path, epochs=2, checkpoint_every="3"), verbose=False).run_dir
     saves = [(e["epoch"], e["step"]) for e in read_manifest(d)]
     # global steps 3, 6, 9 -> (0, 3), (1, 1), (1, 4); epoch ends -> (1, 0), (2, 0)
     assert saves == [(0, 3), (1, 0), (1, 1), (1, 4), (2, 0)]
@@ -159,7 +157,7 @@ def test_checkpoint_every_n_steps_records_each_save_in_the_manifest(image_folder
 def test_resume_refuses_changed_recipe_and_data_then_force_resume(image_folder, tmp_path, one_thread):
     from sotakit.train.fit import ResumeMismatchError
     with pytest.raises(Interrupted):
-        fit(tiny(image_folder, tmp_path, epochs=3), verbose=False, stop_at=(1, 2))
+        fit(tiny_recipe(image_folder, tmp_path, epochs=3), verbose=False, stop_at=(1, 2))
     d = next((tmp_path / "runs").iterdir())
     toml = (d / "recipe.toml").read_text()
     (d / "recipe.toml").write_text(toml.replace("lr = 0.05", "lr = 0.1"))
@@ -178,7 +176,7 @@ def test_resume_refuses_changed_recipe_and_data_then_force_resume(image_folder, 
 def test_resume_drops_log_lines_written_after_the_checkpoint(image_folder, tmp_path, one_thread):
     from sotakit.train.rundir import read_metrics
     with pytest.raises(Interrupted):
-        fit(tiny(image_folder, tmp_path, print_freq=1), verbose=False, stop_at=(1, 2))
+        fit(tiny_recipe(image_folder, tmp_path, epochs=2, print_freq=1), verbose=False, stop_at=(1, 2))
     d = next((tmp_path / "runs").iterdir())
     with open(d / "metrics.jsonl", "a") as f:  # as if killed after logging steps 3 and 4
         f.write('{"kind": "step", "epoch": 1, "step": 3}\n{"kind": "step", "epoch": 1, "step": 4}\n')
@@ -192,7 +190,7 @@ def test_resume_is_refused_while_another_process_trains_the_run(image_folder, tm
     import subprocess
     from sotakit.train.fit import ResumeMismatchError
     with pytest.raises(Interrupted):
-        fit(tiny(image_folder, tmp_path), verbose=False, stop_at=(0, 2))
+        fit(tiny_recipe(image_folder, tmp_path, epochs=2), verbose=False, stop_at=(0, 2))
     d = next((tmp_path / "runs").iterdir())
     other = subprocess.Popen(["sleep", "30"])
     try:
@@ -206,7 +204,7 @@ def test_resume_is_refused_while_another_process_trains_the_run(image_folder, tm
 
 
 def test_a_run_killed_before_its_first_checkpoint_starts_over_in_place(image_folder, tmp_path, one_thread):
-    d = fit(tiny(image_folder, tmp_path), verbose=False).run_dir
+    d = fit(tiny_recipe(image_folder, tmp_path, epochs=2), verbose=False).run_dir
     expected = json.loads((d / "summary.json").read_text())["state_fingerprint"]
     for name in ("checkpoint-last.pt", "checkpoint-prev.pt", "checkpoint-best.pt", "checkpoints.json",
                  "summary.json"):

@@ -8,8 +8,8 @@ import types
 
 import pytest
 
+from conftest import tiny_recipe
 from sotakit.cli import main
-from sotakit.recipes import make_recipe
 from sotakit.train import fit
 
 
@@ -40,15 +40,11 @@ def fake_wandb(calls: list) -> types.ModuleType:
     return m
 
 
-def tiny(data, tmp_path):
-    return make_recipe(data=str(data), model="resnet9_w16", epochs=1, batch_size=8, lr=0.05, workers=0,
-                       output_dir=str(tmp_path), print_freq=2, device="cpu", seed=1, run_name="tracked")
-
-
+@pytest.mark.slow
 def test_mlflow_gets_the_recipe_and_every_record(image_folder, tmp_path, monkeypatch, one_thread):
     calls = []
     monkeypatch.setitem(sys.modules, "mlflow", fake_mlflow(calls))
-    res = fit(tiny(image_folder, tmp_path), verbose=False, tracker="mlflow")
+    res = fit(tiny_recipe(image_folder, tmp_path, run_name="tracked"), verbose=False, tracker="mlflow")
     assert calls[0] == ("start_run", {"run_name": res.run_dir.name}) and calls[-1] == ("end_run",)
     params = calls[1][1]
     assert calls[1][0] == "log_params" and params["model"] == "resnet9_w16" and params["lr"] == 0.05
@@ -62,11 +58,12 @@ def test_mlflow_gets_the_recipe_and_every_record(image_folder, tmp_path, monkeyp
     assert "epoch/epoch" not in last[1] and last[2] == 5
 
 
+@pytest.mark.slow
 def test_wandb_runs_offline_in_the_run_directory(image_folder, tmp_path, monkeypatch, one_thread):
     calls = []
     monkeypatch.setitem(sys.modules, "wandb", fake_wandb(calls))
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    res = fit(tiny(image_folder, tmp_path), verbose=False, tracker="wandb")
+    res = fit(tiny_recipe(image_folder, tmp_path, run_name="tracked"), verbose=False, tracker="wandb")
     init = calls[0][1]
     assert init["mode"] == "offline" and init["dir"] == str(res.run_dir) and init["config"]["seed"] == 1
     assert calls[-1] == ("finish",) and any(c[0] == "log" and "epoch/val_acc1" in c[1] for c in calls)

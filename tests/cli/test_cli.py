@@ -3,46 +3,39 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
+from cli_runner import run_cli, start_cli
 from sotakit.train import load_checkpoint
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
-
-def sotakit(*args, cwd=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "sotakit", *map(str, args)], capture_output=True, text=True,
-                          env=ENV, cwd=cwd, timeout=timeout)
-
-
+@pytest.mark.slow
 def test_bad_option_fails_fast_with_the_fix(tmp_path):
-    r = sotakit("train", "--data", tmp_path, "--lr-sheduler", "steplr")
+    r = run_cli("train", "--data", tmp_path, "--lr-sheduler", "steplr")
     assert r.returncode == 2
     assert "unknown option --lr-sheduler. Did you mean '--lr-scheduler'?" in r.stderr
-    r = sotakit("train", "--data", tmp_path / "nowhere")
+    r = run_cli("train", "--data", tmp_path / "nowhere")
     assert r.returncode == 2 and "needs PATH/train/<class>/*" in r.stderr
 
 
+@pytest.mark.slow
 def test_recipes_show_resolves_for_the_data():
-    r = sotakit("recipes", "show", "tv-fixres", "--data", "fashion-mnist")
+    r = run_cli("recipes", "show", "tv-fixres", "--data", "fashion-mnist")
     assert r.returncode == 0, r.stderr
     assert "train_crop_size = 22" in r.stdout and "val_crop_size = 28" in r.stdout  # 176/224 of 28 px
     assert 'source = "seeds/000_493a8e1c65a00551.txt' in r.stdout
     assert "lr = 0.0625" in r.stdout  # 0.5 for 1024 images a step -> 128 (linear scaling)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
 def test_sigterm_writes_a_checkpoint_and_exits_143(image_folder, tmp_path, sig):
-    args = [sys.executable, "-m", "sotakit", "train", "--data", image_folder, "--model", "resnet9_w16",
-            "--epochs", "30", "-b", "2", "--print-freq", "1", "--device", "cpu", "--output-dir", tmp_path]
-    p = subprocess.Popen(list(map(str, args)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    p = start_cli("train", "--data", image_folder, "--model", "resnet9_w16", "--epochs", "30", "-b", "2",
+                  "--print-freq", "1", "--device", "cpu", "--output-dir", tmp_path)
     deadline = time.time() + 120
     for line in p.stdout:  # wait until training is under way
         if "step 3/" in line or time.time() > deadline:
@@ -57,13 +50,13 @@ def test_sigterm_writes_a_checkpoint_and_exits_143(image_folder, tmp_path, sig):
     assert ck["step_in_epoch"] >= 3 or ck["epoch"] >= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ra", [False, True], ids=["distributed-sampler", "ra-sampler"])
 def test_ddp_two_processes_gloo(image_folder, tmp_path, ra):
     extra = ["--ra-sampler", "--ra-reps", "2"] if ra else []
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "sotakit",
-           "train", "--data", image_folder, "--model", "resnet9_w16", "--epochs", "2", "-b", "4", "--device", "cpu",
-           "--output-dir", tmp_path, "--print-freq", "2", "--model-ema", "--model-ema-steps", "1", *extra]
-    r = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, env=ENV, timeout=300)
+    r = run_cli("train", "--data", image_folder, "--model", "resnet9_w16", "--epochs", "2", "-b", "4",
+                "--device", "cpu", "--output-dir", tmp_path, "--print-freq", "2", "--model-ema",
+                "--model-ema-steps", "1", *extra, torchrun=["--nproc_per_node=2"])
     assert r.returncode == 0, r.stdout + r.stderr
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1  # rank 0 alone writes
