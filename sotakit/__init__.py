@@ -5,7 +5,7 @@ The public helper API, for people who write their own loop::
     from sotakit import build_model, make_loaders, build_optimizer, train_one_epoch, evaluate
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 from .data import load_data, make_loaders  # noqa: E402
 from .evaluate import evaluate  # noqa: E402

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import torch
 import torchvision
 
+from .._version import __version__
 from ..data import write_data_report
 from ..recipes import dump_recipe
 from .checkpoint import write_text_atomic
@@ -213,7 +214,6 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 def environment() -> dict[str, Any]:
     """Versions and code revision stored with every result."""
-    from .. import __version__
     env = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
            "sotakit": __version__, "machine": platform.machine(), "processor": platform.processor() or "",
            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),

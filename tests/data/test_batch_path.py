@@ -6,8 +6,8 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from sotakit.data import TensorSource, batch_crop_for, make_loaders, make_train_transform, start_epoch
-from sotakit.data.datasets import DataBundle
+from conftest import tensor_bundle
+from sotakit.data import batch_crop_for, make_loaders, make_train_transform, start_epoch
 from sotakit.recipes import Recipe
 from sotakit.train.recipe_kwargs import LOADER_ARGS, loader_kwargs
 
@@ -22,12 +22,10 @@ NOT_AUGMENTATIONS = {"batch_size", "train_crop_size", "val_resize_size", "val_cr
                      "ra_magnitude", "augmix_severity", "ra_sampler", "ra_reps"}
 
 
-def rgb_bundle(n=40, size=12) -> DataBundle:
+def rgb_bundle():
+    """Colour images (saturation jitter needs three channels)."""
     g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 255, (n, 3, size, size), dtype=torch.uint8, generator=g)
-    targets = torch.arange(n) % 4
-    return DataBundle("toy", list("abcd"), size, (0.5,) * 3, (0.25,) * 3, TensorSource(images, targets),
-                      TensorSource(images[:8], targets[:8]))
+    return tensor_bundle(images=torch.randint(0, 255, (40, 3, 12, 12), dtype=torch.uint8, generator=g))
 
 
 def first_batch(recipe: Recipe):
