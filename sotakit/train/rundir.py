@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 import torchvision
 
-from .._version import __version__
+from .. import _version
 from ..data import write_data_report
 from ..recipes import dump_recipe
 from .checkpoint import write_text_atomic
@@ -215,7 +215,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 def environment() -> dict[str, Any]:
     """Versions and code revision stored with every result."""
     env = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-           "sotakit": __version__, "machine": platform.machine(), "processor": platform.processor() or "",
+           "sotakit": _version.__version__, "machine": platform.machine(), "processor": platform.processor() or "",
            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     try:
