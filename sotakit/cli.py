@@ -195,7 +195,7 @@ def _plan(entries, *, seeds: int, jobs: int, dry_run: bool, estimate: bool, labe
 def cmd_ablate(args, argv) -> int:
     from pathlib import Path
 
-    from .experiments import expand, run_recipes, write_report
+    from .experiments import expand, run_recipes, write_ladder_tables
     from .experiments.sweep import parse_sets
     overrides = {"data": args.data, **parse_sets(args.set)}
     if args.kfold:
@@ -208,7 +208,7 @@ def cmd_ablate(args, argv) -> int:
     if args.dry_run:
         return 0
     run_recipes(steps, out, seeds=args.seeds, jobs=args.jobs)
-    print(write_report(steps, out))
+    print(write_ladder_tables(steps, out))
     print(f"written: {out / 'ablation.md'}, {out / 'ablation.csv'}, {out / 'ablation.png'}")
     return 0
 

@@ -42,7 +42,7 @@ def expand(ladder: str, out_dir: Path, *, epochs: int, long_factor: float = DEFA
     return out
 
 
-def write_report(steps: list[tuple[str, str, Path]], out_dir: Path) -> str:
+def write_ladder_tables(steps: list[tuple[str, str, Path]], out_dir: Path) -> str:
     """ablation.md, ablation.csv and ablation.png from results.jsonl; returns the Markdown table(s)."""
     recs = results_for(steps, out_dir)
     acc1, acc5 = {}, {}

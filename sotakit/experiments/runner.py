@@ -18,16 +18,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..recipes import Recipe, load_recipe
-from ..recipes.recipe import recipe_hash as recipes_hash
+from ..recipes.recipe import recipe_hash
 from .stats import summarize
 
 # An entry: (name, title, recipe file). Ladder steps and sweep grid points are both entries.
 Entry = tuple[str, str, Path]
 
 
-def recipe_hash(recipe: Recipe) -> str:
-    """Identifies a configuration independent of seed, fold and naming (the key of results.jsonl)."""
-    return recipes_hash(recipe, ignore=("seed", "run_name", "output_dir", "recipe_name", "resume", "fold"))
+def config_key(recipe: Recipe) -> str:
+    """Identifies a configuration independent of seed, fold and naming: the key of results.jsonl
+    (stored in its records as "recipe_hash", the name older results files use)."""
+    return recipe_hash(recipe, ignore=("seed", "run_name", "output_dir", "recipe_name", "resume", "fold"))
 
 
 def read_results(results: Path) -> list[dict]:
@@ -75,7 +76,7 @@ def run_one(path: Path, seed: int, out_dir: Path, threads: int, fold: int | None
         raise RuntimeError(f"{name} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
     run_dir = Path(proc.stdout.split("run directory: ")[1].splitlines()[0].strip())
     s = json.loads((run_dir / "summary.json").read_text())
-    return {"step": path.stem, "seed": seed, "fold": fold, "recipe_hash": recipe_hash(recipe),
+    return {"step": path.stem, "seed": seed, "fold": fold, "recipe_hash": config_key(recipe),
             "run_dir": str(run_dir), **result_metrics(s),
             "wall_time_s": time.time() - t0, "img_s": s["median_img_s"], "environment": s["environment"]}
 
@@ -109,7 +110,7 @@ def run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int = 
     planned = []
     for _, _, path in entries:
         recipe = load_recipe(path)
-        planned += [(path, seed, fold, recipe_hash(recipe)) for seed in range(seeds) for fold in folds_of(recipe)]
+        planned += [(path, seed, fold, config_key(recipe)) for seed in range(seeds) for fold in folds_of(recipe)]
     todo = [(path, seed, fold) for path, seed, fold, h in planned if (h, seed, fold) not in done]
     say(f"{len(todo)} runs to do, {len(planned) - len(todo)} already finished")
     threads = max(1, (os.cpu_count() or 1) // jobs)  # the machine's cores divided between the jobs
@@ -139,7 +140,7 @@ def run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int = 
 
 def results_for(entries: list[Entry], out_dir: Path) -> list[dict]:
     """Records of exactly these entries' recipes: a directory reused with other overrides is not pooled."""
-    wanted = {recipe_hash(load_recipe(path)) for _, _, path in entries}
+    wanted = {config_key(load_recipe(path)) for _, _, path in entries}
     return [r for r in read_results(out_dir / "results.jsonl") if r["recipe_hash"] in wanted]
 
 
