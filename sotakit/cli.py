@@ -46,19 +46,24 @@ def cmd_train(args, argv) -> int:
             print(dump_recipe(recipe), end="")
             return 0
         if recipe.kfold and "fold" not in overrides_from(args):
-            return _train_folds(recipe)
+            return _train_folds(args, recipe)
         result = _run_fit(lambda: fit(recipe, tracker=args.tracker))
     if isinstance(result, int):
         return result
     if result.run_dir is not None:  # rank 0 only under DDP
+        if args.run_dir_file:
+            from .train.checkpoint import write_text_atomic
+            write_text_atomic(args.run_dir_file, f"{result.run_dir}\n")  # whole or absent, never torn
         print(_summary_text(result.summary))
     return 0
 
 
-def _train_folds(recipe: Recipe) -> int:
+def _train_folds(args, recipe: Recipe) -> int:
     """`train --kfold K` without --fold: the K fits one after another, then per-fold and mean ± std."""
     from .experiments.kfold import fit_folds
     from .train import fit
+    if args.run_dir_file:
+        raise RecipeError("--run-dir-file names one run's directory; with --kfold K also give --fold F")
     out = _run_fit(lambda: fit_folds(recipe, fit=fit))
     if isinstance(out, int):
         return out
@@ -331,6 +336,8 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--force-resume", action="store_true",
                    help="with --resume: continue although the model, classes, recipe or data changed (same model "
                         "and classes: all state is loaded; otherwise only the weights whose name and shape match)")
+    t.add_argument("--run-dir-file", metavar="FILE", help="when the run has finished, write its directory "
+                   "to FILE (for scripts; the ablate and sweep runner reads it)")
     add_recipe_arguments(t)
     t.set_defaults(func=cmd_train)
     e = sub.add_parser("eval", help="evaluate a run directory or checkpoint")

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -64,17 +65,27 @@ def folds_of(recipe: Recipe) -> list[int | None]:
 
 
 def run_one(path: Path, seed: int, out_dir: Path, threads: int, fold: int | None = None) -> dict:
-    """Train one (entry, seed, fold) in its own process with ``threads`` intra-op threads; return its result."""
+    """Train one (entry, seed, fold) in its own process with ``threads`` intra-op threads; return its result.
+
+    The child names its run directory in a file given by ``--run-dir-file`` (its printed output is
+    for people and may change).
+    """
     recipe = load_recipe(path)
     name = f"{path.stem}-s{seed}" + (f"-f{fold}" if fold is not None else "")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, "-m", "sotakit", "train", "--config", str(path), "--seed", str(seed),
-           "--output-dir", str(out_dir), "--run-name", name] + (["--fold", str(fold)] if fold is not None else [])
     t0 = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{name} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
-    run_dir = Path(proc.stdout.split("run directory: ")[1].splitlines()[0].strip())
+    with tempfile.TemporaryDirectory(prefix="sotakit-run-") as tmp:
+        run_dir_file = Path(tmp) / "run_dir"
+        cmd = [sys.executable, "-m", "sotakit", "train", "--config", str(path), "--seed", str(seed),
+               "--output-dir", str(out_dir), "--run-name", name, "--run-dir-file", str(run_dir_file)]
+        proc = subprocess.run(cmd + (["--fold", str(fold)] if fold is not None else []),
+                              capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{name} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+        if not run_dir_file.is_file():
+            raise RuntimeError(f"{name} exited 0 without naming its run directory in --run-dir-file:\n"
+                               f"{proc.stdout[-2000:]}")
+        run_dir = Path(run_dir_file.read_text().strip())
     s = json.loads((run_dir / "summary.json").read_text())
     return {"step": path.stem, "seed": seed, "fold": fold, "recipe_hash": config_key(recipe),
             "run_dir": str(run_dir), **result_metrics(s),
