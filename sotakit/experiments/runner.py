@@ -8,6 +8,7 @@ command skips finished runs, so an interrupted ablation or sweep resumes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -30,6 +31,12 @@ def config_key(recipe: Recipe) -> str:
     """Identifies a configuration independent of seed, fold and naming: the key of results.jsonl
     (stored in its records as "recipe_hash", the name older results files use)."""
     return recipe_hash(recipe, ignore=("seed", "run_name", "output_dir", "recipe_name", "resume", "fold"))
+
+
+def out_dir_for(kind: str, label: str, key: list) -> Path:
+    """Default directory of an ablation or sweep, ``kind/label-HASH``: HASH names the flags in ``key``,
+    so the same command resumes in the same directory and other flags do not pool their runs there."""
+    return Path(kind) / f"{label}-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:6]}"
 
 
 def read_results(results: Path) -> list[dict]:
@@ -62,6 +69,11 @@ def finished(results: Path) -> set[tuple[str, int, int | None]]:
 def folds_of(recipe: Recipe) -> list[int | None]:
     """The folds a configuration runs on: all K with --kfold K, else one run without folds."""
     return list(range(recipe.kfold)) if recipe.kfold else [None]
+
+
+def count_runs(entries: list[Entry], seeds: int) -> int:
+    """How many (entry, seed, fold) runs ``run_recipes`` plans for these entries."""
+    return sum(seeds * len(folds_of(load_recipe(path))) for _, _, path in entries)
 
 
 def run_one(path: Path, seed: int, out_dir: Path, threads: int, fold: int | None = None) -> dict:

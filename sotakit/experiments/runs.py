@@ -1,4 +1,6 @@
-"""Runs in one place: list run directories as a table and compare two runs.
+"""Runs in one place: find run directories, read each one's row, compare two runs.
+
+console.py draws the tables `sotakit runs` and `runs compare` print.
 
 Everything is read back from the run directory (recipe.toml, metrics.jsonl, summary.json, run.pid,
 failed.json), so a run is listed the same whether it was trained by `sotakit train`, by an ablation
@@ -13,8 +15,6 @@ import re
 import tomllib
 from pathlib import Path
 from statistics import median
-
-from rich.table import Table
 
 from ..recipes import load_recipe
 from ..train.rundir import FAILED_FILE, read_metrics, run_owner, runs_root
@@ -87,26 +87,6 @@ def run_info(run_dir: Path) -> dict:
     return info
 
 
-def _num(v, fmt: str = ".2f") -> str:
-    return "-" if v is None else format(v, fmt)
-
-
-STATUS_STYLE = {"finished": "green", "running": "cyan", "interrupted": "yellow", "failed": "red"}
-
-
-def runs_table(infos: list[dict], *, title: str = "runs") -> Table:
-    """The rich table `sotakit runs` prints."""
-    table = Table(title=title, caption="acc@1: test split of finished runs; last epoch's validation otherwise")
-    for col in ("run", "recipe", "model", "data", "seed", "epochs", "acc@1", "EMA acc@1", "wall time", "img/s", "status"):
-        table.add_column(col, justify="left" if col in ("run", "recipe", "model", "data", "status") else "right")
-    for r in infos:
-        table.add_row(r["name"], r["recipe"] or "-", r["model"], r["data"], str(r["seed"]),
-                      f"{r['epochs_done']}/{r['epochs']}", _num(r["acc1"]), _num(r["ema_acc1"]),
-                      "-" if r["wall_time_s"] is None else f"{r['wall_time_s']:.0f}s", _num(r["img_s"], ".0f"),
-                      f"[{STATUS_STYLE[r['status']]}]{r['status']}[/]")
-    return table
-
-
 def resolve_run(name: str | Path, root: str | Path | None = None) -> Path:
     """A run given as a directory path, or by (a unique fnmatch of) its name under ``root``."""
     path = Path(name)
@@ -138,25 +118,6 @@ def compare_runs(run_a: Path, run_b: Path) -> tuple[list[tuple[str, object, obje
         a, b = ia.get(key), ib.get(key)
         metrics.append((label, a, b, b - a if a is not None and b is not None else None))
     return recipe_diff, metrics
-
-
-def compare_tables(run_a: Path, run_b: Path) -> list[Table]:
-    """The two tables `sotakit runs compare` prints: recipe difference, metric difference."""
-    recipe_diff, metrics = compare_runs(run_a, run_b)
-    names = f"A = {run_a.name}, B = {run_b.name}"
-    rt = Table(title=f"recipe difference ({len(recipe_diff)} fields)", caption=names)
-    for col in ("field", "A", "B"):
-        rt.add_column(col)
-    for k, a, b in recipe_diff:
-        rt.add_row(k, repr(a), repr(b))
-    notes = {run_info(p)["acc_source"] for p in (run_a, run_b)} - {"test"}
-    mt = Table(title="metric difference", caption=names + ("" if not notes else
-                                                             "; unfinished runs show the last epoch's validation"))
-    for col in ("metric", "A", "B", "B - A"):
-        mt.add_column(col, justify="left" if col == "metric" else "right")
-    for label, a, b, d in metrics:
-        mt.add_row(label, _num(a), _num(b), "-" if d is None else f"{d:+.2f}")
-    return [rt, mt]
 
 
 def check_pattern_or_root(pattern: str | None, root: str | None) -> tuple[str | None, str | None]:

@@ -102,18 +102,6 @@ def format_sweep(rows: list[SweepRow], grid: dict[str, list]) -> str:
     return "\n".join(lines)
 
 
-def rich_table(rows: list[SweepRow], grid: dict[str, list], title: str):
-    """The sorted table for the terminal."""
-    from rich.table import Table
-    t = Table(title=title)
-    for col in [*grid, "n", "acc@1 mean ± std", "median", "max", "acc@5 mean ± std"]:
-        t.add_column(col, justify="right")
-    for r in rows:
-        t.add_row(*[str(v) for v in r.point.values()], str(r.acc1.n), f"{r.acc1.mean:.2f} ± {r.acc1.std:.2f}",
-                  f"{r.acc1.median:.2f}", f"{r.acc1.max:.2f}", f"{r.acc5.mean:.2f} ± {r.acc5.std:.2f}")
-    return t
-
-
 def write_sweep(entries: list[Entry], grid: dict[str, list], out_dir: Path) -> tuple[list[SweepRow], str, str | None]:
     """sweep.md, sweep.csv and (one or two knobs) sweep.png from results.jsonl.
 
