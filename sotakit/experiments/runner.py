@@ -123,7 +123,8 @@ def reported_acc(rec: dict, *, split: str | None = None) -> tuple[float, float]:
     """
     prefix = "val_" if (split or ("val" if rec.get("fold") is not None else "test")) == "val" else ""
     ema = rec.get(f"{prefix}ema_acc1") is not None
-    return (rec[f"{prefix}ema_acc1"], rec[f"{prefix}ema_acc5"]) if ema else (rec[f"{prefix}acc1"], rec[f"{prefix}acc5"])
+    model = f"{prefix}ema_" if ema else prefix
+    return rec[f"{model}acc1"], rec[f"{model}acc5"]
 
 
 def run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int = 1, say=print) -> list[dict]:
@@ -133,7 +134,8 @@ def run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int = 
     planned = []
     for _, _, path in entries:
         recipe = load_recipe(path)
-        planned += [(path, seed, fold, config_key(recipe)) for seed in range(seeds) for fold in folds_of(recipe)]
+        key = config_key(recipe)
+        planned += [(path, seed, fold, key) for seed in range(seeds) for fold in folds_of(recipe)]
     todo = [(path, seed, fold) for path, seed, fold, h in planned if (h, seed, fold) not in done]
     say(f"{len(todo)} runs to do, {len(planned) - len(todo)} already finished")
     threads = max(1, (os.cpu_count() or 1) // jobs)  # the machine's cores divided between the jobs
@@ -145,7 +147,8 @@ def run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int = 
         try:
             rec = run_one(path, seed, out_dir=out_dir, threads=threads, fold=fold)
         except Exception as e:  # one failed run must not stop the others; it is reported at the end
-            failures.append(f"{path.stem} seed {seed}" + (f" fold {fold}" if fold is not None else "") + f": {e}")
+            where = f" fold {fold}" if fold is not None else ""
+            failures.append(f"{path.stem} seed {seed}{where}: {e}")
             return None
         with lock:  # one line per finished run: an interruption loses no result
             append_line(results, json.dumps(rec))
@@ -174,8 +177,8 @@ def fold_table(entries: list[Entry], records: list[dict]) -> str | None:
     if not recs:
         return None
     k = max(r["fold"] for r in recs) + 1
-    lines = ["| configuration | " + " | ".join(f"fold {f}" for f in range(k)) + " | val mean ± std | n | test mean ± std |",
-             "|" + "---|" * (k + 4)]
+    folds = " | ".join(f"fold {f}" for f in range(k))
+    lines = [f"| configuration | {folds} | val mean ± std | n | test mean ± std |", "|" + "---|" * (k + 4)]
     for name, title, _ in entries:
         mine = [r for r in recs if r["step"] == name]
         if not mine:
@@ -184,7 +187,8 @@ def fold_table(entries: list[Entry], records: list[dict]) -> str | None:
         val = [reported_acc(r)[0] for r in mine]
         test = [reported_acc(r, split="test")[0] for r in mine]
         cells = [f"{summarize(v).mean:.2f}" if v else "-" for v in per]
-        lines.append(f"| {title} | " + " | ".join(cells) + f" | {_mean_std(val)} | {len(val)} | {_mean_std(test)} |")
+        lines.append(f"| {title} | " + " | ".join(cells)
+                     + f" | {_mean_std(val)} | {len(val)} | {_mean_std(test)} |")
     return "\n".join(lines)
 
 

@@ -53,7 +53,8 @@ def run_status(run_dir: Path) -> str:
     if (run_dir / "summary.json").is_file():
         return "finished"
     owner = run_owner(run_dir)
-    if owner is not None and owner[1] is not False:  # None: on another host, where we cannot look; trust the file
+    # owner[1] is None on another host, where we cannot look: the file is trusted
+    if owner is not None and owner[1] is not False:
         return "running"
     if (run_dir / FAILED_FILE).is_file():
         return "failed"
@@ -68,15 +69,18 @@ def run_info(run_dir: Path) -> dict:
     """
     recipe = tomllib.loads((run_dir / "recipe.toml").read_text()).get("recipe", {})  # raw: old files list too
     epochs = [r for r in read_metrics(run_dir) if r.get("kind") == "epoch"]
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else None
+    summary_file = run_dir / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
     info = {"name": run_dir.name, "path": str(run_dir), "recipe": recipe.get("recipe_name", ""),
-            "model": recipe.get("model", "-"), "data": summary["data"] if summary else Path(recipe.get("data", "-")).name,
+            "model": recipe.get("model", "-"),
+            "data": summary["data"] if summary else Path(recipe.get("data", "-")).name,
             "seed": recipe.get("seed", "-"), "epochs_done": len(epochs), "epochs": recipe.get("epochs", "-"),
             "status": run_status(run_dir)}
     if summary:
         test, ema = summary.get("test", {}), summary.get("test_ema", {})
-        info.update(acc1=test.get("acc1"), acc5=test.get("acc5"), ema_acc1=ema.get("acc1"), ema_acc5=ema.get("acc5"),
-                    wall_time_s=summary.get("wall_time_s"), img_s=summary.get("median_img_s"), acc_source="test")
+        info.update(acc1=test.get("acc1"), acc5=test.get("acc5"), ema_acc1=ema.get("acc1"),
+                    ema_acc5=ema.get("acc5"), wall_time_s=summary.get("wall_time_s"),
+                    img_s=summary.get("median_img_s"), acc_source="test")
     else:
         last = epochs[-1] if epochs else {}
         info.update(acc1=last.get("val_acc1"), acc5=last.get("val_acc5"), ema_acc1=last.get("ema_acc1"),
@@ -99,16 +103,19 @@ def resolve_run(name: str | Path, root: str | Path | None = None) -> Path:
         return matches[0]
     where = root if root is not None else runs_root()
     if not matches:
-        raise FileNotFoundError(f"no run named {name!r} under {where}; `sotakit runs --root {where}` lists them")
-    raise ValueError(f"{name!r} matches {len(matches)} runs under {where} ({', '.join(p.name for p in matches[:5])}"
-                     f"{', ...' if len(matches) > 5 else ''}); give the full name or the directory")
+        raise FileNotFoundError(f"no run named {name!r} under {where}; "
+                                f"`sotakit runs --root {where}` lists them")
+    names = ", ".join(p.name for p in matches[:5]) + (", ..." if len(matches) > 5 else "")
+    raise ValueError(f"{name!r} matches {len(matches)} runs under {where} ({names}); "
+                     "give the full name or the directory")
 
 
 METRICS = (("test acc@1", "acc1"), ("test acc@5", "acc5"), ("EMA test acc@1", "ema_acc1"),
            ("EMA test acc@5", "ema_acc5"), ("wall time (s)", "wall_time_s"), ("img/s", "img_s"))
 
 
-def compare_runs(run_a: Path, run_b: Path) -> tuple[list[tuple[str, object, object]], list[tuple[str, object, object, object]]]:
+def compare_runs(run_a: Path, run_b: Path) -> tuple[list[tuple[str, object, object]],
+                                                    list[tuple[str, object, object, object]]]:
     """(recipe fields that differ as (field, A, B); metrics as (label, A, B, B - A or None))."""
     ra, rb = (load_recipe(p / "recipe.toml").to_dict() for p in (run_a, run_b))
     recipe_diff = [(k, ra[k], rb[k]) for k in ra if ra[k] != rb[k]]
