@@ -23,7 +23,8 @@ def budget(recipe: Recipe, *, epochs: int, long: bool, long_factor: float = DEFA
     target = max(1, round(epochs * long_factor)) if long else epochs
     scale = target / recipe.epochs
     warmup = min(round(recipe.lr_warmup_epochs * scale), target - 1)
-    step = {"lr_step_size": max(1, round(recipe.lr_step_size * scale))} if recipe.lr_scheduler == "steplr" else {}
+    steplr = recipe.lr_scheduler == "steplr"
+    step = {"lr_step_size": max(1, round(recipe.lr_step_size * scale))} if steplr else {}
     return make_recipe(recipe, epochs=target, lr_warmup_epochs=max(0, warmup), **step)
 
 
@@ -42,7 +43,7 @@ def expand(ladder: str, out_dir: Path, *, epochs: int, long_factor: float = DEFA
     return out
 
 
-def write_report(steps: list[tuple[str, str, Path]], out_dir: Path) -> str:
+def write_ladder_tables(steps: list[tuple[str, str, Path]], out_dir: Path) -> str:
     """ablation.md, ablation.csv and ablation.png from results.jsonl; returns the Markdown table(s)."""
     recs = results_for(steps, out_dir)
     acc1, acc5 = {}, {}
@@ -54,11 +55,13 @@ def write_report(steps: list[tuple[str, str, Path]], out_dir: Path) -> str:
     table = format_table(rows)
     folds = fold_table(steps, recs)
     if folds:
-        table += "\n\nK-fold validation acc@1 per fold (the table above is over these folds x seeds):\n\n" + folds
+        table += ("\n\nK-fold validation acc@1 per fold (the table above is over these folds x seeds):\n\n"
+                  + folds)
     (out_dir / "ablation.md").write_text(table + "\n")
     csv = ["step,n,acc1_mean,acc1_std,acc1_median,acc1_max,acc5_mean,acc5_std,incremental,absolute,p_value"]
     csv += [f"{r.step},{r.acc1.n},{r.acc1.mean:.4f},{r.acc1.std:.4f},{r.acc1.median:.4f},{r.acc1.max:.4f},"
-            f"{r.acc5.mean:.4f},{r.acc5.std:.4f},{r.incremental:.4f},{r.absolute:.4f},{r.p_value:.6g}" for r in rows]
+            f"{r.acc5.mean:.4f},{r.acc5.std:.4f},{r.incremental:.4f},{r.absolute:.4f},{r.p_value:.6g}"
+            for r in rows]
     (out_dir / "ablation.csv").write_text("\n".join(csv) + "\n")
     _plot(rows, out_dir / "ablation.png")
     return table
@@ -76,7 +79,8 @@ def _plot(rows, path: Path) -> None:
     ax.plot(x, [r.acc1.max for r in rows], "^", alpha=0.6, label="best seed")
     for i, r in enumerate(rows):
         if i and not r.significant:
-            ax.annotate("n.s.", (i, r.acc1.mean), textcoords="offset points", xytext=(0, 14), ha="center", fontsize=8)
+            ax.annotate("n.s.", (i, r.acc1.mean), textcoords="offset points", xytext=(0, 14), ha="center",
+                        fontsize=8)
     ax.set_xticks(list(x), [r.title for r in rows], rotation=30, ha="right")
     ax.set_ylabel("test acc@1 (%)")
     ax.grid(alpha=0.3)

@@ -8,26 +8,35 @@ command skips finished runs, so an interrupted ablation or sweep resumes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..recipes import Recipe, load_recipe
-from ..recipes.recipe import recipe_hash as recipes_hash
+from ..recipes.recipe import recipe_hash
 from .stats import summarize
 
 # An entry: (name, title, recipe file). Ladder steps and sweep grid points are both entries.
 Entry = tuple[str, str, Path]
 
 
-def recipe_hash(recipe: Recipe) -> str:
-    """Identifies a configuration independent of seed, fold and naming (the key of results.jsonl)."""
-    return recipes_hash(recipe, ignore=("seed", "run_name", "output_dir", "recipe_name", "resume", "fold"))
+def config_key(recipe: Recipe) -> str:
+    """Identifies a configuration independent of seed, fold and naming: the key of results.jsonl
+    (stored in its records as "recipe_hash", the name older results files use)."""
+    return recipe_hash(recipe, ignore=("seed", "run_name", "output_dir", "recipe_name", "resume", "fold"))
+
+
+def out_dir_for(kind: str, label: str, key: list) -> Path:
+    """Default directory of an ablation or sweep, ``kind/label-HASH``: HASH names the flags in ``key``,
+    so the same command resumes in the same directory and other flags do not pool their runs there."""
+    return Path(kind) / f"{label}-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:6]}"
 
 
 def read_results(results: Path) -> list[dict]:
@@ -62,20 +71,35 @@ def folds_of(recipe: Recipe) -> list[int | None]:
     return list(range(recipe.kfold)) if recipe.kfold else [None]
 
 
+def count_runs(entries: list[Entry], seeds: int) -> int:
+    """How many (entry, seed, fold) runs ``run_recipes`` plans for these entries."""
+    return sum(seeds * len(folds_of(load_recipe(path))) for _, _, path in entries)
+
+
 def run_one(path: Path, seed: int, out_dir: Path, threads: int, fold: int | None = None) -> dict:
-    """Train one (entry, seed, fold) in its own process with ``threads`` intra-op threads; return its result."""
+    """Train one (entry, seed, fold) in its own process with ``threads`` intra-op threads; return its result.
+
+    The child names its run directory in a file given by ``--run-dir-file`` (its printed output is
+    for people and may change).
+    """
     recipe = load_recipe(path)
     name = f"{path.stem}-s{seed}" + (f"-f{fold}" if fold is not None else "")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, "-m", "sotakit", "train", "--config", str(path), "--seed", str(seed),
-           "--output-dir", str(out_dir), "--run-name", name] + (["--fold", str(fold)] if fold is not None else [])
     t0 = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{name} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
-    run_dir = Path(proc.stdout.split("run directory: ")[1].splitlines()[0].strip())
+    with tempfile.TemporaryDirectory(prefix="sotakit-run-") as tmp:
+        run_dir_file = Path(tmp) / "run_dir"
+        cmd = [sys.executable, "-m", "sotakit", "train", "--config", str(path), "--seed", str(seed),
+               "--output-dir", str(out_dir), "--run-name", name, "--run-dir-file", str(run_dir_file)]
+        proc = subprocess.run(cmd + (["--fold", str(fold)] if fold is not None else []),
+                              capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{name} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+        if not run_dir_file.is_file():
+            raise RuntimeError(f"{name} exited 0 without naming its run directory in --run-dir-file:\n"
+                               f"{proc.stdout[-2000:]}")
+        run_dir = Path(run_dir_file.read_text().strip())
     s = json.loads((run_dir / "summary.json").read_text())
-    return {"step": path.stem, "seed": seed, "fold": fold, "recipe_hash": recipe_hash(recipe),
+    return {"step": path.stem, "seed": seed, "fold": fold, "recipe_hash": config_key(recipe),
             "run_dir": str(run_dir), **result_metrics(s),
             "wall_time_s": time.time() - t0, "img_s": s["median_img_s"], "environment": s["environment"]}
 
@@ -99,7 +123,8 @@ def reported_acc(rec: dict, *, split: str | None = None) -> tuple[float, float]:
     """
     prefix = "val_" if (split or ("val" if rec.get("fold") is not None else "test")) == "val" else ""
     ema = rec.get(f"{prefix}ema_acc1") is not None
-    return (rec[f"{prefix}ema_acc1"], rec[f"{prefix}ema_acc5"]) if ema else (rec[f"{prefix}acc1"], rec[f"{prefix}acc5"])
+    model = f"{prefix}ema_" if ema else prefix
+    return rec[f"{model}acc1"], rec[f"{model}acc5"]
 
 
 def run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int = 1, say=print) -> list[dict]:
@@ -109,7 +134,8 @@ def run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int = 
     planned = []
     for _, _, path in entries:
         recipe = load_recipe(path)
-        planned += [(path, seed, fold, recipe_hash(recipe)) for seed in range(seeds) for fold in folds_of(recipe)]
+        key = config_key(recipe)
+        planned += [(path, seed, fold, key) for seed in range(seeds) for fold in folds_of(recipe)]
     todo = [(path, seed, fold) for path, seed, fold, h in planned if (h, seed, fold) not in done]
     say(f"{len(todo)} runs to do, {len(planned) - len(todo)} already finished")
     threads = max(1, (os.cpu_count() or 1) // jobs)  # the machine's cores divided between the jobs
@@ -121,7 +147,8 @@ def run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int = 
         try:
             rec = run_one(path, seed, out_dir=out_dir, threads=threads, fold=fold)
         except Exception as e:  # one failed run must not stop the others; it is reported at the end
-            failures.append(f"{path.stem} seed {seed}" + (f" fold {fold}" if fold is not None else "") + f": {e}")
+            where = f" fold {fold}" if fold is not None else ""
+            failures.append(f"{path.stem} seed {seed}{where}: {e}")
             return None
         with lock:  # one line per finished run: an interruption loses no result
             append_line(results, json.dumps(rec))
@@ -139,7 +166,7 @@ def run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int = 
 
 def results_for(entries: list[Entry], out_dir: Path) -> list[dict]:
     """Records of exactly these entries' recipes: a directory reused with other overrides is not pooled."""
-    wanted = {recipe_hash(load_recipe(path)) for _, _, path in entries}
+    wanted = {config_key(load_recipe(path)) for _, _, path in entries}
     return [r for r in read_results(out_dir / "results.jsonl") if r["recipe_hash"] in wanted]
 
 
@@ -150,8 +177,8 @@ def fold_table(entries: list[Entry], records: list[dict]) -> str | None:
     if not recs:
         return None
     k = max(r["fold"] for r in recs) + 1
-    lines = ["| configuration | " + " | ".join(f"fold {f}" for f in range(k)) + " | val mean ± std | n | test mean ± std |",
-             "|" + "---|" * (k + 4)]
+    folds = " | ".join(f"fold {f}" for f in range(k))
+    lines = [f"| configuration | {folds} | val mean ± std | n | test mean ± std |", "|" + "---|" * (k + 4)]
     for name, title, _ in entries:
         mine = [r for r in recs if r["step"] == name]
         if not mine:
@@ -160,7 +187,8 @@ def fold_table(entries: list[Entry], records: list[dict]) -> str | None:
         val = [reported_acc(r)[0] for r in mine]
         test = [reported_acc(r, split="test")[0] for r in mine]
         cells = [f"{summarize(v).mean:.2f}" if v else "-" for v in per]
-        lines.append(f"| {title} | " + " | ".join(cells) + f" | {_mean_std(val)} | {len(val)} | {_mean_std(test)} |")
+        lines.append(f"| {title} | " + " | ".join(cells)
+                     + f" | {_mean_std(val)} | {len(val)} | {_mean_std(test)} |")
     return "\n".join(lines)
 
 

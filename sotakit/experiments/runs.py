@@ -1,4 +1,6 @@
-"""Runs in one place: list run directories as a table and compare two runs.
+"""Runs in one place: find run directories, read each one's row, compare two runs.
+
+console.py draws the tables `sotakit runs` and `runs compare` print.
 
 Everything is read back from the run directory (recipe.toml, metrics.jsonl, summary.json, run.pid,
 failed.json), so a run is listed the same whether it was trained by `sotakit train`, by an ablation
@@ -13,8 +15,6 @@ import re
 import tomllib
 from pathlib import Path
 from statistics import median
-
-from rich.table import Table
 
 from ..recipes import load_recipe
 from ..train.rundir import FAILED_FILE, read_metrics, run_owner, runs_root
@@ -53,7 +53,8 @@ def run_status(run_dir: Path) -> str:
     if (run_dir / "summary.json").is_file():
         return "finished"
     owner = run_owner(run_dir)
-    if owner is not None and owner[1] is not False:  # None: on another host, where we cannot look; trust the file
+    # owner[1] is None on another host, where we cannot look: the file is trusted
+    if owner is not None and owner[1] is not False:
         return "running"
     if (run_dir / FAILED_FILE).is_file():
         return "failed"
@@ -68,15 +69,18 @@ def run_info(run_dir: Path) -> dict:
     """
     recipe = tomllib.loads((run_dir / "recipe.toml").read_text()).get("recipe", {})  # raw: old files list too
     epochs = [r for r in read_metrics(run_dir) if r.get("kind") == "epoch"]
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else None
+    summary_file = run_dir / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
     info = {"name": run_dir.name, "path": str(run_dir), "recipe": recipe.get("recipe_name", ""),
-            "model": recipe.get("model", "-"), "data": summary["data"] if summary else Path(recipe.get("data", "-")).name,
+            "model": recipe.get("model", "-"),
+            "data": summary["data"] if summary else Path(recipe.get("data", "-")).name,
             "seed": recipe.get("seed", "-"), "epochs_done": len(epochs), "epochs": recipe.get("epochs", "-"),
             "status": run_status(run_dir)}
     if summary:
         test, ema = summary.get("test", {}), summary.get("test_ema", {})
-        info.update(acc1=test.get("acc1"), acc5=test.get("acc5"), ema_acc1=ema.get("acc1"), ema_acc5=ema.get("acc5"),
-                    wall_time_s=summary.get("wall_time_s"), img_s=summary.get("median_img_s"), acc_source="test")
+        info.update(acc1=test.get("acc1"), acc5=test.get("acc5"), ema_acc1=ema.get("acc1"),
+                    ema_acc5=ema.get("acc5"), wall_time_s=summary.get("wall_time_s"),
+                    img_s=summary.get("median_img_s"), acc_source="test")
     else:
         last = epochs[-1] if epochs else {}
         info.update(acc1=last.get("val_acc1"), acc5=last.get("val_acc5"), ema_acc1=last.get("ema_acc1"),
@@ -85,26 +89,6 @@ def run_info(run_dir: Path) -> dict:
                     img_s=median(r["train_img_s"] for r in epochs) if epochs else None,
                     acc_source=last.get("val_split", "-"))
     return info
-
-
-def _num(v, fmt: str = ".2f") -> str:
-    return "-" if v is None else format(v, fmt)
-
-
-STATUS_STYLE = {"finished": "green", "running": "cyan", "interrupted": "yellow", "failed": "red"}
-
-
-def runs_table(infos: list[dict], *, title: str = "runs") -> Table:
-    """The rich table `sotakit runs` prints."""
-    table = Table(title=title, caption="acc@1: test split of finished runs; last epoch's validation otherwise")
-    for col in ("run", "recipe", "model", "data", "seed", "epochs", "acc@1", "EMA acc@1", "wall time", "img/s", "status"):
-        table.add_column(col, justify="left" if col in ("run", "recipe", "model", "data", "status") else "right")
-    for r in infos:
-        table.add_row(r["name"], r["recipe"] or "-", r["model"], r["data"], str(r["seed"]),
-                      f"{r['epochs_done']}/{r['epochs']}", _num(r["acc1"]), _num(r["ema_acc1"]),
-                      "-" if r["wall_time_s"] is None else f"{r['wall_time_s']:.0f}s", _num(r["img_s"], ".0f"),
-                      f"[{STATUS_STYLE[r['status']]}]{r['status']}[/]")
-    return table
 
 
 def resolve_run(name: str | Path, root: str | Path | None = None) -> Path:
@@ -119,16 +103,19 @@ def resolve_run(name: str | Path, root: str | Path | None = None) -> Path:
         return matches[0]
     where = root if root is not None else runs_root()
     if not matches:
-        raise FileNotFoundError(f"no run named {name!r} under {where}; `sotakit runs --root {where}` lists them")
-    raise ValueError(f"{name!r} matches {len(matches)} runs under {where} ({', '.join(p.name for p in matches[:5])}"
-                     f"{', ...' if len(matches) > 5 else ''}); give the full name or the directory")
+        raise FileNotFoundError(f"no run named {name!r} under {where}; "
+                                f"`sotakit runs --root {where}` lists them")
+    names = ", ".join(p.name for p in matches[:5]) + (", ..." if len(matches) > 5 else "")
+    raise ValueError(f"{name!r} matches {len(matches)} runs under {where} ({names}); "
+                     "give the full name or the directory")
 
 
 METRICS = (("test acc@1", "acc1"), ("test acc@5", "acc5"), ("EMA test acc@1", "ema_acc1"),
            ("EMA test acc@5", "ema_acc5"), ("wall time (s)", "wall_time_s"), ("img/s", "img_s"))
 
 
-def compare_runs(run_a: Path, run_b: Path) -> tuple[list[tuple[str, object, object]], list[tuple[str, object, object, object]]]:
+def compare_runs(run_a: Path, run_b: Path) -> tuple[list[tuple[str, object, object]],
+                                                    list[tuple[str, object, object, object]]]:
     """(recipe fields that differ as (field, A, B); metrics as (label, A, B, B - A or None))."""
     ra, rb = (load_recipe(p / "recipe.toml").to_dict() for p in (run_a, run_b))
     recipe_diff = [(k, ra[k], rb[k]) for k in ra if ra[k] != rb[k]]
@@ -138,25 +125,6 @@ def compare_runs(run_a: Path, run_b: Path) -> tuple[list[tuple[str, object, obje
         a, b = ia.get(key), ib.get(key)
         metrics.append((label, a, b, b - a if a is not None and b is not None else None))
     return recipe_diff, metrics
-
-
-def compare_tables(run_a: Path, run_b: Path) -> list[Table]:
-    """The two tables `sotakit runs compare` prints: recipe difference, metric difference."""
-    recipe_diff, metrics = compare_runs(run_a, run_b)
-    names = f"A = {run_a.name}, B = {run_b.name}"
-    rt = Table(title=f"recipe difference ({len(recipe_diff)} fields)", caption=names)
-    for col in ("field", "A", "B"):
-        rt.add_column(col)
-    for k, a, b in recipe_diff:
-        rt.add_row(k, repr(a), repr(b))
-    notes = {run_info(p)["acc_source"] for p in (run_a, run_b)} - {"test"}
-    mt = Table(title="metric difference", caption=names + ("" if not notes else
-                                                             "; unfinished runs show the last epoch's validation"))
-    for col in ("metric", "A", "B", "B - A"):
-        mt.add_column(col, justify="left" if col == "metric" else "right")
-    for label, a, b, d in metrics:
-        mt.add_row(label, _num(a), _num(b), "-" if d is None else f"{d:+.2f}")
-    return [rt, mt]
 
 
 def check_pattern_or_root(pattern: str | None, root: str | None) -> tuple[str | None, str | None]:

@@ -41,7 +41,8 @@ def parse_grid(items: list[str]) -> dict[str, list]:
     for item in items:
         key, values = parse_assignment("--grid", item)
         if key in grid:
-            raise RecipeError(f"--grid {key} given twice; list all its values in one flag: --grid {key}=A,B,C")
+            raise RecipeError(f"--grid {key} given twice; list all its values in one flag: "
+                              f"--grid {key}=A,B,C")
         raw = [v.strip() for v in values.split(",") if v.strip()]
         typed = [None if v.lower() == "none" and FIELDS[key].default is None else coerce(key, v) for v in raw]
         if len(set(typed)) != len(typed):
@@ -64,7 +65,7 @@ def expand_grid(base: Recipe, grid: dict[str, list], out_dir: Path) -> list[Entr
     points_dir.mkdir(parents=True, exist_ok=True)
     out = []
     for values in itertools.product(*grid.values()):
-        point = dict(zip(grid, values))
+        point = dict(zip(grid, values, strict=True))
         recipe = make_recipe(base, **point)
         title = " ".join(f"{k}={v}" for k, v in point.items())
         path = points_dir / f"{point_name(point)}.toml"
@@ -97,24 +98,14 @@ def format_sweep(rows: list[SweepRow], grid: dict[str, list]) -> str:
     head = "| " + " | ".join(grid) + " | n | Acc@1 mean ± std | median | max | Acc@5 mean ± std |"
     lines = [head, "|" + "---|" * (len(grid) + 5)]
     for r in rows:
-        lines.append("| " + " | ".join(str(v) for v in r.point.values()) + f" | {r.acc1.n} | {r.acc1.mean:.2f} ± "
-                     f"{r.acc1.std:.2f} | {r.acc1.median:.2f} | {r.acc1.max:.2f} | {r.acc5.mean:.2f} ± {r.acc5.std:.2f} |")
+        lines.append("| " + " | ".join(str(v) for v in r.point.values()) + f" | {r.acc1.n} | "
+                     f"{r.acc1.mean:.2f} ± {r.acc1.std:.2f} | {r.acc1.median:.2f} | {r.acc1.max:.2f} | "
+                     f"{r.acc5.mean:.2f} ± {r.acc5.std:.2f} |")
     return "\n".join(lines)
 
 
-def rich_table(rows: list[SweepRow], grid: dict[str, list], title: str):
-    """The sorted table for the terminal."""
-    from rich.table import Table
-    t = Table(title=title)
-    for col in [*grid, "n", "acc@1 mean ± std", "median", "max", "acc@5 mean ± std"]:
-        t.add_column(col, justify="right")
-    for r in rows:
-        t.add_row(*[str(v) for v in r.point.values()], str(r.acc1.n), f"{r.acc1.mean:.2f} ± {r.acc1.std:.2f}",
-                  f"{r.acc1.median:.2f}", f"{r.acc1.max:.2f}", f"{r.acc5.mean:.2f} ± {r.acc5.std:.2f}")
-    return t
-
-
-def write_sweep(entries: list[Entry], grid: dict[str, list], out_dir: Path) -> tuple[list[SweepRow], str, str | None]:
+def write_sweep(entries: list[Entry], grid: dict[str, list],
+                out_dir: Path) -> tuple[list[SweepRow], str, str | None]:
     """sweep.md, sweep.csv and (one or two knobs) sweep.png from results.jsonl.
 
     Returns the rows, the Markdown table and, for K-fold runs, the per-fold table (else None).
@@ -123,10 +114,11 @@ def write_sweep(entries: list[Entry], grid: dict[str, list], out_dir: Path) -> t
     rows = sweep_rows(entries, grid, recs)
     text = format_sweep(rows, grid)
     folds = fold_table(entries, recs)
-    md = text + (f"\n\nK-fold validation acc@1 per fold (the table above is over these folds x seeds):\n\n{folds}"
-                 if folds else "")
+    md = text + ("\n\nK-fold validation acc@1 per fold (the table above is over these folds x seeds):"
+                 f"\n\n{folds}" if folds else "")
     (out_dir / "sweep.md").write_text(md + "\n")
-    csv = [",".join([*grid, "n", "acc1_mean", "acc1_std", "acc1_median", "acc1_max", "acc5_mean", "acc5_std"])]
+    csv = [",".join([*grid, "n", "acc1_mean", "acc1_std", "acc1_median", "acc1_max", "acc5_mean",
+                     "acc5_std"])]
     csv += [",".join([*(str(v) for v in r.point.values()), str(r.acc1.n)] + [
         f"{x:.4f}" for x in (r.acc1.mean, r.acc1.std, r.acc1.median, r.acc1.max, r.acc5.mean, r.acc5.std)])
         for r in rows]
@@ -151,7 +143,8 @@ def plot_sweep(grid: dict[str, list], rows: list[SweepRow], path: Path):
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs)
         pos = xs if numeric else list(range(len(xs)))
         ax.errorbar(pos, [by_point[(v,)].acc1.mean for v in xs], yerr=[by_point[(v,)].acc1.std for v in xs],
-                    fmt="o-", capsize=4, label=f"mean acc@1 ± std (n={min(by_point[(v,)].acc1.n for v in xs)}+)")
+                    fmt="o-", capsize=4,
+                    label=f"mean acc@1 ± std (n={min(by_point[(v,)].acc1.n for v in xs)}+)")
         if not numeric:
             ax.set_xticks(pos, [str(v) for v in xs])
         ax.set_xlabel(keys[0])

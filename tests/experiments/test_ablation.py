@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from sotakit.experiments import budget, expand, format_table, ladder_table, recipe_hash, summarize, welch_p
+from sotakit.experiments import budget, config_key, expand, format_table, ladder_table, summarize, welch_p
 from sotakit.experiments import ablation, runner
 from sotakit.recipes import load_preset, load_recipe
 
@@ -70,7 +70,7 @@ def test_rerun_skips_finished_runs(tmp_path, monkeypatch):
         if len(calls) == 3:
             raise RuntimeError("killed")  # the third run dies
         ema = 80.0 if path.stem == "tv-lr-optimizations" else None  # the EMA model is reported when there is one
-        return {"step": path.stem, "seed": seed, "recipe_hash": recipe_hash(load_recipe(path)),
+        return {"step": path.stem, "seed": seed, "recipe_hash": config_key(load_recipe(path)),
                 "acc1": 70.0 + seed, "acc5": 90.0, "ema_acc1": ema, "ema_acc5": ema, "wall_time_s": 1.0}
 
     monkeypatch.setattr(runner, "run_one", fake_run_one)
@@ -85,7 +85,7 @@ def test_rerun_skips_finished_runs(tmp_path, monkeypatch):
     assert calls == [(steps[1][0], 0)]  # only what had not finished
     lines = runner.read_results(tmp_path / "results.jsonl")
     assert sorted((x["step"], x["seed"]) for x in lines) == sorted((s, k) for s, _, _ in steps for k in (0, 1))
-    table = ablation.write_report(steps, tmp_path)
+    table = ablation.write_ladder_tables(steps, tmp_path)
     assert "ResNet50 Baseline" in table and (tmp_path / "ablation.png").read_bytes()[:4] == b"\x89PNG"
     csv = (tmp_path / "ablation.csv").read_text().splitlines()
     assert csv[1].startswith("tv-baseline,2,70.5000") and csv[2].startswith("tv-lr-optimizations,2,80.0000")

@@ -8,7 +8,7 @@ import math
 import pytest
 from matplotlib.container import ErrorbarContainer
 
-from sotakit.experiments import recipe_hash, runner
+from sotakit.experiments import config_key, runner
 from sotakit.experiments.sweep import expand_grid, parse_grid, parse_sets, plot_sweep, sweep_rows, write_sweep
 from sotakit.recipes import RecipeError, load_preset, load_recipe, make_recipe
 
@@ -49,7 +49,7 @@ def test_set_uses_the_same_key_check():
 def test_expand_writes_the_cartesian_grid(tmp_path):
     grid = parse_grid(["random_erase=0,0.1,0.2", "lr=0.2,0.5"])
     entries = expand_grid(BASE, grid, tmp_path)
-    assert len(entries) == 6 and len({recipe_hash(load_recipe(p)) for _, _, p in entries}) == 6
+    assert len(entries) == 6 and len({config_key(load_recipe(p)) for _, _, p in entries}) == 6
     got = {(load_recipe(p).random_erase, load_recipe(p).lr) for _, _, p in entries}
     assert got == {(e, lr) for e in (0.0, 0.1, 0.2) for lr in (0.2, 0.5)}
     name, title, path = entries[1]
@@ -68,7 +68,7 @@ def fake_results(table):
         acc = table[(path.stem, seed, fold)]
         if acc is None:
             raise RuntimeError("killed")
-        return {"step": path.stem, "seed": seed, "fold": fold, "recipe_hash": recipe_hash(load_recipe(path)),
+        return {"step": path.stem, "seed": seed, "fold": fold, "recipe_hash": config_key(load_recipe(path)),
                 "acc1": acc, "acc5": 99.0, "ema_acc1": None, "ema_acc5": None, "val_acc1": acc - 1,
                 "val_acc5": 98.0, "val_ema_acc1": None, "val_ema_acc5": None, "wall_time_s": 1.0}
     return run_one, calls
@@ -104,7 +104,7 @@ def write_lines(tmp_path, entries, accs):
     with open(tmp_path / "results.jsonl", "w") as f:
         for (name, _, path), values in zip(entries, accs):
             for seed, acc in enumerate(values):
-                f.write(json.dumps({"step": name, "seed": seed, "recipe_hash": recipe_hash(load_recipe(path)),
+                f.write(json.dumps({"step": name, "seed": seed, "recipe_hash": config_key(load_recipe(path)),
                                     "acc1": acc, "acc5": 90.0, "ema_acc1": None}) + "\n")
 
 

@@ -36,8 +36,8 @@ SEED_COMMAND = (
 
 def parse_train(cmd: str) -> Recipe:
     argv = ["train", *shlex.split(cmd)]
-    parser = make_parser()
-    check_unknown(argv[1:], parser._subparsers._group_actions[0].choices["train"])
+    parser, train = make_parser()
+    check_unknown(argv[1:], train)
     return build_recipe(parser.parse_args(argv))
 
 

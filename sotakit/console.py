@@ -1,0 +1,203 @@
+"""What the `sotakit` command prints: plain functions from results to text or rich tables.
+
+The cli layer (imported by cli.py only). Nothing here reads files, trains or parses arguments, so
+every table, summary and verdict is checked by a test that hands in a dict and reads the text back.
+Strings are printed as they are; rich renderables go through a rich Console. Values that come
+from users (run names, recipe values) are escaped, so a ``[`` in them is never taken for markup.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.markup import escape
+from rich.table import Table
+
+from .recipes import Recipe, dump_recipe
+
+if TYPE_CHECKING:
+    from .evaluate.resize import ResizeTuning
+    from .experiments.runner import Entry
+    from .experiments.sweep import SweepRow
+
+ACC_LINE = "{label} acc@1 {acc1:.2f}  acc@5 {acc5:.2f}  ({n} images)"
+
+
+def _num(v, fmt: str = ".2f") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def summary_text(s: dict) -> str:
+    """After `sotakit train`: the run directory, accuracy per split, timing, skipped files."""
+    lines = [f"run directory: {s['run_dir']}"]
+    for split in ("holdout", "holdout_ema", "test", "test_ema"):
+        if split in s:
+            m = s[split]
+            lines.append(ACC_LINE.format(label=f"{split:12s}", acc1=m["acc1"], acc5=m["acc5"], n=m["n"]))
+    if s.get("median_img_s"):
+        lines.append(f"train time {s['train_time_s']:.0f}s, wall time {s['wall_time_s']:.0f}s, "
+                     f"median {s['median_img_s']:.0f} img/s")
+    if s.get("skipped_files"):
+        lines.append(f"skipped files: {s['skipped_files']} (listed with the reason in data_report.csv)")
+    return "\n".join(lines)
+
+
+def eval_text(out: dict) -> str:
+    """`sotakit eval` and `train --test-only`: what was evaluated, then plain and EMA model."""
+    lines = [f"{out['checkpoint']} (epoch {out['epoch']}) on {out['data']} test split "
+             f"(resize {out['val_resize_size']}, crop {out['val_crop_size']}):"]
+    for key, label in (("test", "model"), ("test_ema", "EMA model")):
+        if key in out:
+            m = out[key]
+            line = ACC_LINE.format(label=f"{label:10s}", acc1=m["acc1"], acc5=m["acc5"], n=m["n"])
+            lines.append(f"  {line}")
+    return "\n".join(lines)
+
+
+def presets_text(presets: list[tuple[str, dict]]) -> str:
+    """`sotakit recipes`: one line per preset, name and title."""
+    return "\n".join(f"{name:28s} {meta.get('title', '')}" for name, meta in presets)
+
+
+def preset_text(recipe: Recipe, meta: dict, *, data: str | None = None, notes: list[str] = ()) -> str:
+    """`sotakit recipes show`: the preset as a recipe file, with what resolving it for ``data`` changed."""
+    meta = dict(meta)
+    if notes:
+        meta["resolved_for"] = f"{data}: " + "; ".join(notes)
+    return dump_recipe(recipe, meta)
+
+
+def models_table(rows: list[dict], *, size: int, small: bool) -> Table:
+    """`sotakit models`: parameters and FLOPs per model (rows of ``describe_models``)."""
+    table = Table(title=f"models at {size}px" + (" (small-image stem)" if small else ""))
+    for col in ("model", "params (M)", "GFLOPs", "note"):
+        table.add_column(col, justify="left" if col in ("model", "note") else "right")
+    for r in rows:
+        flops = r.get("flops")
+        table.add_row(r["name"], f"{r['params'] / 1e6:.2f}" if r.get("params") is not None else "-",
+                      f"{flops / 1e9:.3f}" if flops else "-", escape(r.get("error") or ""))
+    return table
+
+
+def plan_text(entries: list[Entry], *, runs: int, seeds: int, label: str, dry_run: bool) -> str:
+    """Before an ablation or sweep: how many runs, where the recipe files are (listed on a dry run)."""
+    folds = " x folds" if runs != len(entries) * seeds else ""
+    where = entries[0][2].parent
+    lines = [f"{len(entries)} {label} x {seeds} seeds{folds} = {runs} runs; recipes in {where}"]
+    if dry_run:
+        lines += [f"  {title:28s} {path}" for _, title, path in entries]
+    return "\n".join(lines)
+
+
+def estimate_text(total_s: float, per_image: dict[tuple, float], startup_s: float, *, jobs: int) -> str:
+    """The dry run's time estimate, with what was measured and what it leaves out."""
+    from .experiments.estimate import format_duration  # imports torch: only for a dry run's estimate
+    lines = [f"  measured {model} {size}px batch {batch}: {1 / sec:.0f} train img/s"
+             for (model, size, batch), sec in per_image.items()]
+    lines.append(f"  measured start-up per run (import + data load): {startup_s:.1f}s")
+    lines.append(f"estimated total: ~{format_duration(total_s)} with --jobs {jobs} (rough: measured over "
+                 "8 steps after 2 warm-up steps, eval counted at 1/3 of a training image, jobs assumed to "
+                 "share the cores perfectly, other agents' load not known)")
+    return "\n".join(lines)
+
+
+def ladder_text(tables: str, out: Path) -> str:
+    """After `sotakit ablate`: the ladder table(s) and the files written."""
+    return f"{tables}\nwritten: {out / 'ablation.md'}, {out / 'ablation.csv'}, {out / 'ablation.png'}"
+
+
+def sweep_table(rows: list[SweepRow], grid: dict[str, list], *, title: str) -> Table:
+    """The sweep's points, best first, for the terminal."""
+    t = Table(title=title)
+    for col in [*grid, "n", "acc@1 mean ± std", "median", "max", "acc@5 mean ± std"]:
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(*[escape(str(v)) for v in r.point.values()], str(r.acc1.n),
+                  f"{r.acc1.mean:.2f} ± {r.acc1.std:.2f}", f"{r.acc1.median:.2f}", f"{r.acc1.max:.2f}",
+                  f"{r.acc5.mean:.2f} ± {r.acc5.std:.2f}")
+    return t
+
+
+def sweep_view(rows: list[SweepRow], grid: dict[str, list], folds: str | None, out: Path) -> list:
+    """After `sotakit sweep`: the sorted table, the per-fold table (K-fold) and the files written."""
+    what = "validation-fold acc@1 over folds x seeds" if folds else "test acc@1 over seeds"
+    view: list = [sweep_table(rows, grid, title=f"sweep {' x '.join(grid)}: {what}, best first")]
+    if folds:
+        view.append("per fold (validation acc@1, mean over seeds; the test split reported apart, "
+                    f"never used to choose):\n{folds}")
+    plot = (f", {out / 'sweep.png'}" if len(grid) <= 2 else
+            f" (no plot: {len(grid)} knobs; plots are drawn for one knob (line) or two (heat map))")
+    view.append(f"written: {out / 'sweep.md'}, {out / 'sweep.csv'}{plot}")
+    return view
+
+
+def resize_tuning_view(res: ResizeTuning, split: str, run_dir: str | Path) -> list:
+    """After `sotakit tune-resize`: accuracy per resize on both halves, then the verdict."""
+    t = Table(title=f"eval resize (crop {res.crop_size} fixed) on two seeded halves of the {split} split")
+    for col in ("val_resize_size", f"half A acc@1 (choose, n={res.n_a})",
+                f"half B acc@1 (confirm, n={res.n_b})", ""):
+        t.add_column(col, justify="right")
+    for size, a, b in zip(res.sizes, res.acc_a, res.acc_b, strict=True):
+        mark = " ".join(x for x, on in (("chosen", size == res.chosen), ("(was)", size == res.current)) if on)
+        t.add_row(str(size), f"{a:.2f}", f"{b:.2f}", mark)
+    return [t, resize_verdict(res, run_dir)]
+
+
+def resize_verdict(res: ResizeTuning, run_dir: str | Path) -> str:
+    """One sentence: which val_resize_size the run keeps, and on what evidence."""
+    if res.chosen == res.current:
+        return (f"val_resize_size {res.current} stays: no size did better on half A. "
+                "Recorded in tune_resize.json.")
+    b_chosen, b_current = res.acc_b[res.sizes.index(res.chosen)], res.acc_b[res.sizes.index(res.current)]
+    if res.confirmed:
+        return (f"val_resize_size {res.chosen} (was {res.current}): chosen on half A, confirmed on half B "
+                f"({b_chosen:.2f} vs {b_current:.2f}). Stored in {run_dir}/recipe.toml; "
+                "`sotakit eval` uses it.")
+    return (f"val_resize_size {res.current} stays: {res.chosen} was best on half A but not confirmed on "
+            f"half B ({b_chosen:.2f} vs {b_current:.2f}). Recorded in tune_resize.json.")
+
+
+STATUS_STYLE = {"finished": "green", "running": "cyan", "interrupted": "yellow", "failed": "red"}
+
+
+def runs_table(infos: list[dict], *, root: str | Path | None) -> Table:
+    """`sotakit runs`: one row per run (rows of ``experiments.runs.run_info``)."""
+    table = Table(title=f"{len(infos)} runs in {escape(str(root or 'runs'))}",
+                  caption="acc@1: test split of finished runs; last epoch's validation otherwise")
+    left = ("run", "recipe", "model", "data", "status")
+    for col in (*left[:4], "seed", "epochs", "acc@1", "EMA acc@1", "wall time", "img/s", "status"):
+        table.add_column(col, justify="left" if col in left else "right")
+    for r in infos:
+        names = (r["name"], r["recipe"] or "-", r["model"], r["data"], r["seed"])
+        table.add_row(*(escape(str(x)) for x in names),
+                      f"{r['epochs_done']}/{r['epochs']}", _num(r["acc1"]), _num(r["ema_acc1"]),
+                      "-" if r["wall_time_s"] is None else f"{r['wall_time_s']:.0f}s",
+                      _num(r["img_s"], ".0f"),
+                      f"[{STATUS_STYLE[r['status']]}]{r['status']}[/]")
+    return table
+
+
+def compare_tables(name_a: str, name_b: str, recipe_diff: list[tuple], metrics: list[tuple], *,
+                   unfinished: bool = False) -> list[Table]:
+    """`sotakit runs compare`: the recipe fields that differ, then the metrics with B - A.
+
+    ``recipe_diff`` and ``metrics`` are what ``experiments.runs.compare_runs`` returns.
+    """
+    names = escape(f"A = {name_a}, B = {name_b}")
+    rt = Table(title=f"recipe difference ({len(recipe_diff)} fields)", caption=names)
+    for col in ("field", "A", "B"):
+        rt.add_column(col)
+    for k, a, b in recipe_diff:
+        rt.add_row(k, escape(repr(a)), escape(repr(b)))
+    note = "; unfinished runs show the last epoch's validation" if unfinished else ""
+    mt = Table(title="metric difference", caption=names + note)
+    for col in ("metric", "A", "B", "B - A"):
+        mt.add_column(col, justify="left" if col == "metric" else "right")
+    for label, a, b, d in metrics:
+        mt.add_row(label, _num(a), _num(b), "-" if d is None else f"{d:+.2f}")
+    return [rt, mt]
+
+
+def report_text(path: Path) -> str:
+    return f"report written: {path}"
