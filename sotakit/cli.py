@@ -58,7 +58,7 @@ def _run_fit(call):
     try:
         return call()
     except Interrupted as e:
-        return 128 + (signal.SIGINT if getattr(e, "signum", None) == signal.SIGINT else signal.SIGTERM)
+        return 128 + (signal.SIGINT if e.signum == signal.SIGINT else signal.SIGTERM)
     except NonFiniteLossError:
         return 3
     except RunError:
