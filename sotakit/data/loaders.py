@@ -6,8 +6,8 @@ import threading
 from dataclasses import dataclass
 
 import torch
-from torchvision.transforms import v2
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchvision.transforms import v2
 
 from ..faults import fault_count
 from .batch_augment import batch_crop_for

@@ -8,14 +8,43 @@ epoch (loop), checkpoints and the saver (checkpoint, state), resume (resume), st
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistInfo, all_ranks, barrier, init_distributed
 from .ema import build_ema, update_ema
-from .fit import (FitResult, amp_dtype_for, backend_for, epoch_line, epoch_record, final_evaluation, fit, log_step,
-                  prepare_model, run_banner, run_device, run_summary, set_backend_flags, validation_split, wrap_ddp)
+from .fit import (
+    FitResult,
+    amp_dtype_for,
+    backend_for,
+    epoch_line,
+    epoch_record,
+    final_evaluation,
+    fit,
+    log_step,
+    prepare_model,
+    run_banner,
+    run_device,
+    run_summary,
+    set_backend_flags,
+    validation_split,
+    wrap_ddp,
+)
 from .loop import Interrupted, NonFiniteLossError, train_one_epoch
 from .optim import build_optimizer, build_scheduler, param_groups
 from .progress import RunProgress
-from .recipe_kwargs import (amp_kwargs, backend_kwargs, criterion_kwargs, data_epoch_kwargs, ema_kwargs,
-                            epoch_kwargs, eval_kwargs, loader_kwargs, model_kwargs, optimizer_kwargs,
-                            param_group_kwargs, saver_kwargs, scheduler_kwargs, train_crop_at, warnings_for)
+from .recipe_kwargs import (
+    amp_kwargs,
+    backend_kwargs,
+    criterion_kwargs,
+    data_epoch_kwargs,
+    ema_kwargs,
+    epoch_kwargs,
+    eval_kwargs,
+    loader_kwargs,
+    model_kwargs,
+    optimizer_kwargs,
+    param_group_kwargs,
+    saver_kwargs,
+    scheduler_kwargs,
+    train_crop_at,
+    warnings_for,
+)
 from .resume import ResumeMismatchError, ResumePoint, check_resume, find_resume_point
 from .rundir import MetricsLog, environment, finish_run, open_run_dir, run_lifecycle
 from .state import CheckpointSaver, RunTotals, restore_state, run_meta, training_state

@@ -30,9 +30,23 @@ from .ema import build_ema
 from .loop import Interrupted, train_one_epoch
 from .optim import build_optimizer, build_scheduler, param_groups
 from .progress import RunProgress
-from .recipe_kwargs import (amp_kwargs, backend_kwargs, criterion_kwargs, data_epoch_kwargs, ema_kwargs,
-                            epoch_kwargs, eval_kwargs, loader_kwargs, model_kwargs, optimizer_kwargs,
-                            param_group_kwargs, saver_kwargs, scheduler_kwargs, train_crop_at, warnings_for)
+from .recipe_kwargs import (
+    amp_kwargs,
+    backend_kwargs,
+    criterion_kwargs,
+    data_epoch_kwargs,
+    ema_kwargs,
+    epoch_kwargs,
+    eval_kwargs,
+    loader_kwargs,
+    model_kwargs,
+    optimizer_kwargs,
+    param_group_kwargs,
+    saver_kwargs,
+    scheduler_kwargs,
+    train_crop_at,
+    warnings_for,
+)
 from .resume import ResumeMismatchError, check_resume, find_resume_point
 from .rundir import MetricsLog, environment, finish_run, open_run_dir, run_lifecycle
 from .state import CheckpointSaver, restore_state, run_meta

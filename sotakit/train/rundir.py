@@ -27,7 +27,6 @@ from .loop import Interrupted, NonFiniteLossError
 from .recipe_kwargs import run_dir_kwargs
 from .stops import RunError
 
-
 PID_FILE = "run.pid"  # present while a process trains the run: {"pid", "host"}
 FAILED_FILE = "failed.json"  # written when training stopped on an error (not on a stop request)
 

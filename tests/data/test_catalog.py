@@ -24,7 +24,6 @@ import torch
 from sotakit.data import catalog
 from sotakit.data.catalog import DataNotFoundError, RemoteFile, locate
 from sotakit.data.cifar import load_cifar10, load_pickle
-from sotakit.data.datasets import load_data
 from sotakit.data.download import sha256_of
 
 try:  # tests/data as a package, or plain rootdir-relative modules

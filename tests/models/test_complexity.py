@@ -10,7 +10,14 @@ import pytest
 import torch
 import torch.nn as nn
 
-from sotakit.models import build_meta_model, build_model, count_flops, count_parameters, describe_models, list_models
+from sotakit.models import (
+    build_meta_model,
+    build_model,
+    count_flops,
+    count_parameters,
+    describe_models,
+    list_models,
+)
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "model_params.json"
 

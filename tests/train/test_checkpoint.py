@@ -117,7 +117,7 @@ def test_previous_checkpoint_is_kept_and_manifest_vouches_for_both(tmp_path):
 
 
 def test_a_damaged_last_checkpoint_falls_back_to_the_verified_previous(tmp_path):
-    from sotakit.train.checkpoint import CheckpointError, PREV, choose_checkpoint
+    from sotakit.train.checkpoint import PREV, CheckpointError, choose_checkpoint
     _saved(tmp_path, 1, 4)
     _saved(tmp_path, 2, 8)
     last = tmp_path / "checkpoint-last.pt"
@@ -143,6 +143,7 @@ def test_stale_temp_files_are_removed_and_only_ours(tmp_path):
 
 def test_no_space_stops_before_writing_and_keeps_the_old_file(tmp_path, monkeypatch):
     from collections import namedtuple
+
     from sotakit.train import checkpoint as ck
     path = tmp_path / "ck.pt"
     save_checkpoint({"x": torch.arange(3)}, path)

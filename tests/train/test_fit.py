@@ -188,6 +188,7 @@ def test_resume_drops_log_lines_written_after_the_checkpoint(image_folder, tmp_p
 
 def test_resume_is_refused_while_another_process_trains_the_run(image_folder, tmp_path, one_thread):
     import subprocess
+
     from sotakit.train.fit import ResumeMismatchError
     with pytest.raises(Interrupted):
         fit(tiny_recipe(image_folder, tmp_path, epochs=2), verbose=False, stop_at=(0, 2))

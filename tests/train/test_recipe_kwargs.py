@@ -14,8 +14,17 @@ from sotakit.data import make_loaders, start_epoch
 from sotakit.evaluate import evaluate, tune_resize
 from sotakit.recipes import Recipe
 from sotakit.recipes.recipe import COMPATIBILITY_FIELDS, FIELDS, OPERATIONAL_FIELDS
-from sotakit.train import (CheckpointSaver, amp_dtype_for, build_ema, build_optimizer, build_scheduler, param_groups,
-                           prepare_model, set_backend_flags, train_one_epoch)
+from sotakit.train import (
+    CheckpointSaver,
+    amp_dtype_for,
+    build_ema,
+    build_optimizer,
+    build_scheduler,
+    param_groups,
+    prepare_model,
+    set_backend_flags,
+    train_one_epoch,
+)
 from sotakit.train.rundir import create_run_dir
 
 R = Recipe(model_ema=True)

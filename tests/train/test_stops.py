@@ -47,8 +47,8 @@ def test_failures_become_run_errors_that_name_the_checkpoint(tmp_path):
 def test_a_failed_save_on_a_stop_is_a_run_error(image_folder, tmp_path, one_thread, monkeypatch):
     """The checkpoint written when a stop is requested fails: the run ends with a RunError saying no
     checkpoint exists (before the engine split it escaped as a bare CheckpointError)."""
-    from conftest import tiny_recipe
     import sotakit.train.state as state
+    from conftest import tiny_recipe
 
     def broken(*a, **k):
         raise CheckpointError("could not write checkpoint-last.pt: No space left on device")
