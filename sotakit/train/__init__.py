@@ -52,12 +52,13 @@ from .stops import RunError, StopRequest, failures_as_run_errors
 
 __all__ = ["CheckpointSaver", "DistInfo", "FitResult", "Interrupted", "MetricsLog", "NonFiniteLossError",
            "ResumeMismatchError", "ResumePoint", "RunError", "RunProgress", "RunTotals", "StopRequest",
-           "all_ranks", "amp_dtype_for", "amp_kwargs", "backend_for", "backend_kwargs", "barrier", "build_ema",
-           "build_optimizer", "build_scheduler", "check_resume", "criterion_kwargs", "data_epoch_kwargs",
-           "ema_kwargs", "environment", "epoch_kwargs", "epoch_line", "epoch_record", "eval_kwargs",
-           "failures_as_run_errors", "final_evaluation", "find_resume_point", "finish_run", "fit",
-           "init_distributed", "load_checkpoint", "loader_kwargs", "log_step", "model_kwargs", "open_run_dir",
-           "optimizer_kwargs", "param_group_kwargs", "param_groups", "prepare_model", "restore_state",
-           "rng_state", "run_banner", "run_device", "run_lifecycle", "run_meta", "run_summary", "save_checkpoint",
-           "saver_kwargs", "scheduler_kwargs", "set_backend_flags", "set_rng_state", "train_crop_at",
-           "train_one_epoch", "training_state", "update_ema", "validation_split", "warnings_for", "wrap_ddp"]
+           "all_ranks", "amp_dtype_for", "amp_kwargs", "backend_for", "backend_kwargs", "barrier",
+           "build_ema", "build_optimizer", "build_scheduler", "check_resume", "criterion_kwargs",
+           "data_epoch_kwargs", "ema_kwargs", "environment", "epoch_kwargs", "epoch_line", "epoch_record",
+           "eval_kwargs", "failures_as_run_errors", "final_evaluation", "find_resume_point", "finish_run",
+           "fit", "init_distributed", "load_checkpoint", "loader_kwargs", "log_step", "model_kwargs",
+           "open_run_dir", "optimizer_kwargs", "param_group_kwargs", "param_groups", "prepare_model",
+           "restore_state", "rng_state", "run_banner", "run_device", "run_lifecycle", "run_meta",
+           "run_summary", "save_checkpoint", "saver_kwargs", "scheduler_kwargs", "set_backend_flags",
+           "set_rng_state", "train_crop_at", "train_one_epoch", "training_state", "update_ema",
+           "validation_split", "warnings_for", "wrap_ddp"]

@@ -131,7 +131,8 @@ def test_bf16_autocast_on_cpu_and_the_fallback(monkeypatch):
     dtype, note = amp_dtype_for(make_recipe(amp=True), cpu)
     assert dtype is None and "no native bfloat16" in note
     assert amp_dtype_for(make_recipe(amp=False), cpu) == (None, None)
-    assert amp_dtype_for(make_recipe(amp=True, amp_dtype="float16"), torch.device("cuda")) == (torch.float16, None)
+    assert (amp_dtype_for(make_recipe(amp=True, amp_dtype="float16"), torch.device("cuda"))
+            == (torch.float16, None))
 
 
 @pytest.mark.gpu
