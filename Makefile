@@ -33,6 +33,7 @@ demo: env data
 	$(PY) -m sotakit train --recipe fashion-mnist-demo
 
 test: env data
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 # The full fault-injection tier (about 15 minutes here): writes docs/reliability.md.

@@ -33,14 +33,14 @@ from sotakit.models import build_model
 STEPS, WARMUP, REPEATS, BATCH = 24, 4, 3, 256
 
 
-def run(bundle, *, batch_augment: bool, workers: int, thread_toggle: bool = False, auto_augment: str | None = None,
-        flush_denormal: bool = True) -> float:
+def run(bundle, *, batch_augment: bool, workers: int, thread_toggle: bool = False,
+        auto_augment: str | None = None, flush_denormal: bool = True) -> float:
     """Images per second over STEPS training steps (data loading included), after WARMUP steps."""
     torch.set_flush_denormal(flush_denormal)
     torch.manual_seed(0)
     loaders = make_loaders(bundle, batch_size=BATCH, train_crop_size=28, val_resize_size=28, val_crop_size=28,
-                           crop_min_scale=0.6, workers=workers, batch_augment=batch_augment, auto_augment=auto_augment,
-                           train_limit=BATCH * (STEPS + WARMUP))
+                           crop_min_scale=0.6, workers=workers, batch_augment=batch_augment,
+                           auto_augment=auto_augment, train_limit=BATCH * (STEPS + WARMUP))
     model = build_model("resnet9_w16", num_classes=10).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     threads = torch.get_num_threads()
@@ -62,13 +62,16 @@ def run(bundle, *, batch_augment: bool, workers: int, thread_toggle: bool = Fals
 
 SETTINGS = {
         "batch crop, main process (sotakit default)": dict(batch_augment=True, workers=0),
-        "batch crop, main process, denormals not flushed": dict(batch_augment=True, workers=0, flush_denormal=False),
+        "batch crop, main process, denormals not flushed": dict(batch_augment=True, workers=0,
+                                                                flush_denormal=False),
         "per-image transforms, main process": dict(batch_augment=False, workers=0),
         "per-image transforms, main process, one thread while fetching": dict(batch_augment=False, workers=0,
                                                                           thread_toggle=True),
         "per-image transforms, 1 worker process": dict(batch_augment=False, workers=1),
-        "TrivialAugment per image, main process": dict(batch_augment=False, workers=0, auto_augment="ta_wide"),
-        "TrivialAugment per image, 1 worker process": dict(batch_augment=False, workers=1, auto_augment="ta_wide"),
+        "TrivialAugment per image, main process": dict(batch_augment=False, workers=0,
+                                                       auto_augment="ta_wide"),
+        "TrivialAugment per image, 1 worker process": dict(batch_augment=False, workers=1,
+                                                           auto_augment="ta_wide"),
 }
 
 
@@ -82,19 +85,23 @@ def main() -> None:
     results = {name: [] for name in settings}
     for _ in range(REPEATS):  # interleaved, so drift in machine load hits every setting alike
         for name in settings:
-            out = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True, check=True)
+            out = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True,
+                                 check=True)
             results[name].append(float(out.stdout.strip().splitlines()[-1]))
     base = statistics.median(results[next(iter(settings))])
     lines = [f"# Training throughput, resnet9_w16 on Fashion-MNIST 28 px, batch {BATCH}",
              "", f"`.venv/bin/python benchmarks/throughput.py` on {time.strftime('%Y-%m-%d')}",
              f"machine: {platform.machine()} {platform.processor()}, {torch.get_num_threads()} threads; "
-             f"python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}",
-             f"{STEPS} timed steps after {WARMUP} warm-up steps, each in a fresh process, median of {REPEATS} repeats", "",
+             f"python {platform.python_version()}, torch {torch.__version__}, torchvision "
+             f"{torchvision.__version__}",
+             f"{STEPS} timed steps after {WARMUP} warm-up steps, each in a fresh process, median of "
+             f"{REPEATS} repeats", "",
              "| setting | img/s (median) | runs | ratio to default |", "|---|---|---|---|"]
     for name, vals in results.items():
         med = statistics.median(vals)
         lines.append(f"| {name} | {med:.0f} | {', '.join(f'{v:.0f}' for v in vals)} | {med / base:.2f} |")
-    out = Path(__file__).parent / "results" / f"throughput-{platform.machine()}-torch{torch.__version__.split('+')[0]}.md"
+    out = (Path(__file__).parent / "results"
+           / f"throughput-{platform.machine()}-torch{torch.__version__.split('+')[0]}.md")
     out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

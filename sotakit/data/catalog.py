@@ -116,7 +116,8 @@ _FASHION_FILES = (
 
 _FASHION = DatasetSpec(
     name="fashion-mnist",
-    classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+             "Ankle boot"),
     native_size=28,
     # Grey images are fed as 3 identical channels so every model sees RGB; computed on the 60k train set.
     mean=(0.2860, 0.2860, 0.2860),
@@ -185,7 +186,8 @@ _FASTAI_ARCHIVES = {
 }
 
 
-def _fastai_spec(name: str, folder: str, wnids: dict[str, str], size: int, sha: str | None, md5: str) -> DatasetSpec:
+def _fastai_spec(name: str, folder: str, wnids: dict[str, str], size: int, sha: str | None,
+                 md5: str) -> DatasetSpec:
     archive = f"{folder}.tgz"
     return DatasetSpec(
         name=name,

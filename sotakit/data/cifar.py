@@ -164,10 +164,12 @@ def load_pickle(path: Path) -> Any:
 
 def _read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     if not path.is_file():
-        raise FileNotFoundError(f"CIFAR-10 batch {path} is missing; delete {path.parent} to download it again")
+        raise FileNotFoundError(f"CIFAR-10 batch {path} is missing; delete {path.parent} "
+                                "to download it again")
     try:
         batch = load_pickle(path)
-    except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError, KeyError) as e:
+    except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError,
+            KeyError) as e:
         raise ValueError(f"{path} is corrupt or not a CIFAR-10 python batch ({e}); delete {path.parent} "
                          f"to download it again") from e
     try:
@@ -186,7 +188,8 @@ def _decode(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
     if isinstance(data, _Array):
         if data.dtype is None or data.dtype.code not in ("u1", "|u1", "B") or data.fortran:
-            raise ValueError(f"data is not a C-ordered uint8 array (dtype {getattr(data.dtype, 'code', None)!r})")
+            raise ValueError("data is not a C-ordered uint8 array (dtype "
+                             f"{getattr(data.dtype, 'code', None)!r})")
         if len(data.shape) != 2 or data.shape[1] != ROW:
             raise ValueError(f"data has shape {data.shape}, expected (N, {ROW})")
         raw = data.raw.encode("latin1") if isinstance(data.raw, str) else data.raw

@@ -27,7 +27,6 @@ from .folder_index import scan_folder
 from .images import EXTENSION_FORMATS, ImageRejected, read_image
 
 
-
 class TensorSource:
     """A data set held in memory: ``images`` uint8 (N, C, H, W), ``targets`` int64 (N,)."""
 

@@ -49,7 +49,8 @@ def _digest(path: Path, algorithm: str) -> str:
         return hashlib.file_digest(f, new).hexdigest()
 
 
-def _check(path: Path, sha256: str | None, md5: str | None, alt_sha256: Iterable[str]) -> tuple[bool, str, str]:
+def _check(path: Path, sha256: str | None, md5: str | None,
+           alt_sha256: Iterable[str]) -> tuple[bool, str, str]:
     """Return (ok, expected, actual); SHA-256 wins whenever one is known because MD5 is forgeable."""
     if sha256 is not None:
         actual = sha256_of(path)
@@ -212,7 +213,8 @@ def _check_tar(tar: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
         if m.issym() or m.islnk():
             # Symlink targets are relative to the link's folder, hard-link targets to the archive root.
             target = PurePosixPath(m.name).parent / m.linkname if m.issym() else PurePosixPath(m.linkname)
-            if PurePosixPath(m.linkname).is_absolute() or ".." in PurePosixPath(os.path.normpath(target)).parts:
+            if (PurePosixPath(m.linkname).is_absolute()
+                    or ".." in PurePosixPath(os.path.normpath(target)).parts):
                 raise ValueError(f"refusing to extract {archive}: link {m.name!r} -> {m.linkname!r} "
                                  "would escape the target folder")
         elif not (m.isfile() or m.isdir()):

@@ -28,11 +28,13 @@ def data_fingerprint(bundle: DataBundle) -> str:
             h.update(_tensor_bytes(source.images))
             h.update(_tensor_bytes(source.targets))
         elif isinstance(source, FolderSource):
-            rows = sorted((os.path.relpath(p, root), os.path.getsize(p), bundle.classes[t]) for p, t in source.samples)
+            rows = sorted((os.path.relpath(p, root), os.path.getsize(p), bundle.classes[t])
+                          for p, t in source.samples)
             for rel, size, label in rows:
                 h.update(f"{rel}\t{size}\t{label}\n".encode())
         else:
-            raise TypeError(f"cannot fingerprint a {type(source).__name__}: expected TensorSource or FolderSource")
+            raise TypeError(f"cannot fingerprint a {type(source).__name__}: expected TensorSource or "
+                            "FolderSource")
     return h.hexdigest()
 
 

@@ -34,7 +34,8 @@ def scan_folder(root: Path, class_to_idx: dict[str, int], *, max_pixels: int | N
 
     Row paths are relative to ``root.parent`` (the data folder), so they read ``train/cat/1.jpg``.
     """
-    max_pixels = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels  # the limit is part of the cache key
+    # the limit is part of the cache key
+    max_pixels = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     files = make_dataset(str(root), class_to_idx, is_valid_file=lambda p: True)  # all files: none unlisted
     cache_file = _cache_path(root, cache_dir, max_pixels)
     cache = _read_cache(cache_file)

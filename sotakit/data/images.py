@@ -65,11 +65,13 @@ def read_image(path: str, *, max_pixels: int | None = None) -> tuple[Image.Image
                     raise ImageRejected("mislabelled", f"extension {ext} but the content is {fmt}; "
                                         f"rename it to .{fmt.lower()} to use it")
                 if limit and im.width * im.height > limit:
-                    raise ImageRejected("oversized", f"{im.width}x{im.height} = {im.width * im.height} pixels, "
+                    raise ImageRejected("oversized",
+                                        f"{im.width}x{im.height} = {im.width * im.height} pixels, "
                                         f"more than the limit {limit}")
                 im.load()  # a full decode: Image.verify() passes truncated JPEGs
                 rgb, detail = to_rgb(im)
-                info = {"format": fmt, "mode": im.mode, "width": rgb.width, "height": rgb.height, "detail": detail}
+                info = {"format": fmt, "mode": im.mode, "width": rgb.width, "height": rgb.height,
+                        "detail": detail}
                 return rgb, info
     except ImageRejected:
         raise

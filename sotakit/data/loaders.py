@@ -6,8 +6,8 @@ import threading
 from dataclasses import dataclass
 
 import torch
-from torchvision.transforms import v2
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchvision.transforms import v2
 
 from ..faults import fault_count
 from .batch_augment import batch_crop_for
@@ -150,18 +150,21 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
     an error instead of a stall.
     """
     train_tf = make_train_transform(
-        crop_size=train_crop_size, interpolation=interpolation, hflip_prob=hflip_prob, auto_augment=auto_augment,
-        ra_magnitude=ra_magnitude, augmix_severity=augmix_severity, crop_min_scale=crop_min_scale,
-        color_jitter=color_jitter)
-    crop = batch_crop_for(train_tf, in_memory=isinstance(bundle.train, TensorSource)) if batch_augment else None
+        crop_size=train_crop_size, interpolation=interpolation, hflip_prob=hflip_prob,
+        auto_augment=auto_augment, ra_magnitude=ra_magnitude, augmix_severity=augmix_severity,
+        crop_min_scale=crop_min_scale, color_jitter=color_jitter)
+    crop = (batch_crop_for(train_tf, in_memory=isinstance(bundle.train, TensorSource))
+            if batch_augment else None)
     if crop is not None:
         train_tf = v2.ToPureTensor()  # crop and flip happen in the collate function, per batch
-    eval_tf = make_eval_transform(resize_size=val_resize_size, crop_size=val_crop_size, interpolation=interpolation)
+    eval_tf = make_eval_transform(resize_size=val_resize_size, crop_size=val_crop_size,
+                                  interpolation=interpolation)
     train_collate = Collate(BatchFinish(bundle.mean, bundle.std, random_erase, crop), len(bundle.classes),
                             mixup_alpha, cutmix_alpha)
     eval_collate = Collate(BatchFinish(bundle.mean, bundle.std))
-    keep, hold, test_idx = split_indices(bundle.train.targets, bundle.test.targets, holdout=holdout, kfold=kfold,
-                                         fold=fold, train_limit=train_limit, test_limit=test_limit, seed=seed)
+    keep, hold, test_idx = split_indices(bundle.train.targets, bundle.test.targets, holdout=holdout,
+                                         kfold=kfold, fold=fold, train_limit=train_limit,
+                                         test_limit=test_limit, seed=seed)
     train_ds = SampleDataset(bundle.train, keep, train_tf, max_decode_errors)
     if ra_sampler:
         sampler = RASampler(len(train_ds), num_replicas=world_size, rank=rank, seed=seed, repetitions=ra_reps)
@@ -173,12 +176,13 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
     # Workers are not persistent: re-seeded from this generator each epoch (start_epoch), a resumed
     # epoch matches.
     gen = torch.Generator().manual_seed(worker_seed(seed, rank))
-    common = dict(num_workers=workers, pin_memory=pin_memory, worker_init_fn=_ignore_signals if workers else None,
-                  timeout=timeout if workers else 0.0)
+    common = dict(num_workers=workers, pin_memory=pin_memory,
+                  worker_init_fn=_ignore_signals if workers else None, timeout=timeout if workers else 0.0)
     # Keep the last partial batch as the reference does, unless it would hold a single image
     # (BatchNorm cannot train on one).
-    train = DataLoader(train_ds, batch_size=batch_size, sampler=sampler, drop_last=len(sampler) % batch_size == 1,
-                       collate_fn=train_collate, generator=gen, **common)
+    train = DataLoader(train_ds, batch_size=batch_size, sampler=sampler,
+                       drop_last=len(sampler) % batch_size == 1, collate_fn=train_collate, generator=gen,
+                       **common)
     eval_bs = eval_batch_size or batch_size * 2
 
     def eval_loader(source, indices):

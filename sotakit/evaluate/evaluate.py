@@ -27,8 +27,9 @@ def to_device(images: torch.Tensor, targets: torch.Tensor, *, device: torch.devi
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader, *, device: torch.device | str = "cpu", amp_dtype: torch.dtype | None = None,
-             channels_last: bool = False, criterion: nn.Module | None = None) -> dict[str, float]:
+def evaluate(model: nn.Module, loader, *, device: torch.device | str = "cpu",
+             amp_dtype: torch.dtype | None = None, channels_last: bool = False,
+             criterion: nn.Module | None = None) -> dict[str, float]:
     """Mean loss, acc@1 and acc@5 (percent) and the image count ``n``, summed over all ranks."""
     device = torch.device(device)
     criterion = criterion or nn.CrossEntropyLoss()

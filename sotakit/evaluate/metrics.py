@@ -30,15 +30,16 @@ class MetricSums:
         return c1, c5
 
     def result(self, device: torch.device | str = "cpu") -> dict[str, float]:
-        """Mean loss, acc@1 and acc@5 in percent, and ``n``; exact under DDP (sums, not means, are reduced)."""
+        """Mean loss, acc@1 and acc@5 in percent, and ``n``; exact under DDP (sums, not means, are
+        reduced)."""
         sums = self.sums
         if dist.is_available() and dist.is_initialized():
             sums = sums.to(device)
             dist.all_reduce(sums)
             sums = sums.cpu()
         n = max(sums[3].item(), 1.0)
-        return {"loss": sums[0].item() / n, "acc1": 100 * sums[1].item() / n, "acc5": 100 * sums[2].item() / n,
-                "n": int(sums[3].item())}
+        return {"loss": sums[0].item() / n, "acc1": 100 * sums[1].item() / n,
+                "acc5": 100 * sums[2].item() / n, "n": int(sums[3].item())}
 
 
 def confusion_matrix(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -55,4 +56,5 @@ def confusion_matrix(preds: torch.Tensor, targets: torch.Tensor, num_classes: in
 def per_class_accuracy(cm: torch.Tensor) -> torch.Tensor:
     """Recall of each class in percent (diagonal / row sum); NaN for a class with no images."""
     rows = cm.sum(dim=1).double()
-    return 100 * cm.diagonal().double() / rows.where(rows > 0, torch.tensor(float("nan"), dtype=torch.float64))
+    return (100 * cm.diagonal().double()
+            / rows.where(rows > 0, torch.tensor(float("nan"), dtype=torch.float64)))

@@ -35,7 +35,8 @@ def default_sizes(val_crop_size: int) -> list[int]:
     """224:256:8 for a 224 crop; for another crop the same relative range (sizes x crop/224),
     as presets.resolve() scales a recipe's sizes for small images. Duplicates after rounding drop."""
     a, b, step = IMAGENET_SIZES
-    return sorted({max(val_crop_size, round(s * val_crop_size / IMAGENET_CROP)) for s in range(a, b + 1, step)})
+    return sorted({max(val_crop_size, round(s * val_crop_size / IMAGENET_CROP))
+                   for s in range(a, b + 1, step)})
 
 
 def split_halves(targets: torch.Tensor, seed: int) -> tuple[list[int], list[int]]:
@@ -61,9 +62,9 @@ class ResizeTuning:
         return self.chosen if self.confirmed else self.current
 
 
-def tune_resize(model: nn.Module, source, indices: list[int], *, sizes: list[int], crop_size: int, current: int,
-                mean, std, interpolation: str = "bilinear", seed: int = 0, batch_size: int = 256,
-                device: torch.device | str = "cpu", say=print) -> ResizeTuning:
+def tune_resize(model: nn.Module, source, indices: list[int], *, sizes: list[int], crop_size: int,
+                current: int, mean, std, interpolation: str = "bilinear", seed: int = 0,
+                batch_size: int = 256, device: torch.device | str = "cpu", say=print) -> ResizeTuning:
     """Evaluate ``model`` on both halves of ``source[indices]`` at every resize size; choose on half A.
 
     Ties on half A go to the size closest to ``current`` (no change without evidence). ``current``

@@ -47,13 +47,16 @@ def run_cost(recipe: Recipe, *, n_train: int, n_test: int) -> RunCost:
     models = 2 if recipe.model_ema else 1
     per_epoch_eval = val or test  # without a holdout the test split is evaluated every epoch
     eval_images = models * (recipe.epochs * per_epoch_eval + val + test)
-    return RunCost((recipe.model, recipe.train_crop_size, recipe.batch_size), recipe.epochs * (pool - val), eval_images)
+    return RunCost((recipe.model, recipe.train_crop_size, recipe.batch_size), recipe.epochs * (pool - val),
+                   eval_images)
 
 
 def estimate_seconds(costs: list[RunCost], seconds_per_image: dict[tuple, float], *, jobs: int,
                      startup_s: float = 0.0) -> float:
-    """Sum over runs of (train images + eval images / 3) x seconds per training image + start-up, over jobs."""
-    total = sum((c.train_images + EVAL_COST * c.eval_images) * seconds_per_image[c.key] + startup_s for c in costs)
+    """Sum over runs of (train images + eval images / 3) x seconds per training image + start-up,
+    over jobs."""
+    total = sum((c.train_images + EVAL_COST * c.eval_images) * seconds_per_image[c.key] + startup_s
+                for c in costs)
     return total / max(1, jobs)
 
 
@@ -67,13 +70,15 @@ def measure_startup_s(data: str, data_root: str | None) -> float:
 
 
 def measure_seconds_per_image(recipe: Recipe, bundle, *, warmup: int = 2, steps: int = 8) -> float:
-    """Seconds per training image of ``recipe`` (resolved) over ``steps`` steps after ``warmup`` untimed ones."""
+    """Seconds per training image of ``recipe`` (resolved) over ``steps`` steps after ``warmup``
+    untimed ones."""
     torch.manual_seed(0)
     model = build_model(recipe.model, num_classes=len(bundle.classes), small_input=bundle.native_size <= 64)
     optimizer = build_optimizer(param_groups(model, **param_group_kwargs(recipe)), **optimizer_kwargs(recipe))
     # The run's own pipeline (every augmentation it pays for), on just enough images, all of them trained.
     limit = recipe.batch_size * (warmup + steps + 1)
-    loaders = make_loaders(bundle, **{**loader_kwargs(recipe), "train_limit": limit, "holdout": 0.0, "kfold": 0})
+    loaders = make_loaders(bundle, **{**loader_kwargs(recipe), "train_limit": limit, "holdout": 0.0,
+                                      "kfold": 0})
     criterion = torch.nn.CrossEntropyLoss(**criterion_kwargs(recipe))
     model.train()
     images, start = 0, None
@@ -88,7 +93,8 @@ def measure_seconds_per_image(recipe: Recipe, bundle, *, warmup: int = 2, steps:
         optimizer.step()
         images += len(x) if i >= warmup else 0
     if start is None or not images:
-        raise ValueError(f"too few training images to time {warmup + steps} steps of batch {recipe.batch_size}")
+        raise ValueError(f"too few training images to time {warmup + steps} steps of batch "
+                         f"{recipe.batch_size}")
     return (time.perf_counter() - start) / images
 
 

@@ -69,7 +69,8 @@ def throughput_figure(run_dir: Path):
         ax.plot([r["epoch"] + r["step"] / per_epoch + 0.0 for r in steps], [r["img_s"] for r in steps], ".",
                 alpha=0.6, label="logged steps")
     if epochs:
-        ax.plot([r["epoch"] + 1 for r in epochs], [r["train_img_s"] for r in epochs], "o-", label="epoch (end)")
+        ax.plot([r["epoch"] + 1 for r in epochs], [r["train_img_s"] for r in epochs], "o-",
+                label="epoch (end)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("training images / s")
     top = max([r["img_s"] for r in steps] + [r["train_img_s"] for r in epochs])
@@ -81,7 +82,8 @@ def throughput_figure(run_dir: Path):
 
 
 def confusion_figure(cm: torch.Tensor, classes: list[str], title: str):
-    """The confusion matrix as a heat map (counts written in cells up to 20 classes) and per-class accuracy bars."""
+    """The confusion matrix as a heat map (counts written in cells up to 20 classes) and per-class
+    accuracy bars."""
     plt = _pyplot()
     k = len(classes)
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [1.1, 1]})
@@ -110,7 +112,8 @@ def confusion_figure(cm: torch.Tensor, classes: list[str], title: str):
 
 
 def sample_grid_figure(loaders, classes: list[str], mean, std, *, seed: int, count: int = 16):
-    """The first training batch of epoch 0 as the model sees it (crop, flip, auto-augment, erasing, MixUp/CutMix).
+    """The first training batch of epoch 0 as the model sees it (crop, flip, auto-augment, erasing,
+    MixUp/CutMix).
 
     Seeded, so the same run gives the same grid; labels show the (possibly mixed) target.
     """

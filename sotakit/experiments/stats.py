@@ -62,7 +62,8 @@ def ladder_table(steps: list[tuple[str, str]], acc1: dict[str, list[float]], acc
         s1, s5 = summarize(acc1[name]), summarize(acc5[name])
         first = first or s1
         p = welch_p(acc1[prev], acc1[name]) if prev else math.nan
-        rows.append(LadderRow(name, title, s1, s5, s1.mean - (summarize(acc1[prev]).mean if prev else s1.mean),
+        rows.append(LadderRow(name, title, s1, s5,
+                              s1.mean - (summarize(acc1[prev]).mean if prev else s1.mean),
                               s1.mean - first.mean, p, bool(p < alpha) if not math.isnan(p) else False))
         prev = name
     return rows
@@ -75,7 +76,7 @@ def format_table(rows: list[LadderRow]) -> str:
     lines = [head, "|" + "---|" * 9]
     for r in rows:
         p = "" if math.isnan(r.p_value) else f"{r.p_value:.3f}" + ("" if r.significant else " (n.s.)")
-        lines.append(f"| {r.title} | {r.acc1.n} | {r.acc1.mean:.2f} ± {r.acc1.std:.2f} | {r.acc1.median:.2f} | "
-                     f"{r.acc1.max:.2f} | {r.acc5.mean:.2f} ± {r.acc5.std:.2f} | {r.incremental:+.2f} | "
+        lines.append(f"| {r.title} | {r.acc1.n} | {r.acc1.mean:.2f} ± {r.acc1.std:.2f} | {r.acc1.median:.2f} "
+                     f"| {r.acc1.max:.2f} | {r.acc5.mean:.2f} ± {r.acc5.std:.2f} | {r.incremental:+.2f} | "
                      f"{r.absolute:+.2f} | {p} |")
     return "\n".join(lines)

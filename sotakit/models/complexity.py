@@ -75,7 +75,8 @@ def _register_on_meta() -> Iterator[None]:
         if param is not None:
             module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
 
-    def on_meta_buffer(module: nn.Module, name: str, tensor: torch.Tensor | None, persistent: bool = True) -> None:
+    def on_meta_buffer(module: nn.Module, name: str, tensor: torch.Tensor | None,
+                       persistent: bool = True) -> None:
         register_buffer(module, name, tensor, persistent)
         if tensor is not None:
             module._buffers[name] = tensor.to("meta")

@@ -33,10 +33,11 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # Names other trainers (timm, fastai scripts) use for the same options, so the hint is the right one.
-SYNONYMS = {"--learning-rate": "--lr", "--optimizer": "--opt", "--arch": "--model", "--num-workers": "--workers",
-            "--smoothing": "--label-smoothing", "--mixup": "--mixup-alpha", "--cutmix": "--cutmix-alpha",
-            "--sched": "--lr-scheduler", "--warmup-epochs": "--lr-warmup-epochs", "--aa": "--auto-augment",
-            "--reprob": "--random-erase", "--min-lr": "--lr-min", "--model-ema-force-cpu": "--model-ema",
+SYNONYMS = {"--learning-rate": "--lr", "--optimizer": "--opt", "--arch": "--model",
+            "--num-workers": "--workers", "--smoothing": "--label-smoothing", "--mixup": "--mixup-alpha",
+            "--cutmix": "--cutmix-alpha", "--sched": "--lr-scheduler",
+            "--warmup-epochs": "--lr-warmup-epochs", "--aa": "--auto-augment", "--reprob": "--random-erase",
+            "--min-lr": "--lr-min", "--model-ema-force-cpu": "--model-ema",
             "--channels-last": "--channels-last", "--clip-grad": "--clip-grad-norm", "--data-dir": "--data"}
 
 

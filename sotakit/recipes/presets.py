@@ -55,7 +55,8 @@ def load_ladder(name: str) -> list[LadderStep]:
     """The ladder's steps, each with its cumulative recipe (base preset + all changes so far)."""
     path = LADDER_DIR / f"{name}.toml"
     if not path.exists():
-        raise RecipeError(f"unknown ladder {name!r}; known: {', '.join(list_ladders())}.{closest(name, list_ladders())}")
+        raise RecipeError(f"unknown ladder {name!r}; known: "
+                          f"{', '.join(list_ladders())}.{closest(name, list_ladders())}")
     doc = _read_toml(path)
     recipe = load_preset(doc["meta"]["base"])
     steps, long = [], False
@@ -90,7 +91,8 @@ def preset_meta(name: str) -> dict[str, Any]:
         for s in doc["steps"]:
             if s["name"] == name:
                 return {"title": s["title"], "source": doc["meta"]["source"], "ladder": lad}
-    raise RecipeError(f"unknown recipe {name!r}.{closest(name, list_presets())} Run `sotakit recipes` to list them.")
+    raise RecipeError(f"unknown recipe {name!r}.{closest(name, list_presets())} Run `sotakit recipes` to "
+                      "list them.")
 
 
 def load_preset(name: str) -> Recipe:
@@ -101,7 +103,8 @@ def load_preset(name: str) -> Recipe:
     steps = _ladder_steps()
     if name in steps:
         return steps[name].recipe
-    raise RecipeError(f"unknown recipe {name!r}.{closest(name, list_presets())} Run `sotakit recipes` to list them.")
+    raise RecipeError(f"unknown recipe {name!r}.{closest(name, list_presets())} Run `sotakit recipes` to "
+                      "list them.")
 
 
 def load_recipe(path: str | Path, base: Recipe | None = None, **extra: Any) -> Recipe:
@@ -164,17 +167,21 @@ def resolve(recipe: Recipe, *, native_size: int | None, world_size: int = 1,
             val_crop_size=native_size,
             train_crop_size=max(8, round(recipe.train_crop_size * ratio)),
             val_resize_size=max(native_size, round(recipe.val_resize_size * ratio)),
-            progressive_resize=max(8, round(recipe.progressive_resize * ratio)) if recipe.progressive_resize else 0,
+            progressive_resize=(max(8, round(recipe.progressive_resize * ratio))
+                                if recipe.progressive_resize else 0),
         )
         notes.append(
-            f"small images ({native_size} px): train crop {recipe.train_crop_size}->{changes['train_crop_size']}, "
-            f"val resize {recipe.val_resize_size}->{changes['val_resize_size']}, val crop {recipe.val_crop_size}->{native_size}")
+            f"small images ({native_size} px): train crop "
+            f"{recipe.train_crop_size}->{changes['train_crop_size']}, val resize "
+            f"{recipe.val_resize_size}->{changes['val_resize_size']}, val crop "
+            f"{recipe.val_crop_size}->{native_size}")
     if recipe.lr_ref_batch:
         global_batch = recipe.batch_size * world_size
         lr = recipe.lr * global_batch / recipe.lr_ref_batch
         if global_batch != recipe.lr_ref_batch:
             changes.update(lr=lr, lr_ref_batch=global_batch)
-            notes.append(f"lr {recipe.lr:g} for global batch {recipe.lr_ref_batch} -> {lr:g} for global batch {global_batch} (linear scaling)")
+            notes.append(f"lr {recipe.lr:g} for global batch {recipe.lr_ref_batch} -> {lr:g} for global "
+                         f"batch {global_batch} (linear scaling)")
     if recipe.device.startswith("cuda") and not cuda_available:
         changes["device"] = "cpu"
         notes.append("no CUDA device: running on cpu")

@@ -31,22 +31,27 @@ class Recipe:
     """A complete, immutable description of one training run."""
 
     # --- the 51 options of references/classification/train.py, same names and defaults ---
-    data_path: str = _f("/datasets01/imagenet_full_size/061417/", "dataset folder with train/ and val/ (same as --data PATH)")
+    data_path: str = _f("/datasets01/imagenet_full_size/061417/",
+                        "dataset folder with train/ and val/ (same as --data PATH)")
     model: str = _f("resnet18", "model name (see `sotakit models`)")
     device: str = _f("cuda", "cuda or cpu; cuda falls back to cpu with a warning when no GPU is present")
-    batch_size: int = _f(32, "images per process per step; global batch = world_size x batch_size", aliases=("-b",))
+    batch_size: int = _f(32, "images per process per step; global batch = world_size x batch_size",
+                         aliases=("-b",))
     epochs: int = _f(90, "number of total epochs to run")
     workers: int = _f(16, "DataLoader worker processes (capped at the cores available)", aliases=("-j",))
     opt: str = _f("sgd", "optimizer", choices=OPTIMIZERS)
     lr: float = _f(0.1, "initial learning rate (scaled by global batch / lr_ref_batch when that is set)")
     momentum: float = _f(0.9, "momentum (sgd, rmsprop)")
     weight_decay: float = _f(1e-4, "weight decay", aliases=("--wd",))
-    norm_weight_decay: Optional[float] = _f(None, "weight decay for normalization layers (default: weight_decay)")
+    norm_weight_decay: Optional[float] = _f(None, "weight decay for normalization layers (default: "
+                                                  "weight_decay)")
     bias_weight_decay: Optional[float] = _f(None, "weight decay for bias parameters (default: weight_decay)")
-    transformer_embedding_decay: Optional[float] = _f(None, "weight decay for class token, position embeddings and relative position bias tables")
+    transformer_embedding_decay: Optional[float] = _f(None, "weight decay for class token, position "
+                                                            "embeddings and relative position bias tables")
     label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy loss")
     mixup_alpha: float = _f(0.0, "mixup Beta(alpha, alpha); 0 disables")
-    cutmix_alpha: float = _f(0.0, "cutmix Beta(alpha, alpha); 0 disables; with mixup, one of the two per batch")
+    cutmix_alpha: float = _f(0.0, "cutmix Beta(alpha, alpha); 0 disables; with mixup, one of the two per "
+                                  "batch")
     lr_scheduler: str = _f("steplr", "learning-rate schedule after warm-up", choices=SCHEDULERS)
     lr_warmup_epochs: int = _f(0, "epochs of warm-up")
     lr_warmup_method: str = _f("constant", "warm-up shape", choices=("constant", "linear"))
@@ -70,7 +75,8 @@ class Recipe:
     dist_url: str = _f("env://", "url used to set up distributed training")
     model_ema: bool = _f(False, "keep an exponential moving average of parameters and buffers")
     model_ema_steps: int = _f(32, "update the EMA every this many steps")
-    model_ema_decay: float = _f(0.99998, "EMA decay (adjusted to batch, steps and epochs as the reference does)")
+    model_ema_decay: float = _f(0.99998, "EMA decay (adjusted to batch, steps and epochs as the reference "
+                                         "does)")
     use_deterministic_algorithms: bool = _f(False, "deterministic kernels only (bit-exact resume)")
     interpolation: str = _f("bilinear", "resize interpolation", choices=INTERPOLATIONS)
     val_resize_size: int = _f(256, "validation resize size")
@@ -79,38 +85,58 @@ class Recipe:
     clip_grad_norm: Optional[float] = _f(None, "maximum gradient norm; unset disables")
     ra_sampler: bool = _f(False, "repeated-augmentation sampler (one process or DDP)")
     ra_reps: int = _f(3, "repetitions per image with --ra-sampler")
-    weights: Optional[str] = _f(None, "weights to start from: a sotakit weights/checkpoint file (no hub downloads)")
+    weights: Optional[str] = _f(None, "weights to start from: a sotakit weights/checkpoint file (no hub "
+                                      "downloads)")
     backend: str = _f("pil", "image backend", choices=("pil", "tensor"))
     use_v2: bool = _f(False, "accepted for compatibility; sotakit always uses transforms.v2")
 
     # --- sotakit's own ---
-    data: str = _f("fashion-mnist", "a data set name (fashion-mnist, cifar10, imagenette-160, ...) or a folder", ref=False)
-    data_root: Optional[str] = _f(None, "where named data sets are looked up and downloaded ($SOTAKIT_DATA)", ref=False)
+    data: str = _f("fashion-mnist", "a data set name (fashion-mnist, cifar10, imagenette-160, ...) or a "
+                                    "folder", ref=False)
+    data_root: Optional[str] = _f(None, "where named data sets are looked up and downloaded ($SOTAKIT_DATA)",
+                                  ref=False)
     seed: int = _f(0, "seed for weights, data order and augmentation", ref=False)
     holdout: float = _f(0.0, "fraction of the training set held out (stratified) as validation", ref=False)
     channels_last: bool = _f(False, "channels-last memory format", ref=False)
-    amp_dtype: str = _f("bfloat16", "autocast dtype; float16 uses a GradScaler (CUDA)", ref=False, choices=("bfloat16", "float16"))
+    amp_dtype: str = _f("bfloat16", "autocast dtype; float16 uses a GradScaler (CUDA)", ref=False,
+                        choices=("bfloat16", "float16"))
     run_name: str = _f("", "name of the run directory (default: recipe or model name)", ref=False)
-    lr_ref_batch: Optional[int] = _f(None, "global batch the lr was tuned for; lr is scaled linearly by global batch / this", ref=False)
+    lr_ref_batch: Optional[int] = _f(None, "global batch the lr was tuned for; lr is scaled linearly by "
+                                           "global batch / this", ref=False)
     recipe_name: str = _f("", "preset this recipe came from (informational)", ref=False)
-    lr_per_step: bool = _f(False, "step the schedule every batch (warm-up and decay in steps) instead of every epoch", ref=False)
-    train_limit: int = _f(0, "train on a stratified, seeded subset of this many images (0: all), for quick runs", ref=False)
-    test_limit: int = _f(0, "evaluate on a stratified, seeded subset of this many test images (0: all)", ref=False)
-    progressive_resize: int = _f(0, "fastai's progressive resizing: the train crop starts at this size and grows linearly to --train-crop-size by three quarters of the epochs (0: off)", ref=False)
+    lr_per_step: bool = _f(False, "step the schedule every batch (warm-up and decay in steps) instead of "
+                                  "every epoch", ref=False)
+    train_limit: int = _f(0, "train on a stratified, seeded subset of this many images (0: all), for quick "
+                             "runs", ref=False)
+    test_limit: int = _f(0, "evaluate on a stratified, seeded subset of this many test images (0: all)",
+                         ref=False)
+    progressive_resize: int = _f(0, "fastai's progressive resizing: the train crop starts at this size and "
+                                    "grows linearly to --train-crop-size by three quarters of the epochs "
+                                    "(0: off)", ref=False)
     crop_min_scale: float = _f(0.08, "smallest area fraction of the training random-resized crop", ref=False)
-    color_jitter: float = _f(0.0, "colour jitter strength f: brightness, contrast and saturation each scaled by a "
-                                  "random factor in [1-f, 1+f] per image (timm's --color-jitter, e.g. 0.4; 0: off)",
+    color_jitter: float = _f(0.0, "colour jitter strength f: brightness, contrast and saturation each scaled "
+                                  "by a random factor in [1-f, 1+f] per image "
+                                  "(timm's --color-jitter, e.g. 0.4; 0: off)",
                              ref=False)
     # Reliability (issue 3): how often state is saved and how failures are bounded.
-    checkpoint_every: str = _f("", "also checkpoint every N steps ('500'), M minutes ('10m') or S seconds ('90s'); empty: at epoch ends only", ref=False)
-    max_nonfinite_skips: int = _f(5, "consecutive steps with a NaN/inf loss skipped (not applied) before the run stops; 0 stops at the first", ref=False)
-    dist_timeout: float = _f(1800.0, "seconds a DDP collective waits for a hung or dead rank before the job fails", ref=False)
-    loader_timeout: float = _f(600.0, "seconds to wait for a DataLoader worker's batch before failing (workers > 0)", ref=False)
+    checkpoint_every: str = _f("", "also checkpoint every N steps ('500'), M minutes ('10m') or S seconds "
+                                   "('90s'); empty: at epoch ends only", ref=False)
+    max_nonfinite_skips: int = _f(5, "consecutive steps with a NaN/inf loss skipped (not applied) before the "
+                                     "run stops; 0 stops at the first", ref=False)
+    dist_timeout: float = _f(1800.0, "seconds a DDP collective waits for a hung or dead rank before the job "
+                                     "fails", ref=False)
+    loader_timeout: float = _f(600.0, "seconds to wait for a DataLoader worker's batch before failing "
+                                      "(workers > 0)", ref=False)
     # --- K-fold cross-validation (issue 4): confirm a choice on data it was not chosen on ---
-    kfold: int = _f(0, "split the training set into K stratified folds, one of them the validation split (0: off); "
-                       "`train --kfold K` without --fold runs all K folds and reports mean ± std", ref=False)
-    fold: int = _f(0, "with --kfold: the fold (0..K-1) this run validates on; it trains on the other K-1", ref=False)
-    max_decode_errors: float = _f(0.01, "fraction of a split's images that may fail to decode during the run (each is replaced by the next readable image and counted) before the run stops; the index pass has already excluded files broken at the start (data_report.csv)", ref=False)
+    kfold: int = _f(0, "split the training set into K stratified folds, one of them the validation split "
+                       "(0: off); `train --kfold K` without --fold runs all K folds and reports mean ± std",
+                    ref=False)
+    fold: int = _f(0, "with --kfold: the fold (0..K-1) this run validates on; it trains on the other K-1",
+                   ref=False)
+    max_decode_errors: float = _f(0.01, "fraction of a split's images that may fail to decode during the run "
+                                        "(each is replaced by the next readable image and counted) before "
+                                        "the run stops; the index pass has already excluded files broken at "
+                                        "the start (data_report.csv)", ref=False)
 
     def replace(self, **changes: Any) -> "Recipe":
         return dataclasses.replace(self, **changes)
@@ -179,7 +205,8 @@ def coerce(name: str, value: Any) -> Any:
         if name == "opt" and value.startswith("sgd") and value not in choices:
             value = "sgd-nesterov" if "nesterov" in value else "sgd"  # the reference matches by prefix
         if value not in choices:
-            raise RecipeError(f"{name}={value!r} is not one of {', '.join(choices)}.{closest(str(value), choices)}")
+            raise RecipeError(f"{name}={value!r} is not one of "
+                              f"{', '.join(choices)}.{closest(str(value), choices)}")
     return value
 
 
@@ -195,9 +222,10 @@ _POSITIVE = ("batch_size", "epochs", "lr", "model_ema_steps", "val_resize_size",
              "train_crop_size", "lr_step_size", "ra_reps", "print_freq", "world_size")
 _NON_NEGATIVE = ("workers", "momentum", "weight_decay", "norm_weight_decay", "bias_weight_decay",
                  "transformer_embedding_decay", "mixup_alpha", "cutmix_alpha", "lr_warmup_epochs",
-                 "lr_min", "start_epoch", "ra_magnitude", "clip_grad_norm", "seed", "train_limit", "test_limit", "progressive_resize",
-                 "max_nonfinite_skips", "color_jitter")
-_UNIT = ("crop_min_scale", "max_decode_errors", "label_smoothing", "random_erase", "lr_warmup_decay", "model_ema_decay", "lr_gamma")
+                 "lr_min", "start_epoch", "ra_magnitude", "clip_grad_norm", "seed", "train_limit",
+                 "test_limit", "progressive_resize", "max_nonfinite_skips", "color_jitter")
+_UNIT = ("crop_min_scale", "max_decode_errors", "label_smoothing", "random_erase", "lr_warmup_decay",
+         "model_ema_decay", "lr_gamma")
 
 
 def checkpoint_interval(text: str) -> tuple[int, float]:
@@ -215,7 +243,8 @@ def checkpoint_interval(text: str) -> tuple[int, float]:
     except ValueError:
         value = (-1, -1.0)
     if min(value) < 0 or max(value) <= 0:
-        raise RecipeError(f"checkpoint_every={text!r}: give a number of steps ('500'), minutes ('10m') or seconds ('90s')")
+        raise RecipeError(f"checkpoint_every={text!r}: give a number of steps ('500'), minutes ('10m') or "
+                          "seconds ('90s')")
     return value
 
 
@@ -242,13 +271,15 @@ def validate(r: Recipe) -> None:
     if r.lr_warmup_epochs >= r.epochs and r.lr_warmup_epochs > 0:
         raise RecipeError(f"lr_warmup_epochs ({r.lr_warmup_epochs}) must be smaller than epochs ({r.epochs})")
     if r.progressive_resize > r.train_crop_size:
-        raise RecipeError(f"progressive_resize ({r.progressive_resize}) must not exceed train_crop_size ({r.train_crop_size})")
+        raise RecipeError(f"progressive_resize ({r.progressive_resize}) must not exceed train_crop_size "
+                          f"({r.train_crop_size})")
     if r.kfold == 1 or r.kfold < 0:
         raise RecipeError(f"kfold must be 0 (off) or at least 2, got {r.kfold}")
     if r.kfold and not 0 <= r.fold < r.kfold:
         raise RecipeError(f"fold must be in 0..{r.kfold - 1} with kfold {r.kfold}, got {r.fold}")
     if r.kfold and r.holdout:
-        raise RecipeError("kfold and holdout both choose the validation split; use --kfold K or --holdout F, not both")
+        raise RecipeError("kfold and holdout both choose the validation split; use --kfold K or --holdout F, "
+                          "not both")
     if r.lr_ref_batch is not None and r.lr_ref_batch <= 0:
         raise RecipeError("lr_ref_batch must be > 0")
 
@@ -260,13 +291,16 @@ def warnings_for(r: Recipe) -> list[str]:
     """
     out = []
     if r.ra_sampler and r.ra_reps < 2:
-        out.append(f"--ra-sampler with --ra-reps {r.ra_reps} repeats nothing: use --ra-reps 2 or more, or drop --ra-sampler")
+        out.append(f"--ra-sampler with --ra-reps {r.ra_reps} repeats nothing: use --ra-reps 2 or more, or "
+                   "drop --ra-sampler")
     if not r.ra_sampler and r.ra_reps != FIELDS["ra_reps"].default:
         out.append(f"--ra-reps {r.ra_reps} has no effect without --ra-sampler")
     if (r.mixup_alpha > 0 or r.cutmix_alpha > 0) and r.batch_size < 2:
-        out.append("mixup/cutmix mix images within a batch; with --batch-size 1 each image is mixed with itself")
+        out.append("mixup/cutmix mix images within a batch; with --batch-size 1 each image is mixed with "
+                   "itself")
     if r.val_crop_size > r.val_resize_size:
-        out.append(f"--val-crop-size {r.val_crop_size} is larger than --val-resize-size {r.val_resize_size}: the crop pads")
+        out.append(f"--val-crop-size {r.val_crop_size} is larger than --val-resize-size {r.val_resize_size}: "
+                   "the crop pads")
     if r.lr_scheduler != "steplr" and r.lr_step_size != FIELDS["lr_step_size"].default:
         out.append(f"--lr-step-size only applies to steplr, not {r.lr_scheduler}")
     for name in COMPATIBILITY_FIELDS:
@@ -283,10 +317,10 @@ def warnings_for(r: Recipe) -> list[str]:
 COMPATIBILITY_FIELDS = ("cache_dataset", "use_v2", "backend", "dist_url")
 # Fields that say how a run is carried out or evaluated, not what it trains: a resume may change them
 # (val_resize_size: `sotakit tune-resize` stores its choice in the run's recipe).
-OPERATIONAL_FIELDS = ("resume", "output_dir", "data_root", "print_freq", "workers", "test_only", "checkpoint_every",
-                      "val_resize_size",
-                      "dist_timeout", "loader_timeout", "max_nonfinite_skips", "dist_url", "backend", "use_v2",
-                      "cache_dataset")
+OPERATIONAL_FIELDS = ("resume", "output_dir", "data_root", "print_freq", "workers", "test_only",
+                      "checkpoint_every", "val_resize_size",
+                      "dist_timeout", "loader_timeout", "max_nonfinite_skips", "dist_url", "backend",
+                      "use_v2", "cache_dataset")
 
 
 def recipe_hash(recipe: Recipe, ignore=OPERATIONAL_FIELDS) -> str:

@@ -61,7 +61,9 @@ class _HashingWriter:
         self.f.flush()
 
 
-def _atomic_write(path: Path, write, *, before_replace=None, kill_after: int | None = None) -> tuple[Path, str, int]:
+def _atomic_write(path: Path, write, *, before_replace=None, kill_after: int | None = None) -> tuple[Path,
+                                                                                                     str,
+                                                                                                     int]:
     """``write(file)`` to a temp file beside ``path``; fsync, verify, rename over ``path``, fsync the folder.
 
     Returns (path, sha256, size). ``before_replace(sha, size)`` runs after verification and before
@@ -126,13 +128,14 @@ def non_finite_keys(state: dict[str, Any]) -> list[str]:
 def check_free_space(folder: Path, needed: int) -> None:
     free = shutil.disk_usage(folder).free
     if free < needed:
-        raise CheckpointError(f"not enough free space in {folder} for a checkpoint: about {needed / 2**20:.1f} MiB "
-                              f"needed, {free / 2**20:.1f} MiB free")
+        raise CheckpointError(f"not enough free space in {folder} for a checkpoint: about "
+                              f"{needed / 2**20:.1f} MiB needed, {free / 2**20:.1f} MiB free")
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path, *, keep_previous: bool = False,
                     meta: dict | None = None) -> Path:
-    """Write ``state`` to ``path`` atomically; the file at ``path`` stays intact until the new one is verified.
+    """Write ``state`` to ``path`` atomically; the file at ``path`` stays intact until the new one is
+    verified.
 
     Refuses a state holding a non-finite value (a NaN checkpoint would rotate healthy ones away) and
     checks the free space first. With ``keep_previous`` the old file becomes ``checkpoint-prev.pt``
@@ -200,7 +203,8 @@ def choose_checkpoint(folder: str | Path) -> Path:
     verified = [(known[s].get("time", 0), p) for p in candidates if (s := file_sha256(p)) in known]
     if not verified:
         raise CheckpointError(f"no checkpoint in {folder} matches its manifest {MANIFEST} "
-                              f"(files: {', '.join(p.name for p in candidates) or 'none'}); the files are damaged")
+                              f"(files: {', '.join(p.name for p in candidates) or 'none'}); the files are "
+                              "damaged")
     return max(verified, key=lambda v: v[0])[1]
 
 
@@ -240,7 +244,8 @@ def _refusal_reason(path: Path, error: Exception) -> str:
         names = []
     if names:
         return (f"it references Python objects a weights-only load does not allow: {', '.join(names)}. "
-                "sotakit loads tensors and plain types only; re-save the tensors (state_dict) from a trusted copy")
+                "sotakit loads tensors and plain types only; re-save the tensors (state_dict) from a trusted "
+                "copy")
     first = str(error).strip().splitlines()
     detail = next((ln for ln in first if "GLOBAL" in ln), first[0] if first else type(error).__name__)
     return f"{detail.strip()} (sotakit never loads with weights_only=False)"

@@ -48,11 +48,12 @@ def load_run(path: str | Path, *, data: str | None = None, data_root: str | None
         recipe = recipe.replace(val_resize_size=load_recipe(path / "recipe.toml").val_resize_size)
     bundle = load_data(data or recipe.data, data_root or recipe.data_root)
     if list(bundle.classes) != list(ckpt["classes"]):
-        raise ValueError(f"{ckpt_path} was trained on classes {ckpt['classes'][:5]}... ({len(ckpt['classes'])}); "
-                         f"{bundle.name} has {bundle.classes[:5]}... ({len(bundle.classes)}). "
-                         "Evaluate on data with the same classes.")
+        raise ValueError(f"{ckpt_path} was trained on classes {ckpt['classes'][:5]}... "
+                         f"({len(ckpt['classes'])}); {bundle.name} has {bundle.classes[:5]}... "
+                         f"({len(bundle.classes)}). Evaluate on data with the same classes.")
     device = torch.device(backend_for(recipe.device))
-    model = build_model(recipe.model, num_classes=len(ckpt["classes"]), small_input=ckpt.get("native_size", bundle.native_size) <= 64)
+    model = build_model(recipe.model, num_classes=len(ckpt["classes"]),
+                        small_input=ckpt.get("native_size", bundle.native_size) <= 64)
     model.load_state_dict(ckpt["model"])
     model.to(device)
     ema_model = None
@@ -65,7 +66,8 @@ def load_run(path: str | Path, *, data: str | None = None, data_root: str | None
 
 def run_loaders(recipe: Recipe, bundle: DataBundle, *, batch_size: int | None = None,
                 val_resize_size: int | None = None, workers: int = 0) -> Loaders:
-    """The loaders fit() builds for ``recipe`` (same subsets, folds, transforms, mixing and seed), one process."""
+    """The loaders fit() builds for ``recipe`` (same subsets, folds, transforms, mixing and seed), one
+    process."""
     changes = {"batch_size": batch_size, "val_resize_size": val_resize_size}
     return make_loaders(bundle, **{**loader_kwargs(recipe), "workers": workers,
                                    **{k: v for k, v in changes.items() if v}})
@@ -103,10 +105,12 @@ def tune_run_resize(run_dir: str | Path, *, sizes: list[int] | None = None, seed
     loaders = run_loaders(recipe, run.bundle, workers=min(recipe.workers, 1))
     split, loader = ("holdout", loaders.holdout) if loaders.holdout is not None else ("test", loaders.test)
     ds = loader.dataset
-    result = tune_resize(run.ema_model or run.model, ds.source, ds.indices, **resize_tuning_kwargs(recipe, sizes=sizes),
-                         mean=run.bundle.mean, std=run.bundle.std, seed=seed, device=run.device, say=say)
+    result = tune_resize(run.ema_model or run.model, ds.source, ds.indices,
+                         **resize_tuning_kwargs(recipe, sizes=sizes), mean=run.bundle.mean,
+                         std=run.bundle.std, seed=seed, device=run.device, say=say)
     doc = tomllib.loads((run_dir / "recipe.toml").read_text())
-    text = dump_recipe(load_recipe(run_dir / "recipe.toml").replace(val_resize_size=result.stored), doc.get("meta"))
+    text = dump_recipe(load_recipe(run_dir / "recipe.toml").replace(val_resize_size=result.stored),
+                       doc.get("meta"))
     write_text_atomic(run_dir / "recipe.toml", text)
     write_json(run_dir / "tune_resize.json", {**asdict(result), "split": split, "seed": seed,
                                               "model": "ema" if run.ema_model is not None else "model"})

@@ -30,9 +30,23 @@ from .ema import build_ema
 from .loop import Interrupted, train_one_epoch
 from .optim import build_optimizer, build_scheduler, param_groups
 from .progress import RunProgress
-from .recipe_kwargs import (amp_kwargs, backend_kwargs, criterion_kwargs, data_epoch_kwargs, ema_kwargs,
-                            epoch_kwargs, eval_kwargs, loader_kwargs, model_kwargs, optimizer_kwargs,
-                            param_group_kwargs, saver_kwargs, scheduler_kwargs, train_crop_at, warnings_for)
+from .recipe_kwargs import (
+    amp_kwargs,
+    backend_kwargs,
+    criterion_kwargs,
+    data_epoch_kwargs,
+    ema_kwargs,
+    epoch_kwargs,
+    eval_kwargs,
+    loader_kwargs,
+    model_kwargs,
+    optimizer_kwargs,
+    param_group_kwargs,
+    saver_kwargs,
+    scheduler_kwargs,
+    train_crop_at,
+    warnings_for,
+)
 from .resume import ResumeMismatchError, check_resume, find_resume_point
 from .rundir import MetricsLog, environment, finish_run, open_run_dir, run_lifecycle
 from .state import CheckpointSaver, restore_state, run_meta
@@ -84,8 +98,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     model = build_model(recipe.model, num_classes=len(bundle.classes), small_input=bundle.native_size <= 64)
     model = prepare_model(model, **model_kwargs(recipe), device=device, distributed=dist_info.enabled)
     torch.manual_seed(recipe.seed + dist_info.rank)
-    loaders = make_loaders(bundle, **loader_kwargs(recipe), world_size=dist_info.world_size, rank=dist_info.rank,
-                           pin_memory=device.type == "cuda")
+    loaders = make_loaders(bundle, **loader_kwargs(recipe), world_size=dist_info.world_size,
+                           rank=dist_info.rank, pin_memory=device.type == "cuda")
     steps_per_epoch = len(loaders.train)
     notes += warnings_for(recipe, steps_per_epoch)
 
@@ -99,8 +113,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "ema": ema, "scaler": scaler}
 
     # Resume: every piece of state, so the continued run equals an uninterrupted one.
-    totals = restore_state(point.ckpt, parts, rank=dist_info.rank, load_all=load_all, start_epoch=recipe.start_epoch,
-                           started=t_start, say=say, where=str(point.run_dir))
+    totals = restore_state(point.ckpt, parts, rank=dist_info.rank, load_all=load_all,
+                           start_epoch=recipe.start_epoch, started=t_start, say=say, where=str(point.run_dir))
     run_dir = open_run_dir(point, recipe=recipe, notes=notes, data_report=bundle.report, totals=totals,
                            load_all=load_all, is_main=dist_info.is_main, say=say)
     log = MetricsLog(run_dir, enabled=dist_info.is_main, tracker=tracker)
@@ -124,7 +138,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
             progress.start_epoch(epoch, totals.step)
             totals.start_epoch()
 
-            def after_step(done: int, epoch: int = epoch) -> None:  # the progress bar, then --checkpoint-every
+            # the progress bar, then --checkpoint-every
+            def after_step(done: int, epoch: int = epoch) -> None:
                 progress.step(done)
                 saver.maybe_save(parts, totals, epoch=epoch, step=done)
 
@@ -132,7 +147,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                 stats = train_one_epoch(
                     train_model, loaders.train, optimizer, criterion=criterion, device=device, epoch=epoch,
                     first_step=totals.step, step_scheduler=scheduler if recipe.lr_per_step else None, ema=ema,
-                    scaler=scaler, amp_dtype=amp_dtype, **epoch_kwargs(recipe, epoch=epoch), on_step=after_step,
+                    scaler=scaler, amp_dtype=amp_dtype, **epoch_kwargs(recipe, epoch=epoch),
+                    on_step=after_step,
                     on_log=partial(log_step, log=log, progress=progress, steps_per_epoch=steps_per_epoch),
                     should_stop=partial(stop.requested, epoch))
             except Interrupted as e:  # the stop decision was all-reduced: every rank is here
@@ -149,7 +165,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
             log.write(rec, global_step=(epoch + 1) * steps_per_epoch)
             saver.save(parts, totals, epoch=epoch + 1, step=0, best=totals.update_best(rec))
             progress.end_epoch(epoch_line(rec, epochs=recipe.epochs, world_size=dist_info.world_size))
-            if epoch + 1 < recipe.epochs and all_ranks(stop.requested(epoch, steps_per_epoch), device, op="max"):
+            if (epoch + 1 < recipe.epochs
+                    and all_ranks(stop.requested(epoch, steps_per_epoch), device, op="max")):
                 raise stop.at_epoch_end(epoch, run_dir=run_dir, progress=progress)
 
     # Final report: plain and EMA model on the holdout and, once, on the test split.
@@ -197,7 +214,8 @@ def set_backend_flags(device: torch.device, *, deterministic: bool = False) -> N
 
 
 def prepare_model(model: nn.Module, *, weights: str | None = None, channels_last: bool = False,
-                  device: torch.device | str = "cpu", sync_bn: bool = False, distributed: bool = False) -> nn.Module:
+                  device: torch.device | str = "cpu", sync_bn: bool = False,
+                  distributed: bool = False) -> nn.Module:
     """Start from ``weights`` (a sotakit checkpoint or state dict), set the memory format, move to
     ``device``; SyncBatchNorm only under DDP."""
     if weights:
@@ -229,7 +247,8 @@ def run_banner(run_dir: Path | None, *, bundle, recipe: Recipe, device: torch.de
     """The lines printed before training: notes, skipped files, what trains on what."""
     lines = [f"note: {n}" for n in notes]
     if bundle.skipped:
-        lines.append(f"skipped {len(bundle.skipped)} unreadable files (listed with the reason in data_report.csv)")
+        lines.append(f"skipped {len(bundle.skipped)} unreadable files (listed with the reason in "
+                     "data_report.csv)")
     lines.append(f"run: {run_dir}  data: {bundle.name} ({train_images} train images, {len(bundle.classes)} "
                  f"classes, {bundle.native_size}px)  model: {recipe.model}  device: {device}")
     return "\n".join(lines)
@@ -255,9 +274,10 @@ def epoch_record(epoch: int, stats: dict, *, lr: float, train_crop: int, split: 
 def epoch_line(rec: dict, *, epochs: int, world_size: int = 1) -> str:
     """One line per epoch on the console."""
     ema_txt = f" ema {rec['ema_acc1']:.2f}" if "ema_acc1" in rec else ""
-    return (f"epoch {rec['epoch'] + 1}/{epochs} train loss {rec['train_loss']:.4f} acc@1 {rec['train_acc1']:.2f} | "
-            f"{rec['val_split']} acc@1 {rec['val_acc1']:.2f} acc@5 {rec['val_acc5']:.2f}{ema_txt} | "
-            f"lr {rec['lr']:.4g} | {rec['train_img_s'] * world_size:.0f} img/s | {rec['train_epoch_time']:.1f}s")
+    return (f"epoch {rec['epoch'] + 1}/{epochs} train loss {rec['train_loss']:.4f} acc@1 "
+            f"{rec['train_acc1']:.2f} | {rec['val_split']} acc@1 {rec['val_acc1']:.2f} acc@5 "
+            f"{rec['val_acc5']:.2f}{ema_txt} | lr {rec['lr']:.4g} | {rec['train_img_s'] * world_size:.0f} "
+            f"img/s | {rec['train_epoch_time']:.1f}s")
 
 
 def final_evaluation(evaluate_on, *, model: nn.Module, ema=None, holdout=None, test=None) -> dict:

@@ -28,8 +28,8 @@ class NonFiniteLossError(RuntimeError):
                  hint: str = "The last good checkpoint is kept."):
         super().__init__(f"loss is {value} at epoch {epoch + 1}, step {step + 1}"
                          + (f" ({skipped} consecutive non-finite steps skipped before it)" if skipped else "")
-                         + f": stopping before the optimizer step. Lower --lr, set --clip-grad-norm, or check the "
-                         f"data. {hint}")
+                         + ": stopping before the optimizer step. Lower --lr, set --clip-grad-norm, or "
+                           f"check the data. {hint}")
         self.epoch, self.step, self.value, self.skipped = epoch, step, value, skipped
 
 
@@ -65,7 +65,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
                     ema=None, ema_steps: int = 32, ema_in_warmup: bool = False,
                     scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None,
                     clip_grad_norm: float | None = None, channels_last: bool = False, print_freq: int = 10,
-                    on_log: Callable[[dict], None] | None = None, on_step: Callable[[int], None] | None = None,
+                    on_log: Callable[[dict], None] | None = None,
+                    on_step: Callable[[int], None] | None = None,
                     should_stop: Callable[[int], bool] | None = None,
                     max_nonfinite_skips: int = 0) -> dict[str, float]:
     """Train for one pass over ``loader``; return mean loss, acc@1, acc@5, img/s, data and epoch time.
@@ -125,7 +126,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             window.reset(now)
         # The last step of an epoch is never interrupted: the epoch ends (eval, checkpoint) and the
         # caller stops at the epoch boundary, so no resumed epoch is empty.
-        if should_stop is not None and step + 1 < steps_per_epoch and all_ranks(should_stop(step + 1), device, "max"):
+        if (should_stop is not None and step + 1 < steps_per_epoch
+                and all_ranks(should_stop(step + 1), device, "max")):
             raise Interrupted(step + 1)
         t_data = time.perf_counter()
     elapsed = time.perf_counter() - start

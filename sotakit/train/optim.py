@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-NORM_CLASSES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm,
-                nn.LocalResponseNorm)
+NORM_CLASSES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm,
+                nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm)
 EMBEDDING_KEYS = ("class_token", "position_embedding", "relative_position_bias_table")
 
 
@@ -49,7 +49,8 @@ def build_optimizer(params, *, opt: str, lr: float, momentum: float = 0.9,
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
                                nesterov="nesterov" in opt)
     if opt == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay, eps=0.0316, alpha=0.9)
+        return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay, eps=0.0316,
+                                   alpha=0.9)
     if opt == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {opt!r}: use sgd, sgd-nesterov, rmsprop or adamw")
@@ -65,11 +66,13 @@ def build_scheduler(optimizer: torch.optim.Optimizer, *, lr_scheduler: str, tota
     if lr_scheduler == "steplr":
         main = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
     elif lr_scheduler == "cosineannealinglr":
-        main = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup), eta_min=lr_min)
+        main = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup),
+                                                          eta_min=lr_min)
     elif lr_scheduler == "exponentiallr":
         main = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
     else:
-        raise ValueError(f"unknown lr_scheduler {lr_scheduler!r}: use steplr, cosineannealinglr or exponentiallr")
+        raise ValueError(f"unknown lr_scheduler {lr_scheduler!r}: use steplr, cosineannealinglr or "
+                         "exponentiallr")
     if warmup <= 0:
         return main
     if warmup_method == "linear":

@@ -6,7 +6,14 @@ import sys
 import time
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 class RunProgress:
@@ -19,8 +26,8 @@ class RunProgress:
         self.progress = None
         if self.live:
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                     console=self.console)
+                                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                     TimeRemainingColumn(), console=self.console)
             self.progress.start()
             self.epoch_task = self.progress.add_task("epochs", total=epochs, completed=start_epoch, info="")
             self.step_task = self.progress.add_task("steps ", total=steps_per_epoch, info="")
@@ -39,8 +46,8 @@ class RunProgress:
         if self.live:
             self.progress.update(self.step_task, completed=rec["step"], info=info)
         elif self.enabled:
-            print(f"{time.strftime('%H:%M:%S')} epoch {rec['epoch'] + 1} step {rec['step']}/{self.steps} {info}",
-                  flush=True)
+            print(f"{time.strftime('%H:%M:%S')} epoch {rec['epoch'] + 1} step {rec['step']}/{self.steps} "
+                  f"{info}", flush=True)
 
     def end_epoch(self, line: str) -> None:
         if self.live:

@@ -35,8 +35,9 @@ OPTIMIZER_ARGS = {name: name for name in ("opt", "lr", "momentum", "weight_decay
 SCHEDULER_ARGS = {"lr_scheduler": "lr_scheduler", "warmup_method": "lr_warmup_method",
                   "warmup_decay": "lr_warmup_decay", "lr_min": "lr_min"}
 # train_one_epoch (sotakit.train.loop): ema_in_warmup is derived per epoch in epoch_kwargs
-EPOCH_ARGS = {"ema_steps": "model_ema_steps", "clip_grad_norm": "clip_grad_norm", "channels_last": "channels_last",
-              "print_freq": "print_freq", "max_nonfinite_skips": "max_nonfinite_skips"}
+EPOCH_ARGS = {"ema_steps": "model_ema_steps", "clip_grad_norm": "clip_grad_norm",
+              "channels_last": "channels_last", "print_freq": "print_freq",
+              "max_nonfinite_skips": "max_nonfinite_skips"}
 # evaluate (sotakit.evaluate)
 EVAL_ARGS = {"channels_last": "channels_last"}
 # prepare_model (sotakit.train.fit)
@@ -48,7 +49,8 @@ BACKEND_ARGS = {"deterministic": "use_deterministic_algorithms"}
 # torch.nn.CrossEntropyLoss
 CRITERION_ARGS = {"label_smoothing": "label_smoothing"}
 # tune_resize (sotakit.evaluate): the candidate sizes default to a range around the crop
-RESIZE_TUNING_ARGS = {"crop_size": "val_crop_size", "current": "val_resize_size", "interpolation": "interpolation"}
+RESIZE_TUNING_ARGS = {"crop_size": "val_crop_size", "current": "val_resize_size",
+                      "interpolation": "interpolation"}
 # create_run_dir (sotakit.train.rundir): the name is derived in run_dir_kwargs
 RUN_DIR_ARGS = {"output_dir": "output_dir"}
 

@@ -45,7 +45,8 @@ def find_resume_point(recipe: Recipe | None, *, resume: str | Path | None = None
         remove_stale_temps(run_dir)  # what a crash mid-save left behind
     refuse_if_running(run_dir, force=force)
     fresh = path.is_dir() and not any((run_dir / n).exists() for n in (LAST, PREV))
-    return ResumePoint(run_dir, None if fresh else load_checkpoint(path), load_recipe(run_dir / "recipe.toml"))
+    return ResumePoint(run_dir, None if fresh else load_checkpoint(path),
+                       load_recipe(run_dir / "recipe.toml"))
 
 
 def refuse_if_running(run_dir: Path, *, force: bool) -> None:
@@ -56,8 +57,9 @@ def refuse_if_running(run_dir: Path, *, force: bool) -> None:
         return
     info, alive = owner
     if alive and info.get("pid") != os.getpid():
-        raise ResumeMismatchError(f"refusing to resume {run_dir}: process {info['pid']} on {info.get('host')} is "
-                                  "still training it (run.pid). Stop it first, or pass --force-resume if it is gone.")
+        raise ResumeMismatchError(f"refusing to resume {run_dir}: process {info['pid']} on "
+                                  f"{info.get('host')} is still training it (run.pid). Stop it first, or "
+                                  "pass --force-resume if it is gone.")
 
 
 def check_resume(ckpt: dict | None, recipe: Recipe, *, classes: list[str], fingerprint: str, force: bool,
@@ -96,7 +98,8 @@ def check_resume(ckpt: dict | None, recipe: Recipe, *, classes: list[str], finge
             f"refusing to resume {run_dir}: the checkpoint was written for other inputs.\n  "
             + "\n  ".join(problems)
             + "\nStart a new run (add --weights FILE to begin from its weights), or pass --force-resume to "
-              "continue anyway (same model and classes: all state is loaded; otherwise only matching weights).")
+              "continue anyway (same model and classes: all state is loaded; otherwise only matching "
+              "weights).")
     same_shape = not any(p.startswith(("model", "classes")) for p in problems)
     return same_shape, [f"--force-resume overrides: {p}" for p in problems]
 

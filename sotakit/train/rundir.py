@@ -27,7 +27,6 @@ from .loop import Interrupted, NonFiniteLossError
 from .recipe_kwargs import run_dir_kwargs
 from .stops import RunError
 
-
 PID_FILE = "run.pid"  # present while a process trains the run: {"pid", "host"}
 FAILED_FILE = "failed.json"  # written when training stopped on an error (not on a stop request)
 
@@ -214,13 +213,15 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 def environment() -> dict[str, Any]:
     """Versions and code revision stored with every result."""
-    env = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-           "sotakit": _version.__version__, "machine": platform.machine(), "processor": platform.processor() or "",
+    env = {"python": platform.python_version(), "torch": torch.__version__,
+           "torchvision": torchvision.__version__, "sotakit": _version.__version__,
+           "machine": platform.machine(), "processor": platform.processor() or "",
            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     try:
         repo = Path(__file__).resolve().parents[2]
-        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5)
         env["git_commit"] = out.stdout.strip() if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         env["git_commit"] = None

@@ -76,10 +76,11 @@ def training_state(parts: dict[str, Any], totals: RunTotals, *, epoch: int, step
     """The checkpoint after ``step`` steps of ``epoch``: tensors and plain types only."""
     def sd(name):
         return parts[name].state_dict() if parts.get(name) is not None else None
-    return {"model": sd("model"), "optimizer": sd("optimizer"), "scheduler": sd("scheduler"), "ema": sd("ema"),
-            "scaler": sd("scaler"), "epoch": epoch, "step_in_epoch": step, "best_acc1": totals.best_acc1,
-            "train_time": totals.trained(), "img_rates": list(totals.img_rates), "wall_time": totals.wall_time(),
-            "rng": rngs, "skipped_steps": totals.skipped_steps, **meta}
+    return {"model": sd("model"), "optimizer": sd("optimizer"), "scheduler": sd("scheduler"),
+            "ema": sd("ema"), "scaler": sd("scaler"), "epoch": epoch, "step_in_epoch": step,
+            "best_acc1": totals.best_acc1, "train_time": totals.trained(),
+            "img_rates": list(totals.img_rates), "wall_time": totals.wall_time(), "rng": rngs,
+            "skipped_steps": totals.skipped_steps, **meta}
 
 
 def run_meta(recipe, *, bundle, fingerprint: str, recipe_hash: str) -> dict:
@@ -108,7 +109,8 @@ def restore_state(ckpt: dict | None, parts: dict[str, Any], *, rank: int = 0, lo
         load_matching(model, ckpt["model"])
         if ema is not None and ckpt.get("ema") is not None:
             load_matching(ema, ckpt["ema"])
-        say(f"forced resume of {where}: matching weights loaded; optimizer, schedule and position start afresh")
+        say(f"forced resume of {where}: matching weights loaded; optimizer, schedule and position start "
+            "afresh")
         return totals
     for name in ("model", "optimizer", "scheduler", "ema", "scaler"):
         if parts.get(name) is not None and ckpt.get(name) is not None:
@@ -125,7 +127,8 @@ def restore_state(ckpt: dict | None, parts: dict[str, Any], *, rank: int = 0, lo
 def load_matching(module: nn.Module, saved: dict) -> None:
     """Load the tensors of ``saved`` whose name and shape match ``module``'s; leave the rest as built."""
     own = module.state_dict()
-    module.load_state_dict({k: v for k, v in saved.items() if k in own and own[k].shape == v.shape}, strict=False)
+    module.load_state_dict({k: v for k, v in saved.items() if k in own and own[k].shape == v.shape},
+                           strict=False)
 
 
 def gather_rng(dist_info: DistInfo) -> list:
@@ -153,12 +156,14 @@ class CheckpointSaver:
         self.dist_info = dist_info or DistInfo()
         self.last_save = time.perf_counter()
 
-    def save(self, parts: dict[str, Any], totals: RunTotals, *, epoch: int, step: int, best: bool = False) -> None:
+    def save(self, parts: dict[str, Any], totals: RunTotals, *, epoch: int, step: int,
+             best: bool = False) -> None:
         """Save the state after ``step`` steps of ``epoch``; ``best`` also copies it to checkpoint-best.pt."""
         rngs = gather_rng(self.dist_info)
         if self.dist_info.is_main and self.run_dir is not None:
             state = training_state(parts, totals, epoch=epoch, step=step, rngs=rngs, meta=self.meta)
-            save_checkpoint(state, Path(self.run_dir) / LAST, keep_previous=True, meta={"epoch": epoch, "step": step})
+            save_checkpoint(state, Path(self.run_dir) / LAST, keep_previous=True,
+                            meta={"epoch": epoch, "step": step})
             if best:
                 copy_checkpoint(Path(self.run_dir) / LAST, Path(self.run_dir) / BEST)
         self.last_save = time.perf_counter()
@@ -169,7 +174,8 @@ class CheckpointSaver:
             return False
         due = bool(self.every_steps) and (epoch * self.steps_per_epoch + step) % self.every_steps == 0
         if self.every_s:
-            due = all_ranks(due or time.perf_counter() - self.last_save >= self.every_s, self.device, op="max")
+            due = all_ranks(due or time.perf_counter() - self.last_save >= self.every_s, self.device,
+                            op="max")
         if due:
             self.save(parts, totals, epoch=epoch, step=step)
         return due

@@ -82,7 +82,8 @@ def failures_as_run_errors(run_dir: Path | None, *, dist_info: DistInfo, dist_ti
     try:
         yield
     except NonFiniteLossError as e:
-        raise NonFiniteLossError(e.epoch, e.step, e.value, e.skipped, hint=last_checkpoint_hint(run_dir)) from None
+        raise NonFiniteLossError(e.epoch, e.step, e.value, e.skipped,
+                                 hint=last_checkpoint_hint(run_dir)) from None
     except RunError:
         raise
     except CheckpointError as e:

@@ -37,8 +37,8 @@ class Tracker:
             self.mod.log_params({k: v for k, v in params.items() if v is not None})
         else:
             os.environ.setdefault("WANDB_MODE", "offline")
-            self.run = self.mod.init(project="sotakit", name=Path(run_dir).name, dir=str(run_dir), config=params,
-                                     mode=os.environ["WANDB_MODE"])
+            self.run = self.mod.init(project="sotakit", name=Path(run_dir).name, dir=str(run_dir),
+                                     config=params, mode=os.environ["WANDB_MODE"])
 
     def log(self, scalars: dict[str, float], *, step: int) -> None:
         if self.name == "mlflow":

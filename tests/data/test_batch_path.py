@@ -18,8 +18,8 @@ AUGMENTATIONS = {"auto_augment": "ta_wide", "random_erase": 0.5, "mixup_alpha": 
 # Loader fields that are not augmentations of the first batch (sizes, splits, machinery), or only
 # parameters of one (the policies' magnitude and severity, the RA sampler's repetitions).
 NOT_AUGMENTATIONS = {"batch_size", "train_crop_size", "val_resize_size", "val_crop_size", "holdout", "seed",
-                     "workers", "train_limit", "test_limit", "kfold", "fold", "max_decode_errors", "loader_timeout",
-                     "ra_magnitude", "augmix_severity", "ra_sampler", "ra_reps"}
+                     "workers", "train_limit", "test_limit", "kfold", "fold", "max_decode_errors",
+                     "loader_timeout", "ra_magnitude", "augmix_severity", "ra_sampler", "ra_reps"}
 
 
 def rgb_bundle():
@@ -37,7 +37,8 @@ def first_batch(recipe: Recipe):
 
 def test_every_loader_field_is_classified():
     fields = set(LOADER_ARGS.values())
-    assert fields - set(AUGMENTATIONS) - NOT_AUGMENTATIONS == set(), "a new loader field: add it to one of the tables"
+    assert fields - set(AUGMENTATIONS) - NOT_AUGMENTATIONS == set(), (
+        "a new loader field: add it to one of the tables")
 
 
 @pytest.mark.parametrize("field", sorted(AUGMENTATIONS))
@@ -56,7 +57,8 @@ def test_batch_path_only_for_exactly_crop_and_flip():
         assert loaders.train.collate_fn.finish.crop is None, field  # a per-image step: per-image path
     tf = make_train_transform(crop_size=12)
     assert batch_crop_for(tf, in_memory=False) is None  # image folders decode per image anyway
-    crop = batch_crop_for(make_train_transform(crop_size=12, hflip_prob=0.0, crop_min_scale=0.3), in_memory=True)
+    crop = batch_crop_for(make_train_transform(crop_size=12, hflip_prob=0.0, crop_min_scale=0.3),
+                          in_memory=True)
     assert (crop.size, crop.scale, crop.hflip_prob) == (12, (0.3, 1.0), 0.0)
     extra = v2.Compose([*tf.transforms[:-1], v2.RandomVerticalFlip(), tf.transforms[-1]])
     assert batch_crop_for(extra, in_memory=True) is None  # a step added later turns the batch path off

@@ -24,7 +24,6 @@ import torch
 from sotakit.data import catalog
 from sotakit.data.catalog import DataNotFoundError, RemoteFile, locate
 from sotakit.data.cifar import load_cifar10, load_pickle
-from sotakit.data.datasets import load_data
 from sotakit.data.download import sha256_of
 
 try:  # tests/data as a package, or plain rootdir-relative modules
@@ -41,7 +40,8 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.delenv(catalog.DATA_ENV, raising=False)
     monkeypatch.delenv(catalog.MIRROR_ENV, raising=False)
     monkeypatch.setattr(catalog, "DEFAULT_CACHE", tmp_path / "cache")
-    monkeypatch.setattr(catalog, "SYSTEM_DIRS", {"fashion-mnist": (tmp_path / "system", "dataset-fashion-mnist")})
+    monkeypatch.setattr(catalog, "SYSTEM_DIRS",
+                        {"fashion-mnist": (tmp_path / "system", "dataset-fashion-mnist")})
 
 
 def pin(monkeypatch, name: str, folder: Path) -> None:
@@ -72,7 +72,8 @@ def _py2_int(i: int) -> bytes:
     return b"K" + bytes([i]) if 0 <= i < 256 else b"J" + struct.pack("<i", i)
 
 
-def cifar_batch_pickle(images: bytes, labels: list[int], batch_label: bytes = b"training batch 1 of 5") -> bytes:
+def cifar_batch_pickle(images: bytes, labels: list[int],
+                       batch_label: bytes = b"training batch 1 of 5") -> bytes:
     """A batch exactly as CIFAR ships it: Python 2 cPickle protocol 2 of a dict holding a numpy
     uint8 array (N, 3072), written opcode by opcode so the test needs neither Python 2 nor numpy."""
     n = len(labels)
@@ -80,7 +81,8 @@ def cifar_batch_pickle(images: bytes, labels: list[int], batch_label: bytes = b"
              + _py2_str(b"b") + b"\x87R"
              + b"(" + _py2_int(1) + _py2_int(n) + _py2_int(3072) + b"\x86"
              + b"cnumpy\ndtype\n" + _py2_str(b"u1") + b"\x89\x88\x87R"
-             + b"(" + _py2_int(3) + _py2_str(b"|") + b"NNN" + _py2_int(-1) + _py2_int(-1) + _py2_int(0) + b"tb"
+             + b"(" + _py2_int(3) + _py2_str(b"|") + b"NNN" + _py2_int(-1) + _py2_int(-1) + _py2_int(0)
+             + b"tb"
              + b"\x89" + _py2_str(images) + b"tb")
     label_list = b"](" + b"".join(_py2_int(y) for y in labels) + b"e"
     names = b"](" + b"".join(_py2_str(f"img_{i}.png".encode()) for i in range(n)) + b"e"
@@ -108,7 +110,8 @@ def cifar_records(raw: bytes, labels: list[int]) -> bytes:
     return b"".join(bytes([y]) + raw[i * 3072:(i + 1) * 3072] for i, y in enumerate(labels))
 
 
-def cifar_binary_archive(path: Path, tree: dict[str, tuple[bytes, list[int]]], meta: str | None = None) -> Path:
+def cifar_binary_archive(path: Path, tree: dict[str, tuple[bytes, list[int]]],
+                         meta: str | None = None) -> Path:
     """``cifar-10-binary.tar.gz`` as the Toronto page ships it (batches.meta.txt ends in blank lines)."""
     if meta is None:
         meta = "\n".join(catalog.SPECS["cifar10"].classes) + "\n\n"

@@ -16,12 +16,24 @@ from sotakit.data.cifar import load_cifar10, read_class_names
 from sotakit.data.datasets import load_data
 
 try:  # tests/data as a package, or plain rootdir-relative modules
-    from .test_catalog import cifar_archive, cifar_binary_archive, cifar_records, cifar_tree, pin
-    from .test_catalog import isolated  # noqa: F401 - autouse: no real cache or environment leaks in
+    from .test_catalog import (
+        cifar_archive,
+        cifar_binary_archive,
+        cifar_records,
+        cifar_tree,
+        isolated,  # noqa: F401 - autouse: no real cache or environment leaks in
+        pin,
+    )
     from .test_download import RangeServer, dead_url
 except ImportError:
-    from test_catalog import cifar_archive, cifar_binary_archive, cifar_records, cifar_tree, pin
-    from test_catalog import isolated  # noqa: F401
+    from test_catalog import (
+        cifar_archive,
+        cifar_binary_archive,
+        cifar_records,
+        cifar_tree,
+        isolated,  # noqa: F401
+        pin,
+    )
     from test_download import RangeServer, dead_url
 
 CLASSES = catalog.SPECS["cifar10"].classes

@@ -9,10 +9,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from loopback import RangeServer, dead_url, sha
-
 from sotakit.data.download import DownloadError, download, extract, sha256_of
-
 
 PAYLOAD = bytes(range(256)) * 400  # 102400 bytes
 

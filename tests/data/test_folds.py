@@ -12,7 +12,8 @@ from sotakit.data import make_loaders, stratified_folds
 from sotakit.recipes import RecipeError, make_recipe
 
 # Unbalanced classes: 10, 7, 3 and 1 images.
-TARGETS = torch.tensor([0] * 10 + [1] * 7 + [2] * 3 + [3] * 1)[torch.randperm(21, generator=torch.Generator().manual_seed(5))]
+TARGETS = torch.tensor([0] * 10 + [1] * 7 + [2] * 3 + [3] * 1)[
+    torch.randperm(21, generator=torch.Generator().manual_seed(5))]
 
 
 @pytest.mark.parametrize("k", [2, 3, 5])

@@ -44,7 +44,8 @@ def test_batch_finish_normalizes_and_makes_rgb():
 
 def test_random_erasing_only_in_some_images():
     torch.manual_seed(0)
-    out = BatchFinish((0.0,) * 3, (1.0,) * 3, random_erase=0.5)(torch.full((200, 3, 16, 16), 255, dtype=torch.uint8))
+    out = BatchFinish((0.0,) * 3, (1.0,) * 3, random_erase=0.5)(
+        torch.full((200, 3, 16, 16), 255, dtype=torch.uint8))
     erased = (out != 1.0).flatten(1).any(dim=1).float().mean().item()
     assert 0.35 < erased < 0.65
 
@@ -61,7 +62,8 @@ def test_auto_augment_policies(policy, cls):
         assert t.severity == 2
     if cls is v2.AutoAugment:
         assert t.policy == v2.AutoAugmentPolicy(policy)
-    out = make_train_transform(crop_size=12, auto_augment=policy)(torch.randint(0, 255, (3, 16, 16), dtype=torch.uint8))
+    out = make_train_transform(crop_size=12, auto_augment=policy)(
+        torch.randint(0, 255, (3, 16, 16), dtype=torch.uint8))
     assert out.shape == (3, 12, 12) and out.dtype == torch.uint8
 
 
@@ -76,7 +78,8 @@ def test_eval_transform_sizes_and_interpolation():
 @pytest.mark.parametrize("replicas", [1, 2, 3])
 def test_ra_sampler_repeats_each_index(replicas):
     n, reps = 48, 4
-    per_rank = [list(RASampler(n, num_replicas=replicas, rank=r, seed=1, repetitions=reps)) for r in range(replicas)]
+    per_rank = [list(RASampler(n, num_replicas=replicas, rank=r, seed=1, repetitions=reps))
+                for r in range(replicas)]
     assert all(len(p) == n // replicas for p in per_rank)
     if replicas == 1:
         # each chosen image appears `reps` times in a row: one batch holds its augmented copies
@@ -118,7 +121,8 @@ def test_loaders_split_and_exact_sharded_eval():
 
 def test_train_limit_is_stratified():
     b = tensor_bundle()
-    L = make_loaders(b, batch_size=4, train_crop_size=10, val_resize_size=12, val_crop_size=12, train_limit=20)
+    L = make_loaders(b, batch_size=4, train_crop_size=10, val_resize_size=12, val_crop_size=12,
+                     train_limit=20)
     assert Counter(L.train.dataset.targets.tolist()) == {0: 5, 1: 5, 2: 5, 3: 5}
 
 

@@ -29,7 +29,7 @@ def test_halves_are_disjoint_covering_stratified_and_seeded():
     targets = torch.tensor([0] * 11 + [1] * 6 + [2] * 3)
     a, b = split_halves(targets, seed=3)
     assert sorted(a + b) == list(range(20)) and not set(a) & set(b) and len(a) == 10
-    for c, n in Counter(targets.tolist()).items():
+    for c, _ in Counter(targets.tolist()).items():
         assert abs(Counter(targets[a].tolist())[c] - Counter(targets[b].tolist())[c]) <= 1
     assert split_halves(targets, seed=3) == (a, b) and split_halves(targets, seed=4) != (a, b)
 

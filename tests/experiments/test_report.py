@@ -64,9 +64,9 @@ def test_run_report_content(run, tmp_path):
     out = write_report(run["dir"], out=tmp_path / "r.html", say=lambda *a: None)
     text = out.read_text()
     page = Page(text)
-    assert page.h2[:1] == ["Summary"] and {"Training curves", "Throughput", "Augmented training samples", "Data",
-                                            "Resolved recipe", "Environment",
-                                            "Test split: confusion matrix and per-class accuracy"} <= set(page.h2)
+    assert page.h2[:1] == ["Summary"] and {
+        "Training curves", "Throughput", "Augmented training samples", "Data", "Resolved recipe",
+        "Environment", "Test split: confusion matrix and per-class accuracy"} <= set(page.h2)
     # the run name is text, not markup
     assert "i" not in page.tags and f"Run {run['dir'].name}" in page.text and "x&lt;i&gt;&amp;y" in text
     # five figures: curves, throughput, confusion (model, EMA), samples; each a real PNG, all inline
@@ -80,9 +80,11 @@ def test_run_report_content(run, tmp_path):
     assert "mixup_alpha = 0.2" in body and "random_erase = 0.5" in body and 'model = "resnet9_w16"' in body
     assert data_fingerprint(load_data(str(run["data"]))) in page.cells
     assert run["summary"]["environment"]["git_commit"] in page.cells
-    # the confusion matrix comes from evaluating the checkpoint: its acc@1 is the summary's, 4 test images a class
+    # the confusion matrix comes from evaluating the checkpoint: its acc@1 is the summary's,
+    # 4 test images a class
     s = run["summary"]
-    assert page.h3 == [f"model: acc@1 {s['test']['acc1']:.2f}", f"EMA model: acc@1 {s['test_ema']['acc1']:.2f}"]
+    assert page.h3 == [f"model: acc@1 {s['test']['acc1']:.2f}",
+                       f"EMA model: acc@1 {s['test_ema']['acc1']:.2f}"]
     rows = [page.cells[i:i + 4] for i, c in enumerate(page.cells) if c in ("cat", "dog", "fox")]
     assert len(rows) == 6 and all(r[1] == "4" for r in rows)
     assert all(float(r[3]) == pytest.approx(100 * int(r[2]) / 4) for r in rows)
@@ -101,8 +103,8 @@ def test_ablation_report(run, capsys):
     (abl / "runs").mkdir(parents=True)
     run_dir = shutil.copytree(run["dir"], abl / "runs" / "20260101-000000-baseline-s0")
     (abl / "results.jsonl").write_text(json.dumps({
-        "step": "baseline", "seed": 0, "recipe_hash": "h", "run_dir": str(run_dir), "acc1": 61.25, "acc5": 99.0,
-        "ema_acc1": None, "ema_acc5": None, "wall_time_s": 12.0, "img_s": 345.0}) + "\n")
+        "step": "baseline", "seed": 0, "recipe_hash": "h", "run_dir": str(run_dir), "acc1": 61.25,
+        "acc5": 99.0, "ema_acc1": None, "ema_acc5": None, "wall_time_s": 12.0, "img_s": 345.0}) + "\n")
     (abl / "ablation.md").write_text("| step | Acc@1 |\n|---|---|\n| Baseline <b> | 61.25 ± 0.00 |\n")
     shutil.copy(run["dir"] / "curves.png", abl / "ablation.png")
     assert main(["report", str(abl)]) == 0
@@ -128,7 +130,8 @@ def test_sample_grid_is_seeded_and_shows_mixing(run):
     b = loaded.bundle
 
     def grid():
-        return figure_png(sample_grid_figure(loaders, b.classes, b.mean, b.std, seed=loaded.recipe.seed, count=4))
+        return figure_png(sample_grid_figure(loaders, b.classes, b.mean, b.std, seed=loaded.recipe.seed,
+                                             count=4))
 
     assert grid() == grid()  # same run, same picture
     torch.manual_seed(loaded.recipe.seed)
@@ -160,9 +163,12 @@ def test_every_value_in_the_template_is_escaped():
     """A hostile string in every slot of both page kinds comes out as text: no tag but the template's."""
     from sotakit.experiments.report import render_page
     evil = '<script>alert("x")</script>&\'"'
-    run = {"status": evil, "summary": [[evil, evil]], "figures": [{"heading": evil, "alt": evil, "png": "AA=="}],
-           "test": {"epoch": evil, "step": evil, "images": evil, "samples_png": "AA==", "data": [[evil, evil]],
-                    "models": [{"label": evil, "acc1": evil, "png": "AA==", "per_class": [[evil, 1, 1, evil]]}]},
+    run = {"status": evil, "summary": [[evil, evil]],
+           "figures": [{"heading": evil, "alt": evil, "png": "AA=="}],
+           "test": {"epoch": evil, "step": evil, "images": evil, "samples_png": "AA==",
+                    "data": [[evil, evil]],
+                    "models": [{"label": evil, "acc1": evil, "png": "AA==",
+                                "per_class": [[evil, 1, 1, evil]]}]},
            "recipe_text": evil, "environment_note": evil, "environment": [[evil, evil]]}
     ablation = {"table": {"header": [evil], "rows": [[evil]], "paragraphs": [evil]}, "plot_png": "AA==",
                 "finished": 1, "runs": [{"cells": [evil], "href": evil, "last": evil},

@@ -12,8 +12,8 @@ import pytest
 
 from conftest import make_image_folder, single_thread, tiny_recipe
 from sotakit.cli import main
-from sotakit.train import Interrupted, fit
 from sotakit.experiments.runs import compare_runs, find_runs, resolve_run, run_info, run_status
+from sotakit.train import Interrupted, fit
 from sotakit.train.rundir import FAILED_FILE, PID_FILE, mark_stopped
 
 

@@ -26,18 +26,19 @@ FULL_TIER = [(s.kill_at_random_step, 10), (s.kill_at_random_step_with_worker, 10
 
 # Faults tested in-process by pytest (decoding and downloads): run as they are, results counted.
 PYTEST_FAULTS = [("bad images", "tests/faults/test_bad_images.py",
-                  "300 good images with 36 odd or broken files of 12 kinds: every broken file reported with its reason, "
-                  "every odd one loaded with the right pixels, no crash; a file broken mid-run replaced and counted; "
-                  "past --max-decode-errors the run stops naming the flag"),
+                  "300 good images with 36 odd or broken files of 12 kinds: every broken file reported with "
+                  "its reason, every odd one loaded with the right pixels, no crash; a file broken mid-run "
+                  "replaced and counted; past --max-decode-errors the run stops naming the flag"),
                  ("downloads", "tests/faults/test_downloads.py",
-                  "a download killed midway resumes with an HTTP Range request for fewer bytes than the file; a byte "
-                  "corrupted in flight never reaches the final path")]
+                  "a download killed midway resumes with an HTTP Range request for fewer bytes than the "
+                  "file; a byte corrupted in flight never reaches the final path")]
 
 
 def _machine() -> str:
     import os
     try:
-        model = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+        model = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
+                     if ln.startswith("model name"))
     except (OSError, StopIteration):
         model = platform.processor() or "cpu"
     return f"{platform.machine()}, {model}, {os.cpu_count()} cores"
@@ -63,7 +64,8 @@ def _pytest_rows() -> list[tuple[str, bool]]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="docs/reliability.md")
-    p.add_argument("--trials-scale", type=float, default=1.0, help="multiply every trial count (e.g. 0.3 for a quick look)")
+    p.add_argument("--trials-scale", type=float, default=1.0,
+                   help="multiply every trial count (e.g. 0.3 for a quick look)")
     p.add_argument("--only", help="run only scenarios whose name contains this")
     args = p.parse_args()
     import torch
@@ -85,10 +87,10 @@ def main() -> int:
              f"Command: `make faults` (`python tests/faults/run_full.py`), {time.strftime('%Y-%m-%d')}, "
              f"{time.perf_counter() - t_all:.0f} s in all.",
              f"Machine: {_machine()}, Python {platform.python_version()}, "
-             f"torch {torch.__version__}. Each trial runs `sotakit train` in subprocesses on 512 Fashion-MNIST "
-             "images (resnet9_w16, 2 epochs of 16 steps, `--checkpoint-every 4`, deterministic algorithms, "
-             "one thread); 'identical' compares SHA-256 fingerprints of model, EMA and optimizer state with an "
-             "uninterrupted run. Times are medians over the trials.", "",
+             f"torch {torch.__version__}. Each trial runs `sotakit train` in subprocesses on 512 "
+             "Fashion-MNIST images (resnet9_w16, 2 epochs of 16 steps, `--checkpoint-every 4`, "
+             "deterministic algorithms, one thread); 'identical' compares SHA-256 fingerprints of model, "
+             "EMA and optimizer state with an uninterrupted run. Times are medians over the trials.", "",
              "| fault | what was done and checked | held | median time |", "|---|---|---|---|"]
     for scenario, trials in rows:
         doc = " ".join((scenario.__doc__ or "").split())
@@ -96,12 +98,14 @@ def main() -> int:
         lines.append(f"| {scenario.__name__} | {doc} | {held}/{len(trials)} | "
                      f"{statistics.median(t.seconds for t in trials):.1f} s |")
     lines += [row for row, _ in extra]
-    lines += ["", "What the time column measures: for kills, from the fault to the end of the resumed run; for "
-              "SIGTERM, from the signal to the end of the resumed run (the exit itself is in the details); for DDP, "
-              "from the faulty step to the last process gone; for disk full, the whole failing resume.", "",
+    lines += ["", "What the time column measures: for kills, from the fault to the end of the resumed run; "
+                  "for SIGTERM, from the signal to the end of the resumed run (the exit itself is in the "
+                  "details); for DDP, from the faulty step to the last process gone; for disk full, the "
+                  "whole failing resume.", "",
               "## Details of each trial", ""]
     for scenario, trials in rows:
-        lines += [f"- {scenario.__name__}:"] + [f"  - {'held' if t.held else 'FAILED'}: {t.detail}" for t in trials]
+        lines += [f"- {scenario.__name__}:"] + [f"  - {'held' if t.held else 'FAILED'}: {t.detail}"
+                                                 for t in trials]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")

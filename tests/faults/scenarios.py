@@ -80,7 +80,8 @@ def _finish(run_dir: Path, expected: str, t0: float, what: str, limit: int = 3) 
         r = run_cli(*resume_args(run_dir))
         if r.returncode == 0:
             got = fingerprint(run_dir)
-            return Trial(got == expected, time.perf_counter() - t0, f"{what}; resumed: {'identical' if got == expected else 'DIFFERENT'}")
+            return Trial(got == expected, time.perf_counter() - t0,
+                         f"{what}; resumed: {'identical' if got == expected else 'DIFFERENT'}")
     return Trial(False, time.perf_counter() - t0, f"{what}; resume failed: {r.stderr[-300:]}")
 
 
@@ -92,7 +93,8 @@ def kill_at_random_step(work: Path, rng: random.Random, *extra) -> Trial:
     t0 = time.perf_counter()
     r = run_cli(*train_args(out, *extra), fault=f"kill_at:{step}")
     if r.returncode != -signal.SIGKILL:
-        return Trial(False, time.perf_counter() - t0, f"expected SIGKILL at step {step}, got exit {r.returncode}")
+        return Trial(False, time.perf_counter() - t0,
+                     f"expected SIGKILL at step {step}, got exit {r.returncode}")
     return _finish(only_run(out), expected, t0, f"killed -9 after step {step}")
 
 
@@ -104,7 +106,8 @@ def kill_during_save(work: Path, rng: random.Random) -> Trial:
     t0 = time.perf_counter()
     r = run_cli(*train_args(out), fault=f"kill_in_save:{n}")
     if r.returncode != -signal.SIGKILL:
-        return Trial(False, time.perf_counter() - t0, f"expected SIGKILL in save {n}, got exit {r.returncode}")
+        return Trial(False, time.perf_counter() - t0,
+                     f"expected SIGKILL in save {n}, got exit {r.returncode}")
     run_dir = only_run(out)
     torn = [p.name for p in run_dir.glob(".checkpoint*.tmp")]
     trial = _finish(run_dir, expected, t0, f"killed in checkpoint write {n} (temp files left: {len(torn)})")
@@ -161,8 +164,9 @@ def sigterm_to_group(work: Path, rng: random.Random) -> Trial:
     ck = load_checkpoint(run_dir)
     done = ck["epoch"] * STEPS_PER_EPOCH + ck["step_in_epoch"]
     ok = p.returncode == 143 and took <= step_s + 2 and done >= wanted
-    trial = _finish(run_dir, expected, t_signal, f"SIGTERM to the group after step {wanted}: exit {p.returncode} "
-                                                  f"in {took:.2f}s (one step {step_s:.2f}s), checkpoint at step {done}")
+    trial = _finish(run_dir, expected, t_signal,
+                    f"SIGTERM to the group after step {wanted}: exit {p.returncode} "
+                    f"in {took:.2f}s (one step {step_s:.2f}s), checkpoint at step {done}")
     trial.held = trial.held and ok
     return trial
 
@@ -183,7 +187,8 @@ def nan_at_step(work: Path, rng: random.Random) -> Trial:
     finite = all(not non_finite_keys(load_checkpoint(p)) for p in only_run(a).glob("checkpoint-*.pt"))
     return Trial(same and finite and ca["step_in_epoch"] == k,
                  time.perf_counter() - t0,
-                 f"NaN at step {k}: model equals the one after step {k - 1}: {same}; checkpoints finite: {finite}")
+                 f"NaN at step {k}: model equals the one after step {k - 1}: {same}; checkpoints finite: "
+                 f"{finite}")
 
 
 def malicious_checkpoint(work: Path, rng: random.Random) -> Trial:
@@ -200,7 +205,8 @@ def malicious_checkpoint(work: Path, rng: random.Random) -> Trial:
     r = run_cli("eval", folder / "evil.pt")
     said = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
     held = r.returncode != 0 and "posix.system" in said and "refused to load" in said and not marker.exists()
-    return Trial(held, time.perf_counter() - t0, f"exit {r.returncode}, marker absent: {not marker.exists()}; {said[:160]}")
+    return Trial(held, time.perf_counter() - t0,
+                 f"exit {r.returncode}, marker absent: {not marker.exists()}; {said[:160]}")
 
 
 def manifest_vouches(run_dir: Path) -> bool:
@@ -290,8 +296,8 @@ def kill_at_random_step_with_worker(work: Path, rng: random.Random) -> Trial:
     return kill_at_random_step(work, rng, *WORKERS)
 
 
-FAST_TIER = [kill_at_random_step, kill_at_random_step_with_worker, kill_during_save, disk_full, sigterm_to_group,
-             nan_at_step, malicious_checkpoint, ddp_rank_killed, ddp_rank_hung]
+FAST_TIER = [kill_at_random_step, kill_at_random_step_with_worker, kill_during_save, disk_full,
+             sigterm_to_group, nan_at_step, malicious_checkpoint, ddp_rank_killed, ddp_rank_hung]
 
 
 def _children(pid: int) -> list[int]:
@@ -327,12 +333,13 @@ def _worker_fault(work: Path, rng: random.Random, fault: str) -> Trial:
     held = p.returncode == 1 and "data loading failed" in error and "last good checkpoint" in error and intact
     what = f"worker SIGKILLed after step {wanted}" if fault == "kill" else \
         "a worker's image load blocked (--loader-timeout 5)"
-    return Trial(held, took, f"{what}: exit {p.returncode} {took:.1f}s after the last step; checkpoint verified: "
-                             f"{intact}; {error[:150]}")
+    return Trial(held, took, f"{what}: exit {p.returncode} {took:.1f}s after the last step; checkpoint "
+                             f"verified: {intact}; {error[:150]}")
 
 
 def worker_killed(work: Path, rng: random.Random) -> Trial:
-    """The DataLoader worker is SIGKILLed: the run stops at once with a clear error, the last checkpoint intact."""
+    """The DataLoader worker is SIGKILLed: the run stops at once with a clear error, the last checkpoint
+    intact."""
     return _worker_fault(work, rng, "kill")
 
 

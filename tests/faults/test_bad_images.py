@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from cli_runner import run_cli
@@ -107,8 +106,8 @@ def _check_rgba(rgb) -> bool:
 # Odd but valid kinds: file name -> (bytes, mode Pillow reports, check of the RGB pixels).
 ODD_KINDS = {
     "exif_rotated.jpg": (_exif_rotated(), "RGB", _check_rotated),
-    "cmyk.jpg": (_bytes(Image.new("RGB", (16, 16), (200, 50, 30)).convert("CMYK"), "JPEG", quality=95), "CMYK",
-                 lambda rgb: np.abs(_pixel(rgb, 8, 8) - (200, 50, 30)).max() < 8),
+    "cmyk.jpg": (_bytes(Image.new("RGB", (16, 16), (200, 50, 30)).convert("CMYK"), "JPEG", quality=95),
+                 "CMYK", lambda rgb: np.abs(_pixel(rgb, 8, 8) - (200, 50, 30)).max() < 8),
     # mid-gray 32768 of 65535 is 127.5 of 255; convert("RGB") clips it to 255
     "gray16.png": (_bytes(Image.fromarray(np.full((16, 16), 32768, np.uint16)), "PNG"), "I;16",
                    lambda rgb: tuple(_pixel(rgb, 3, 3)) == (128, 128, 128)),
@@ -176,7 +175,8 @@ def test_broken_files_are_reported_and_odd_ones_load_right(fault_folder, tmp_pat
             assert j == paths[rel] and image.mode == "RGB"
             assert check(image), rel
     assert rows["train/ant/exif_rotated.jpg"]["detail"] == "EXIF orientation 6 applied"
-    assert (rows["train/ant/exif_rotated.jpg"]["width"], rows["train/ant/exif_rotated.jpg"]["height"]) == ("20", "40")
+    assert (rows["train/ant/exif_rotated.jpg"]["width"],
+            rows["train/ant/exif_rotated.jpg"]["height"]) == ("20", "40")
     assert rows["train/ant/frames.gif"]["detail"].startswith("frame 1 of 3")
     # and a whole pass of the loader over every kept image replaces nothing
     loaders = make_loaders(bundle, batch_size=64, train_crop_size=16, val_resize_size=16, val_crop_size=16,
@@ -186,7 +186,8 @@ def test_broken_files_are_reported_and_odd_ones_load_right(fault_folder, tmp_pat
 
 
 def test_sixteen_bit_and_other_modes_convert_without_saturating():
-    assert np.asarray(Image.fromarray(np.full((2, 2), 32768, np.uint16)).convert("RGB")).max() == 255  # the bug
+    # the bug
+    assert np.asarray(Image.fromarray(np.full((2, 2), 32768, np.uint16)).convert("RGB")).max() == 255
     cases = {
         "I;16": (Image.fromarray(np.array([[0, 257], [32768, 65535]], np.uint16)), [0, 1, 128, 255]),
         "I": (Image.fromarray(np.array([[0, 257], [32768, 70000]], np.int32)), [0, 1, 128, 255]),
@@ -253,7 +254,8 @@ def test_sotakit_train_finishes_on_a_faulty_folder_and_writes_the_report(tmp_pat
     assert "skipped 15 unreadable files (listed with the reason in data_report.csv)" in r.stdout
     run = next((tmp_path / "out" / "runs").iterdir())
     rows = report_rows(run / "data_report.csv")
-    del broken["train/ant/huge.png"], broken["train/bee/huge.png"], broken["train/cow/huge.png"]  # default limit
+    # default limit
+    del broken["train/ant/huge.png"], broken["train/bee/huge.png"], broken["train/cow/huge.png"]
     assert {p: r["reason"] for p, r in rows.items() if r["status"] == "excluded"} == broken
     assert rows["train/bee/3.png"]["status"] == "loaded"  # as the index saw it
     summary = json.loads((run / "summary.json").read_text())

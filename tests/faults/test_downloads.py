@@ -11,8 +11,8 @@ import sys
 import time
 
 import pytest
-from loopback import RangeServer, sha
 
+from loopback import RangeServer, sha
 from sotakit.data.download import DownloadError, download
 
 PAYLOAD = os.urandom(4 << 20)  # 4 MiB: the client writes its .part in 1 MiB blocks

@@ -10,7 +10,14 @@ import pytest
 import torch
 import torch.nn as nn
 
-from sotakit.models import build_meta_model, build_model, count_flops, count_parameters, describe_models, list_models
+from sotakit.models import (
+    build_meta_model,
+    build_model,
+    count_flops,
+    count_parameters,
+    describe_models,
+    list_models,
+)
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "model_params.json"
 
@@ -66,7 +73,8 @@ def test_count_parameters_skips_frozen_and_shared_twice():
 
 def test_count_flops_of_hand_built_model_matches_formula():
     cin, cout, k, hw, classes = 3, 8, 3, 8, 10
-    model = nn.Sequential(nn.Conv2d(cin, cout, k, padding=1), nn.Flatten(), nn.Linear(cout * hw * hw, classes))
+    model = nn.Sequential(nn.Conv2d(cin, cout, k, padding=1), nn.Flatten(),
+                          nn.Linear(cout * hw * hw, classes))
     expected = 2 * cin * cout * k * k * hw * hw + 2 * (cout * hw * hw) * classes
     assert count_flops(model, image_size=hw) == expected == 37_888
 
@@ -90,7 +98,8 @@ def test_count_flops_runs_on_meta_without_memory():
 
 
 def test_describe_models_reports_failures_per_row():
-    rows = {r["name"]: r for r in describe_models("vit_b_16", image_size=32, num_classes=10, small_input=True)}
+    rows = {r["name"]: r for r in describe_models("vit_b_16", image_size=32, num_classes=10,
+                                                  small_input=True)}
     assert set(rows) == {"vit_b_16"}
     row = rows["vit_b_16"]
     assert row["params"] > 0 and row["flops"] is None and "224" in row["error"]

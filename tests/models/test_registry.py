@@ -76,7 +76,8 @@ def test_register_model_defaults_to_function_name_and_rejects_duplicates(scratch
 def test_only_classification_models_are_registered():
     names = list_models()
     assert {"resnet50", "vit_b_16", "regnet_y_400mf", "inception_v3"} <= set(names)
-    assert not [n for n in names if n.startswith(("fasterrcnn", "fcn", "deeplab", "r3d", "raft", "quantized"))]
+    assert not [n for n in names if n.startswith(("fasterrcnn", "fcn", "deeplab", "r3d", "raft",
+                                                  "quantized"))]
     assert names == sorted(names)
 
 

@@ -92,7 +92,8 @@ def test_imports_point_one_way():
                     target = node.module.split(".")[0]
                     if target not in ok and target not in ("__init__", "faults"):  # faults: stdlib leaf
                         wrong.append(f"{f.relative_to(root)} imports {target}")
-                if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("sotakit."):
+                if (isinstance(node, ast.ImportFrom) and node.level == 0
+                        and (node.module or "").startswith("sotakit.")):
                     target = node.module.split(".")[1]
                     if target != pkg and target not in ok and target != "faults":
                         wrong.append(f"{f.relative_to(root)} imports {target}")
@@ -117,7 +118,7 @@ def test_previous_checkpoint_is_kept_and_manifest_vouches_for_both(tmp_path):
 
 
 def test_a_damaged_last_checkpoint_falls_back_to_the_verified_previous(tmp_path):
-    from sotakit.train.checkpoint import CheckpointError, PREV, choose_checkpoint
+    from sotakit.train.checkpoint import PREV, CheckpointError, choose_checkpoint
     _saved(tmp_path, 1, 4)
     _saved(tmp_path, 2, 8)
     last = tmp_path / "checkpoint-last.pt"
@@ -143,13 +144,15 @@ def test_stale_temp_files_are_removed_and_only_ours(tmp_path):
 
 def test_no_space_stops_before_writing_and_keeps_the_old_file(tmp_path, monkeypatch):
     from collections import namedtuple
+
     from sotakit.train import checkpoint as ck
     path = tmp_path / "ck.pt"
     save_checkpoint({"x": torch.arange(3)}, path)
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(ck.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
     # needed: (20,000 float32 = 80,000 bytes + 64 KiB overhead) x 1.1 margin = 0.15 MiB
-    with pytest.raises(CheckpointError, match=r"not enough free space in .* for a checkpoint: about 0.2 MiB needed, 0.0 MiB free"):
+    with pytest.raises(CheckpointError, match=r"not enough free space in .* for a checkpoint: about 0.2 MiB "
+                                              r"needed, 0.0 MiB free"):
         save_checkpoint({"x": torch.zeros(20_000)}, path)
     assert torch.equal(load_checkpoint(path)["x"], torch.arange(3))
 
@@ -174,8 +177,10 @@ def test_refusal_names_the_offending_global(tmp_path, monkeypatch):
 
 def test_state_fingerprint_sees_one_changed_number():
     from sotakit.train.checkpoint import state_fingerprint
-    a = {"model": {"w": torch.zeros(3), "n": torch.tensor(2)}, "optimizer": {"state": {}, "lr": 0.1}, "ema": None}
-    b = {"model": {"w": torch.zeros(3), "n": torch.tensor(2)}, "optimizer": {"state": {}, "lr": 0.1}, "ema": None}
+    a = {"model": {"w": torch.zeros(3), "n": torch.tensor(2)}, "optimizer": {"state": {}, "lr": 0.1},
+         "ema": None}
+    b = {"model": {"w": torch.zeros(3), "n": torch.tensor(2)}, "optimizer": {"state": {}, "lr": 0.1},
+         "ema": None}
     assert state_fingerprint(a) == state_fingerprint(b)
     b["model"]["w"][1] = 1e-30
     assert state_fingerprint(a) != state_fingerprint(b)

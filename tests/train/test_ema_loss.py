@@ -30,7 +30,7 @@ def test_ema_follows_the_formula_for_parameters_and_buffers():
 def test_ema_keeps_copying_during_warmup():
     m = nn.Linear(2, 2)
     ema = build_ema(m, decay=0.9)
-    for k in range(3):
+    for _ in range(3):
         with torch.no_grad():
             m.weight.add_(1.0)
         update_ema(ema, m, step=0, every=1, in_warmup=True)
@@ -131,7 +131,8 @@ def test_bf16_autocast_on_cpu_and_the_fallback(monkeypatch):
     dtype, note = amp_dtype_for(make_recipe(amp=True), cpu)
     assert dtype is None and "no native bfloat16" in note
     assert amp_dtype_for(make_recipe(amp=False), cpu) == (None, None)
-    assert amp_dtype_for(make_recipe(amp=True, amp_dtype="float16"), torch.device("cuda")) == (torch.float16, None)
+    assert (amp_dtype_for(make_recipe(amp=True, amp_dtype="float16"), torch.device("cuda"))
+            == (torch.float16, None))
 
 
 @pytest.mark.gpu

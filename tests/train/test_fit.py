@@ -37,8 +37,8 @@ def test_run_directory_contents(image_folder, tmp_path, one_thread):
     records = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in records if r["kind"] == "epoch"]
     assert [r["epoch"] for r in epochs] == [0, 1]
-    assert {"train_loss", "train_acc1", "train_acc5", "lr", "train_img_s", "train_data_time", "train_epoch_time",
-            "val_acc1", "ema_acc1"} <= set(epochs[0])
+    assert {"train_loss", "train_acc1", "train_acc5", "lr", "train_img_s", "train_data_time",
+            "train_epoch_time", "val_acc1", "ema_acc1"} <= set(epochs[0])
     assert epochs[0]["val_split"] == "holdout"
     steps = [r for r in records if r["kind"] == "step"]
     assert steps and {"loss", "acc1", "acc5", "lr", "img_s", "data_time"} <= set(steps[0])
@@ -83,7 +83,8 @@ def test_resume_is_bit_identical(image_folder, tmp_path, stop_at, one_thread):
     assert same_state(full["ema"], resumed["ema"])
     # totals survive the interruption: one throughput figure per epoch, train time of all sessions
     assert len(resumed["img_rates"]) == 3 and resumed["train_time"] >= partial["train_time"] > 0
-    assert full["optimizer"]["state"][0]["momentum_buffer"].equal(resumed["optimizer"]["state"][0]["momentum_buffer"])
+    assert full["optimizer"]["state"][0]["momentum_buffer"].equal(
+        resumed["optimizer"]["state"][0]["momentum_buffer"])
 
 
 def test_non_finite_loss_stops_with_message_and_keeps_checkpoint(image_folder, tmp_path, one_thread):
@@ -161,12 +162,14 @@ def test_resume_refuses_changed_recipe_and_data_then_force_resume(image_folder, 
     d = next((tmp_path / "runs").iterdir())
     toml = (d / "recipe.toml").read_text()
     (d / "recipe.toml").write_text(toml.replace("lr = 0.05", "lr = 0.1"))
-    with pytest.raises(ResumeMismatchError, match=r"recipe hash: checkpoint \w+, now \w+ \(changed: lr 0.05 -> 0.1\)"):
+    with pytest.raises(ResumeMismatchError, match=r"recipe hash: checkpoint \w+, now \w+ \(changed: lr 0.05 "
+                                                  r"-> 0.1\)"):
         fit(resume=d, verbose=False)
     (d / "recipe.toml").write_text(toml)
     extra = image_folder / "train" / "cat" / "new.png"
     extra.write_bytes((image_folder / "train" / "cat" / "0.png").read_bytes())
-    with pytest.raises(ResumeMismatchError, match="data fingerprint: .*images, labels or classes changed") as e:
+    with pytest.raises(ResumeMismatchError,
+                       match="data fingerprint: .*images, labels or classes changed") as e:
         fit(resume=d, verbose=False)
     assert "--force-resume" in str(e.value) and "recipe hash" not in str(e.value)
     r = fit(resume=d, verbose=False, force_resume=True)  # same model and classes: everything loads
@@ -188,6 +191,7 @@ def test_resume_drops_log_lines_written_after_the_checkpoint(image_folder, tmp_p
 
 def test_resume_is_refused_while_another_process_trains_the_run(image_folder, tmp_path, one_thread):
     import subprocess
+
     from sotakit.train.fit import ResumeMismatchError
     with pytest.raises(Interrupted):
         fit(tiny_recipe(image_folder, tmp_path, epochs=2), verbose=False, stop_at=(0, 2))

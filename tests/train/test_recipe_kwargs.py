@@ -14,8 +14,17 @@ from sotakit.data import make_loaders, start_epoch
 from sotakit.evaluate import evaluate, tune_resize
 from sotakit.recipes import Recipe
 from sotakit.recipes.recipe import COMPATIBILITY_FIELDS, FIELDS, OPERATIONAL_FIELDS
-from sotakit.train import (CheckpointSaver, amp_dtype_for, build_ema, build_optimizer, build_scheduler, param_groups,
-                           prepare_model, set_backend_flags, train_one_epoch)
+from sotakit.train import (
+    CheckpointSaver,
+    amp_dtype_for,
+    build_ema,
+    build_optimizer,
+    build_scheduler,
+    param_groups,
+    prepare_model,
+    set_backend_flags,
+    train_one_epoch,
+)
 from sotakit.train.rundir import create_run_dir
 
 R = Recipe(model_ema=True)
@@ -56,7 +65,8 @@ def reached_fields() -> set[str]:
     """Recipe fields an adapter table passes on, or the edge or fit() reads itself."""
     tables = [v for k, v in vars(rk).items() if k.endswith("_ARGS") and isinstance(v, dict)]
     here = Path(rk.__file__).parent
-    return {f for t in tables for f in t.values()} | fields_read(here / "recipe_kwargs.py") | fields_read(here / "fit.py")
+    return ({f for t in tables for f in t.values()} | fields_read(here / "recipe_kwargs.py")
+            | fields_read(here / "fit.py"))
 
 
 def unwired(reached: set[str]) -> list[str]:
@@ -74,7 +84,8 @@ def test_adapter_keys_are_parameters_of_their_helper(name):
 
 def test_every_adapter_is_checked_against_its_helper():
     adapters = {k for k, v in vars(rk).items() if k.endswith("_kwargs") and callable(v)}
-    assert adapters == set(ADAPTERS), f"adapters without a helper in this test: {sorted(adapters - set(ADAPTERS))}"
+    assert adapters == set(ADAPTERS), (
+        f"adapters without a helper in this test: {sorted(adapters - set(ADAPTERS))}")
 
 
 def test_every_recipe_field_reaches_a_helper_or_is_listed():
@@ -98,7 +109,8 @@ def test_derived_values():
     assert rk.ema_kwargs(r)["decay"] == pytest.approx(1 - (1 - 0.99998) * 32 * 32 / 2)
     assert rk.ema_kwargs(r.replace(model_ema=False)) is None
     s = rk.scheduler_kwargs(r, steps_per_epoch=10)
-    assert (s["total"], s["warmup"], s["step_size"]) == (20, 10, 300) and s["gamma"] == pytest.approx(0.5 ** 0.1)
+    assert ((s["total"], s["warmup"], s["step_size"]) == (20, 10, 300)
+            and s["gamma"] == pytest.approx(0.5 ** 0.1))
     assert rk.saver_kwargs(r) == {"every_steps": 0, "every_s": 600.0}
     assert [rk.epoch_kwargs(r, epoch=e)["ema_in_warmup"] for e in (0, 1)] == [True, False]
     assert rk.run_dir_kwargs(r.replace(run_name="", recipe_name="torchvision-v2"))["name"] == "torchvision-v2"

@@ -13,16 +13,16 @@ from sotakit.train.checkpoint import LAST, read_manifest
 CHECKPOINT_KEYS = {"model", "optimizer", "scheduler", "ema", "scaler", "epoch", "step_in_epoch", "best_acc1",
                    "train_time", "img_rates", "wall_time", "rng", "skipped_steps", "recipe", "recipe_hash",
                    "data_fingerprint", "classes", "native_size", "mean", "std"}
-META = {"recipe": {"model": "toy"}, "recipe_hash": "0" * 16, "data_fingerprint": "f" * 16, "classes": ["a", "b"],
-        "native_size": 8, "mean": [0.5] * 3, "std": [0.25] * 3}
+META = {"recipe": {"model": "toy"}, "recipe_hash": "0" * 16, "data_fingerprint": "f" * 16,
+        "classes": ["a", "b"], "native_size": 8, "mean": [0.5] * 3, "std": [0.25] * 3}
 
 
 def parts(seed=0):
     torch.manual_seed(seed)
     model = nn.Linear(3, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    return {"model": model, "optimizer": opt, "scheduler": torch.optim.lr_scheduler.StepLR(opt, 2), "ema": None,
-            "scaler": None}
+    return {"model": model, "optimizer": opt, "scheduler": torch.optim.lr_scheduler.StepLR(opt, 2),
+            "ema": None, "scaler": None}
 
 
 def step(p, n=1):
@@ -56,7 +56,8 @@ def test_restore_gives_back_state_and_totals():
 
 
 def test_saver_in_a_loop_of_ones_own(tmp_path):
-    """Every 2 global steps and at each epoch end; the manifest records each save, the last holds the position."""
+    """Every 2 global steps and at each epoch end; the manifest records each save, the last holds the
+    position."""
     p, totals = parts(), RunTotals()
     saver = CheckpointSaver(tmp_path, meta=META, steps_per_epoch=3, every_steps=2)
     for epoch in range(2):
@@ -66,7 +67,8 @@ def test_saver_in_a_loop_of_ones_own(tmp_path):
             saver.maybe_save(p, totals, epoch=epoch, step=done)
         totals.end_epoch({"epoch_time": 0.5, "img_s": 10.0, "skipped_steps": 0}, world_size=1)
         saver.save(p, totals, epoch=epoch + 1, step=0)
-    # global steps 2 and 4 (epoch 1, step 1) mid-epoch; 3 and 6 are epoch ends (step 3 = epoch end: no mid save)
+    # global steps 2 and 4 (epoch 1, step 1) mid-epoch; 3 and 6 are epoch ends
+    # (step 3 = epoch end: no mid save)
     assert [(e["epoch"], e["step"]) for e in read_manifest(tmp_path)] == [(0, 2), (1, 0), (1, 1), (2, 0)]
     last = load_checkpoint(tmp_path / LAST)
     assert (last["epoch"], last["step_in_epoch"], last["train_time"]) == (2, 0, 1.0)

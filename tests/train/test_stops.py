@@ -23,12 +23,13 @@ def test_stop_request_by_signal_or_stop_at():
 def test_failures_become_run_errors_that_name_the_checkpoint(tmp_path):
     (tmp_path / LAST).write_bytes(b"x")
     one = DistInfo()
-    with pytest.raises(RunError, match=r"^data loading failed: DataLoader worker \(pid 7\) exited unexpectedly\. "
-                                       r"The last good checkpoint is .*checkpoint-last\.pt; continue with: "
-                                       r"sotakit train --resume "):
+    with pytest.raises(RunError, match=r"^data loading failed: DataLoader worker \(pid 7\) exited "
+                                       r"unexpectedly\. The last good checkpoint is .*checkpoint-last\.pt; "
+                                       r"continue with: sotakit train --resume "):
         with failures_as_run_errors(tmp_path, dist_info=one, dist_timeout=60):
             raise RuntimeError("DataLoader worker (pid 7) exited unexpectedly.\nmore")
-    with pytest.raises(RunError, match=r"^data loading failed: \[Errno 104\] Connection reset by peer\. The last"):
+    with pytest.raises(RunError, match=r"^data loading failed: \[Errno 104\] Connection reset by peer\. The "
+                                       r"last"):
         with failures_as_run_errors(tmp_path, dist_info=one, dist_timeout=60):
             raise ConnectionResetError(104, "Connection reset by peer")  # a worker killed mid-send
     with pytest.raises(RunError, match="^could not write .*: disk full. The last good checkpoint"):
@@ -47,8 +48,8 @@ def test_failures_become_run_errors_that_name_the_checkpoint(tmp_path):
 def test_a_failed_save_on_a_stop_is_a_run_error(image_folder, tmp_path, one_thread, monkeypatch):
     """The checkpoint written when a stop is requested fails: the run ends with a RunError saying no
     checkpoint exists (before the engine split it escaped as a bare CheckpointError)."""
-    from conftest import tiny_recipe
     import sotakit.train.state as state
+    from conftest import tiny_recipe
 
     def broken(*a, **k):
         raise CheckpointError("could not write checkpoint-last.pt: No space left on device")
