@@ -11,8 +11,16 @@ from pathlib import Path
 
 from . import console
 from .experiments.runner import out_dir_for
-from .recipes import (Recipe, RecipeError, dump_recipe, list_presets, load_preset, load_recipe, make_recipe,
-                      preset_meta)
+from .recipes import (
+    Recipe,
+    RecipeError,
+    dump_recipe,
+    list_presets,
+    load_preset,
+    load_recipe,
+    make_recipe,
+    preset_meta,
+)
 from .recipes.flags import add_recipe_arguments, check_unknown, overrides_from
 
 

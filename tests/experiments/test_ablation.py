@@ -7,8 +7,17 @@ import math
 
 import pytest
 
-from sotakit.experiments import budget, config_key, expand, format_table, ladder_table, summarize, welch_p
-from sotakit.experiments import ablation, runner
+from sotakit.experiments import (
+    ablation,
+    budget,
+    config_key,
+    expand,
+    format_table,
+    ladder_table,
+    runner,
+    summarize,
+    welch_p,
+)
 from sotakit.recipes import load_preset, load_recipe
 
 
@@ -69,7 +78,8 @@ def test_rerun_skips_finished_runs(tmp_path, monkeypatch):
         calls.append((path.stem, seed))
         if len(calls) == 3:
             raise RuntimeError("killed")  # the third run dies
-        ema = 80.0 if path.stem == "tv-lr-optimizations" else None  # the EMA model is reported when there is one
+        # the EMA model is reported when there is one
+        ema = 80.0 if path.stem == "tv-lr-optimizations" else None
         return {"step": path.stem, "seed": seed, "recipe_hash": config_key(load_recipe(path)),
                 "acc1": 70.0 + seed, "acc5": 90.0, "ema_acc1": ema, "ema_acc5": ema, "wall_time_s": 1.0}
 
@@ -84,7 +94,8 @@ def test_rerun_skips_finished_runs(tmp_path, monkeypatch):
     runner.run_recipes(steps, tmp_path, seeds=2, say=lambda *a: None)
     assert calls == [(steps[1][0], 0)]  # only what had not finished
     lines = runner.read_results(tmp_path / "results.jsonl")
-    assert sorted((x["step"], x["seed"]) for x in lines) == sorted((s, k) for s, _, _ in steps for k in (0, 1))
+    assert sorted((x["step"], x["seed"]) for x in lines) == sorted(
+        (s, k) for s, _, _ in steps for k in (0, 1))
     table = ablation.write_ladder_tables(steps, tmp_path)
     assert "ResNet50 Baseline" in table and (tmp_path / "ablation.png").read_bytes()[:4] == b"\x89PNG"
     csv = (tmp_path / "ablation.csv").read_text().splitlines()
@@ -94,12 +105,14 @@ def test_rerun_skips_finished_runs(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_real_runs_end_to_end(image_folder, tmp_path):
     steps = expand("torchvision", tmp_path, epochs=1,
-                   overrides={"model": "resnet9_w16", "data": str(image_folder), "batch_size": 8, "device": "cpu"})
+                   overrides={"model": "resnet9_w16", "data": str(image_folder), "batch_size": 8,
+                              "device": "cpu"})
     runner.run_recipes(steps[:1], tmp_path, seeds=2, say=lambda *a: None)
     recs = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert [(r["step"], r["seed"]) for r in recs] == [("tv-baseline", 0), ("tv-baseline", 1)]
     for r in recs:
-        summary = json.loads((tmp_path / "runs" / r["run_dir"].rsplit("/", 1)[1] / "summary.json").read_text())
+        run_dir = tmp_path / "runs" / r["run_dir"].rsplit("/", 1)[1]
+        summary = json.loads((run_dir / "summary.json").read_text())
         assert r["acc1"] == summary["test"]["acc1"] and summary["seed"] == r["seed"]
         assert summary["test"]["n"] == 12
 

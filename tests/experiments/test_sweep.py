@@ -17,7 +17,8 @@ QUIET = dict(say=lambda *a: None)
 
 
 def test_grid_values_take_the_recipe_field_types():
-    grid = parse_grid(["random_erase=0,0.1,0.2", "batch_size=64,128", "model_ema=true,false", "clip_grad_norm=none,1"])
+    grid = parse_grid(["random_erase=0,0.1,0.2", "batch_size=64,128", "model_ema=true,false",
+                       "clip_grad_norm=none,1"])
     assert grid == {"random_erase": [0.0, 0.1, 0.2], "batch_size": [64, 128], "model_ema": [True, False],
                     "clip_grad_norm": [None, 1.0]}
     assert [type(v) for v in grid["random_erase"] + grid["batch_size"]] == [float] * 3 + [int] * 2
@@ -96,7 +97,8 @@ def test_sweep_resumes_without_repeating_finished_runs(tmp_path, monkeypatch):
     assert (rows[0].acc1.n, rows[0].acc1.mean, rows[0].acc1.std) == (2, 84.5, pytest.approx(math.sqrt(0.5)))
     assert "| 0.2 | 2 | 84.50 ± 0.71 | 84.50 | 85.00 | 99.00 ± 0.00 |" in text
     assert (tmp_path / "sweep.csv").read_text().splitlines()[1:] == [
-        "0.2,2,84.5000,0.7071,84.5000,85.0000,99.0000,0.0000", "0.0,2,81.0000,1.4142,81.0000,82.0000,99.0000,0.0000"]
+        "0.2,2,84.5000,0.7071,84.5000,85.0000,99.0000,0.0000",
+        "0.0,2,81.0000,1.4142,81.0000,82.0000,99.0000,0.0000"]
 
 
 def write_lines(tmp_path, entries, accs):
@@ -150,7 +152,8 @@ def test_kfold_runs_every_fold_and_reports_validation_per_fold(tmp_path, monkeyp
     grid = parse_grid(["lr=0.1,0.2"])
     entries = expand_grid(make_recipe(BASE, kfold=2), grid, tmp_path)
     a, b = (n for n, _, _ in entries)
-    table = {(n, s, f): base + 2 * s + f for n, base in ((a, 70.0), (b, 80.0)) for s in (0, 1) for f in (0, 1)}
+    table = {(n, s, f): base + 2 * s + f
+             for n, base in ((a, 70.0), (b, 80.0)) for s in (0, 1) for f in (0, 1)}
     fake, calls = fake_results(table)
     monkeypatch.setattr(runner, "run_one", fake)
     runner.run_recipes(entries, tmp_path, seeds=2, **QUIET)

@@ -7,14 +7,26 @@ import shlex
 import pytest
 
 from sotakit.cli import build_recipe, make_parser
-from sotakit.recipes import (REFERENCE_FIELDS, Recipe, RecipeError, dump_recipe, list_presets,
-                             load_ladder, load_preset, load_recipe, make_recipe, preset_meta, resolve)
-from sotakit.train.recipe_kwargs import ema_alpha, train_crop_at, warnings_for
+from sotakit.recipes import (
+    REFERENCE_FIELDS,
+    Recipe,
+    RecipeError,
+    dump_recipe,
+    list_presets,
+    load_ladder,
+    load_preset,
+    load_recipe,
+    make_recipe,
+    preset_meta,
+    resolve,
+)
 from sotakit.recipes.flags import check_unknown
+from sotakit.train.recipe_kwargs import ema_alpha, train_crop_at, warnings_for
 
 # The reference script's defaults (torchvision 0.29 references/classification/train.py).
 REFERENCE_DEFAULTS = {
-    "data_path": "/datasets01/imagenet_full_size/061417/", "model": "resnet18", "device": "cuda", "batch_size": 32,
+    "data_path": "/datasets01/imagenet_full_size/061417/", "model": "resnet18", "device": "cuda",
+    "batch_size": 32,
     "epochs": 90, "workers": 16, "opt": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4,
     "norm_weight_decay": None, "bias_weight_decay": None, "transformer_embedding_decay": None,
     "label_smoothing": 0.0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "lr_scheduler": "steplr",
@@ -22,16 +34,18 @@ REFERENCE_DEFAULTS = {
     "lr_gamma": 0.1, "lr_min": 0.0, "print_freq": 10, "output_dir": ".", "resume": "", "start_epoch": 0,
     "cache_dataset": False, "sync_bn": False, "test_only": False, "auto_augment": None, "ra_magnitude": 9,
     "augmix_severity": 3, "random_erase": 0.0, "amp": False, "world_size": 1, "dist_url": "env://",
-    "model_ema": False, "model_ema_steps": 32, "model_ema_decay": 0.99998, "use_deterministic_algorithms": False,
+    "model_ema": False, "model_ema_steps": 32, "model_ema_decay": 0.99998,
+    "use_deterministic_algorithms": False,
     "interpolation": "bilinear", "val_resize_size": 256, "val_crop_size": 224, "train_crop_size": 224,
-    "clip_grad_norm": None, "ra_sampler": False, "ra_reps": 3, "weights": None, "backend": "pil", "use_v2": False,
+    "clip_grad_norm": None, "ra_sampler": False, "ra_reps": 3, "weights": None, "backend": "pil",
+    "use_v2": False,
 }
 
 SEED_COMMAND = (
     "--model resnet50 --batch-size 128 --lr 0.5 --lr-scheduler cosineannealinglr --lr-warmup-epochs 5 "
     "--lr-warmup-method linear --auto-augment ta_wide --epochs 600 --random-erase 0.1 --weight-decay 0.00002 "
-    "--norm-weight-decay 0.0 --label-smoothing 0.1 --mixup-alpha 0.2 --cutmix-alpha 1.0 --train-crop-size 176 "
-    "--model-ema --val-resize-size 232 --ra-sampler --ra-reps 4")
+    "--norm-weight-decay 0.0 --label-smoothing 0.1 --mixup-alpha 0.2 --cutmix-alpha 1.0 "
+    "--train-crop-size 176 --model-ema --val-resize-size 232 --ra-sampler --ra-reps 4")
 
 
 def parse_train(cmd: str) -> Recipe:
@@ -59,10 +73,11 @@ def test_seed_command_line_and_v2_preset_run_alike_on_eight_processes():
     """Resolved for the 8 processes the blog's command line was written for, nothing differs: the
     preset's lr_ref_batch (1024 = 8 x 128) leaves lr at 0.5. On fewer processes the preset scales
     its lr down while a bare command line is taken literally, as the reference script does."""
-    a, _ = resolve(parse_train(SEED_COMMAND), native_size=224, world_size=8, cuda_available=True, cpu_count=64)
-    b, _ = resolve(load_preset("torchvision-v2"), native_size=224, world_size=8, cuda_available=True, cpu_count=64)
+    machine = dict(native_size=224, cuda_available=True, cpu_count=64)
+    a, _ = resolve(parse_train(SEED_COMMAND), world_size=8, **machine)
+    b, _ = resolve(load_preset("torchvision-v2"), world_size=8, **machine)
     assert {k: getattr(a, k) for k in REFERENCE_FIELDS} == {k: getattr(b, k) for k in REFERENCE_FIELDS}
-    one, _ = resolve(load_preset("torchvision-v2"), native_size=224, world_size=1, cuda_available=True, cpu_count=64)
+    one, _ = resolve(load_preset("torchvision-v2"), world_size=1, **machine)
     assert one.lr == 0.5 / 8
 
 
@@ -116,7 +131,8 @@ def test_ladder_is_stacked_and_ends_at_v2():
 def test_small_image_scaling_keeps_ratios_and_lr_is_linear_in_global_batch():
     v2 = load_preset("torchvision-v2")
     r, notes = resolve(v2, native_size=28, world_size=2, cuda_available=False, cpu_count=2)
-    assert (r.val_crop_size, r.train_crop_size, r.val_resize_size) == (28, round(176 * 28 / 224), round(232 * 28 / 224))
+    assert (r.val_crop_size, r.train_crop_size, r.val_resize_size) == (
+        28, round(176 * 28 / 224), round(232 * 28 / 224))
     assert r.lr == pytest.approx(0.5 * 128 * 2 / 1024)
     assert r.device == "cpu" and r.workers == 0 and r.world_size == 2
     # resolving a resolved recipe changes nothing (resume re-resolves the saved recipe)
@@ -134,7 +150,8 @@ def test_small_image_scaling_keeps_ratios_and_lr_is_linear_in_global_batch():
     (16, 2, "cuda", 1),
 ])
 def test_worker_cap(asked, cores, device, expected):
-    r, _ = resolve(make_recipe(workers=asked, device=device), native_size=224, cuda_available=True, cpu_count=cores)
+    r, _ = resolve(make_recipe(workers=asked, device=device), native_size=224, cuda_available=True,
+                   cpu_count=cores)
     assert r.workers == expected
 
 
