@@ -9,9 +9,9 @@ from .loaders import (
     SampleDataset,
     kill_loader_workers,
     make_loaders,
+    set_data_epoch,
     set_train_crop_size,
     split_indices,
-    start_epoch,
     stratified_folds,
     stratified_split,
 )
@@ -22,5 +22,5 @@ from .transforms import BatchFinish, make_eval_transform, make_train_transform
 __all__ = ["BatchCropFlip", "BatchFinish", "Collate", "DataBundle", "DecodeErrorLimit", "FolderSource",
            "Loaders", "RASampler", "SampleDataset", "TensorSource", "batch_crop_for", "data_fingerprint",
            "kill_loader_workers", "load_data", "load_image_folder", "make_eval_transform", "make_loaders",
-           "make_train_transform", "sample_seed", "set_train_crop_size", "split_indices", "start_epoch",
+           "make_train_transform", "sample_seed", "set_train_crop_size", "set_data_epoch", "split_indices",
            "stratified_folds", "stratified_split", "worker_seed", "write_data_report"]

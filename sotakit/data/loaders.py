@@ -173,7 +173,7 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
                                      drop_last=False)
     sampler = ResumableSampler(sampler, seed=seed, rank=rank)
     # The DataLoader gets its own generator so worker seeds depend on the run's seed and rank only.
-    # Workers are not persistent: re-seeded from this generator each epoch (start_epoch), a resumed
+    # Workers are not persistent: re-seeded from this generator each epoch (set_data_epoch), a resumed
     # epoch matches.
     gen = torch.Generator().manual_seed(worker_seed(seed, rank))
     common = dict(num_workers=workers, pin_memory=pin_memory,
@@ -194,7 +194,7 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
                    eval_loader(bundle.test, test_idx), sampler)
 
 
-def start_epoch(loaders: Loaders, *, epoch: int, skip_batches: int = 0, crop_size: int | None = None,
+def set_data_epoch(loaders: Loaders, *, epoch: int, skip_batches: int = 0, crop_size: int | None = None,
                 seed: int = 0, rank: int = 0) -> None:
     """Set the data state of training epoch ``epoch``: order, skip, crop size and worker seeds.
 
@@ -248,7 +248,10 @@ def kill_loader_workers() -> int:
     """
     import multiprocessing
     import signal
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    except (ValueError, AttributeError):  # not the main thread (no handler of ours there), or no SIGCHLD
+        pass
     workers = [c for c in multiprocessing.active_children()
                if getattr(getattr(c, "_target", None), "__name__", "") == "_worker_loop"]
     for w in workers:

@@ -22,7 +22,13 @@ from ..data import load_data, make_loaders
 from ..models import build_model
 from ..recipes import Recipe, load_recipe, resolve
 from ..train import build_optimizer, param_groups
-from ..train.recipe_kwargs import criterion_kwargs, loader_kwargs, optimizer_kwargs, param_group_kwargs
+from ..train.recipe_kwargs import (
+    criterion_kwargs,
+    loader_kwargs,
+    model_build_kwargs,
+    optimizer_kwargs,
+    param_group_kwargs,
+)
 from .runner import Entry, folds_of
 
 EVAL_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only)
@@ -73,7 +79,8 @@ def measure_seconds_per_image(recipe: Recipe, bundle, *, warmup: int = 2, steps:
     """Seconds per training image of ``recipe`` (resolved) over ``steps`` steps after ``warmup``
     untimed ones."""
     torch.manual_seed(0)
-    model = build_model(recipe.model, num_classes=len(bundle.classes), small_input=bundle.native_size <= 64)
+    model = build_model(**model_build_kwargs(recipe, num_classes=len(bundle.classes),
+                                             native_size=bundle.native_size))
     optimizer = build_optimizer(param_groups(model, **param_group_kwargs(recipe)), **optimizer_kwargs(recipe))
     # The run's own pipeline (every augmentation it pays for), on just enough images, all of them trained.
     limit = recipe.batch_size * (warmup + steps + 1)

@@ -8,12 +8,13 @@ on data it was not picked on.
 from __future__ import annotations
 
 from ..recipes import Recipe
+from ..train.recipe_kwargs import run_dir_kwargs
 from .runner import fold_table, result_metrics
 
 
 def fit_folds(recipe: Recipe, *, fit, say=print) -> tuple[list[dict], str]:
     """Run ``fit`` on every fold of ``recipe.kfold`` in turn; return the fold records and the table."""
-    name = recipe.run_name or recipe.recipe_name or recipe.model
+    name = run_dir_kwargs(recipe)["name"]
     records = []
     for k in range(recipe.kfold):
         say(f"fold {k + 1}/{recipe.kfold}")

@@ -21,9 +21,10 @@ from pathlib import Path
 import jinja2
 import torch
 
-from ..data import data_fingerprint
+from ..data import data_fingerprint, set_data_epoch
 from ..evaluate import confusion, per_class_accuracy
 from ..train.evaluate_run import load_run, run_loaders
+from ..train.recipe_kwargs import data_epoch_kwargs
 from ..train.rundir import curves_figure, environment, read_metrics
 from .runner import read_results
 from .runs import find_runs, is_run_dir, run_info
@@ -111,16 +112,18 @@ def confusion_figure(cm: torch.Tensor, classes: list[str], title: str):
     return fig
 
 
-def sample_grid_figure(loaders, classes: list[str], mean, std, *, seed: int, count: int = 16):
+def sample_grid_figure(loaders, classes: list[str], mean, std, *, seed: int, count: int = 16,
+                       crop_size: int | None = None):
     """The first training batch of epoch 0 as the model sees it (crop, flip, auto-augment, erasing,
     MixUp/CutMix).
 
     Seeded, so the same run gives the same grid; labels show the (possibly mixed) target.
+    ``seed`` and ``crop_size`` are the run's for epoch 0 (``data_epoch_kwargs``).
     """
     plt = _pyplot()
     # Every sample's augmentation and every batch's mixing and erasing are seeded from the run's seed
     # and the sample's position (ResumableSampler), so this is the batch the run itself trained on.
-    loaders.train_sampler.set_epoch(0)
+    set_data_epoch(loaders, epoch=0, seed=seed, crop_size=crop_size)
     images, targets = next(iter(loaders.train))
     images, targets = images[:count], targets[:count]
     x = images * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)
@@ -186,7 +189,8 @@ def _test_context(run_dir: Path, *, samples: int, say) -> dict:
                           for i, c in enumerate(classes)],
         })
     say(f"{run_dir.name}: augmented training samples")
-    grid = sample_grid_figure(loaders, classes, run.bundle.mean, run.bundle.std, seed=run.recipe.seed,
+    grid = sample_grid_figure(loaders, classes, run.bundle.mean, run.bundle.std,
+                              **data_epoch_kwargs(run.recipe, epoch=0),
                               count=samples)
     say(f"{run_dir.name}: data fingerprint")
     b = run.bundle

@@ -37,13 +37,14 @@ from .recipe_kwargs import (
     epoch_kwargs,
     eval_kwargs,
     loader_kwargs,
+    model_build_kwargs,
     model_kwargs,
     optimizer_kwargs,
     param_group_kwargs,
+    run_warnings,
     saver_kwargs,
     scheduler_kwargs,
     train_crop_at,
-    warnings_for,
 )
 from .resume import ResumeMismatchError, ResumePoint, check_resume, find_resume_point
 from .rundir import MetricsLog, environment, finish_run, open_run_dir, run_lifecycle
@@ -56,9 +57,9 @@ __all__ = ["CheckpointSaver", "DistInfo", "FitResult", "Interrupted", "MetricsLo
            "build_ema", "build_optimizer", "build_scheduler", "check_resume", "criterion_kwargs",
            "data_epoch_kwargs", "ema_kwargs", "environment", "epoch_kwargs", "epoch_line", "epoch_record",
            "eval_kwargs", "failures_as_run_errors", "final_evaluation", "find_resume_point", "finish_run",
-           "fit", "init_distributed", "load_checkpoint", "loader_kwargs", "log_step", "model_kwargs",
-           "open_run_dir", "optimizer_kwargs", "param_group_kwargs", "param_groups", "prepare_model",
-           "restore_state", "rng_state", "run_banner", "run_device", "run_lifecycle", "run_meta",
-           "run_summary", "save_checkpoint", "saver_kwargs", "scheduler_kwargs", "set_backend_flags",
-           "set_rng_state", "train_crop_at", "train_one_epoch", "training_state", "update_ema",
-           "validation_split", "warnings_for", "wrap_ddp"]
+           "fit", "init_distributed", "load_checkpoint", "loader_kwargs", "log_step", "model_build_kwargs",
+           "model_kwargs", "open_run_dir", "optimizer_kwargs", "param_group_kwargs", "param_groups",
+           "prepare_model", "restore_state", "rng_state", "run_banner", "run_device", "run_lifecycle",
+           "run_meta", "run_summary", "run_warnings", "save_checkpoint", "saver_kwargs", "scheduler_kwargs",
+           "set_backend_flags", "set_rng_state", "train_crop_at", "train_one_epoch", "training_state",
+           "update_ema", "validation_split", "wrap_ddp"]

@@ -1,7 +1,7 @@
 """EMA of parameters and buffers, as TorchVision's reference (AveragedModel with use_buffers=True).
 
 The decay is adjusted so the averaging horizon does not depend on batch size, update interval or
-epoch count (``recipes.ema_alpha``, the pycls trick the blog adopted). During warm-up epochs the
+epoch count (``train.recipe_kwargs.ema_alpha``, the pycls trick the blog adopted). During warm-up epochs the
 counter is reset after each update so the EMA keeps copying the weights instead of averaging the
 poor early ones.
 """

@@ -15,8 +15,8 @@ from ..models import build_model
 from ..recipes import Recipe, dump_recipe, load_recipe, make_recipe
 from .checkpoint import choose_checkpoint, load_checkpoint, write_text_atomic
 from .ema import build_ema
-from .fit import backend_for
-from .recipe_kwargs import eval_kwargs, loader_kwargs, resize_tuning_kwargs
+from .fit import backend_for, validation_split
+from .recipe_kwargs import eval_kwargs, loader_kwargs, model_build_kwargs, resize_tuning_kwargs
 from .rundir import write_json
 
 
@@ -52,8 +52,8 @@ def load_run(path: str | Path, *, data: str | None = None, data_root: str | None
                          f"({len(ckpt['classes'])}); {bundle.name} has {bundle.classes[:5]}... "
                          f"({len(bundle.classes)}). Evaluate on data with the same classes.")
     device = torch.device(backend_for(recipe.device))
-    model = build_model(recipe.model, num_classes=len(ckpt["classes"]),
-                        small_input=ckpt.get("native_size", bundle.native_size) <= 64)
+    model = build_model(**model_build_kwargs(recipe, num_classes=len(ckpt["classes"]),
+                                             native_size=ckpt.get("native_size", bundle.native_size)))
     model.load_state_dict(ckpt["model"])
     model.to(device)
     ema_model = None
@@ -65,9 +65,10 @@ def load_run(path: str | Path, *, data: str | None = None, data_root: str | None
 
 
 def run_loaders(recipe: Recipe, bundle: DataBundle, *, batch_size: int | None = None,
-                val_resize_size: int | None = None, workers: int = 0) -> Loaders:
+                val_resize_size: int | None = None, workers: int | None = None) -> Loaders:
     """The loaders fit() builds for ``recipe`` (same subsets, folds, transforms, mixing and seed), one
-    process."""
+    process; at most one worker unless ``workers`` says otherwise (evaluation is short)."""
+    workers = min(recipe.workers, 1) if workers is None else workers
     changes = {"batch_size": batch_size, "val_resize_size": val_resize_size}
     return make_loaders(bundle, **{**loader_kwargs(recipe), "workers": workers,
                                    **{k: v for k, v in changes.items() if v}})
@@ -78,8 +79,7 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, data_root:
     """acc@1/acc@5 of the checkpoint's model (and EMA) on the test split of its data (or ``data``)."""
     run = load_run(path, data=data, data_root=data_root)
     resize = val_resize_size or run.recipe.val_resize_size
-    loaders = run_loaders(run.recipe, run.bundle, batch_size=batch_size, val_resize_size=resize,
-                          workers=min(run.recipe.workers, 1))
+    loaders = run_loaders(run.recipe, run.bundle, batch_size=batch_size, val_resize_size=resize)
     out = {"checkpoint": str(run.checkpoint), "data": run.bundle.name, "epoch": run.ckpt["epoch"],
            "val_resize_size": resize, "val_crop_size": run.recipe.val_crop_size,
            "test": evaluate(run.model, loaders.test, device=run.device, **eval_kwargs(run.recipe))}
@@ -102,8 +102,7 @@ def tune_run_resize(run_dir: str | Path, *, sizes: list[int] | None = None, seed
         raise FileNotFoundError(f"{run_dir} is not a run directory (no recipe.toml); pass runs/<run>")
     run = load_run(run_dir)
     recipe = run.recipe
-    loaders = run_loaders(recipe, run.bundle, workers=min(recipe.workers, 1))
-    split, loader = ("holdout", loaders.holdout) if loaders.holdout is not None else ("test", loaders.test)
+    loader, split = validation_split(run_loaders(recipe, run.bundle))
     ds = loader.dataset
     result = tune_resize(run.ema_model or run.model, ds.source, ds.indices,
                          **resize_tuning_kwargs(recipe, sizes=sizes), mean=run.bundle.mean,

@@ -19,7 +19,7 @@ from statistics import median
 import torch
 from torch import nn
 
-from ..data import data_fingerprint, load_data, make_loaders, start_epoch
+from ..data import data_fingerprint, load_data, make_loaders, set_data_epoch
 from ..evaluate import evaluate
 from ..models import build_model
 from ..recipes import Recipe, resolve
@@ -39,13 +39,14 @@ from .recipe_kwargs import (
     epoch_kwargs,
     eval_kwargs,
     loader_kwargs,
+    model_build_kwargs,
     model_kwargs,
     optimizer_kwargs,
     param_group_kwargs,
+    run_warnings,
     saver_kwargs,
     scheduler_kwargs,
     train_crop_at,
-    warnings_for,
 )
 from .resume import ResumeMismatchError, check_resume, find_resume_point
 from .rundir import MetricsLog, environment, finish_run, open_run_dir, run_lifecycle
@@ -79,7 +80,7 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     recipe = point.recipe
     # The backend follows the device the run will really use (gloo on CPU, NCCL on CUDA).
     dist_info = init_distributed(backend_for(recipe.device), timeout_s=recipe.dist_timeout)
-    say = print if (verbose and dist_info.is_main) else _silent
+    say = print if (verbose and dist_info.is_main) else (lambda *args, **kwargs: None)
 
     # Data first: the recipe's sizes depend on the data's native resolution.
     bundle = load_data(recipe.data, recipe.data_root)
@@ -95,13 +96,14 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
 
     # Same initial weights on every rank; then per-rank streams for augmentation.
     torch.manual_seed(recipe.seed)
-    model = build_model(recipe.model, num_classes=len(bundle.classes), small_input=bundle.native_size <= 64)
+    model = build_model(**model_build_kwargs(recipe, num_classes=len(bundle.classes),
+                                             native_size=bundle.native_size))
     model = prepare_model(model, **model_kwargs(recipe), device=device, distributed=dist_info.enabled)
     torch.manual_seed(recipe.seed + dist_info.rank)
     loaders = make_loaders(bundle, **loader_kwargs(recipe), world_size=dist_info.world_size,
                            rank=dist_info.rank, pin_memory=device.type == "cuda")
     steps_per_epoch = len(loaders.train)
-    notes += warnings_for(recipe, steps_per_epoch)
+    notes += run_warnings(recipe, steps_per_epoch)
 
     criterion = nn.CrossEntropyLoss(**criterion_kwargs(recipe))
     optimizer = build_optimizer(param_groups(model, **param_group_kwargs(recipe)), **optimizer_kwargs(recipe))
@@ -117,9 +119,6 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                            start_epoch=recipe.start_epoch, started=t_start, say=say, where=str(point.run_dir))
     run_dir = open_run_dir(point, recipe=recipe, notes=notes, data_report=bundle.report, totals=totals,
                            load_all=load_all, is_main=dist_info.is_main, say=say)
-    log = MetricsLog(run_dir, enabled=dist_info.is_main, tracker=tracker)
-    progress = RunProgress(recipe.epochs, steps_per_epoch, enabled=verbose and dist_info.is_main,
-                           start_epoch=totals.epoch)
     meta = run_meta(recipe, bundle=bundle, fingerprint=fingerprint, recipe_hash=recipe_hash(recipe))
     saver = CheckpointSaver(run_dir, meta=meta, steps_per_epoch=steps_per_epoch, **saver_kwargs(recipe),
                             dist_info=dist_info, device=device)
@@ -127,13 +126,16 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     evaluate_on = partial(evaluate, device=device, amp_dtype=amp_dtype, **eval_kwargs(recipe))
     say(run_banner(run_dir, bundle=bundle, recipe=recipe, device=device, notes=notes,
                    train_images=len(loaders.train.dataset)))
+    log = MetricsLog(run_dir, enabled=dist_info.is_main, tracker=tracker)
+    progress = RunProgress(recipe.epochs, steps_per_epoch, enabled=verbose and dist_info.is_main,
+                           start_epoch=totals.epoch)
 
     with (StopRequest(stop_at=stop_at) as stop,
           run_lifecycle(run_dir, enabled=dist_info.is_main, progress=progress, log=log),
           failures_as_run_errors(run_dir, dist_info=dist_info, dist_timeout=recipe.dist_timeout)):
         for epoch in range(totals.epoch, recipe.epochs):
             # Data order, crop size and worker seeds are functions of (seed, rank, epoch).
-            start_epoch(loaders, epoch=epoch, skip_batches=totals.step, rank=dist_info.rank,
+            set_data_epoch(loaders, epoch=epoch, skip_batches=totals.step, rank=dist_info.rank,
                         **data_epoch_kwargs(recipe, epoch=epoch))
             progress.start_epoch(epoch, totals.step)
             totals.start_epoch()
@@ -307,6 +309,3 @@ def run_summary(final: dict, *, recipe: Recipe, bundle, totals, parts: dict, wor
             "decode_errors": sum(s.decode_errors() for s in (bundle.train, bundle.test)),
             "environment": environment()}
 
-
-def _silent(*args, **kwargs) -> None:
-    pass

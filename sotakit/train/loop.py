@@ -9,6 +9,7 @@ stops after too many in a row.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable
 
@@ -97,20 +98,21 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         global_step = epoch * steps_per_epoch + step + 1
         if faults.fault_at("nan_at", global_step, rank):  # tests only (sotakit/faults.py)
             loss = loss * float("nan")
+        optimizer.zero_grad(set_to_none=True)
         # The loss is checked before the backward pass, on every rank alike, so none hangs.
-        finite = all_ranks(torch.isfinite(loss).item(), device, op="min")
+        value = loss.item()
+        finite = all_ranks(math.isfinite(value), device, op="min")
         streak = 0 if finite else streak + 1
         if streak > max_nonfinite_skips:
-            raise NonFiniteLossError(epoch, step, loss.item() if not torch.isfinite(loss) else float("nan"),
+            raise NonFiniteLossError(epoch, step, value if not math.isfinite(value) else float("nan"),
                                      skipped=streak - 1)
         lr = optimizer.param_groups[0]["lr"]
-        optimizer.zero_grad(set_to_none=True)
         if finite:
             _backward_and_step(loss, model, optimizer, scaler=scaler, clip_grad_norm=clip_grad_norm)
             if ema is not None:
                 update_ema(ema, model, step=step, every=ema_steps, in_warmup=ema_in_warmup)
-            c1, c5 = sums.add(loss.item(), logits.detach(), targets)
-            window.add(loss.item(), len(images), c1, c5)
+            c1, c5 = sums.add(value, logits.detach(), targets)
+            window.add(value, len(images), c1, c5)
         else:  # no update, no EMA, no metrics, statistics as before
             skipped += 1
             _restore_buffers(model, buffers)

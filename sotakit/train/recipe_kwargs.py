@@ -97,6 +97,11 @@ def eval_kwargs(recipe: Recipe) -> dict[str, Any]:
     return _take(EVAL_ARGS, recipe)
 
 
+def model_build_kwargs(recipe: Recipe, *, num_classes: int, native_size: int) -> dict[str, Any]:
+    """build_model's arguments: small images (64 px or less) get the stride-1 stem."""
+    return {"name": recipe.model, "num_classes": num_classes, "small_input": native_size <= 64}
+
+
 def model_kwargs(recipe: Recipe) -> dict[str, Any]:
     return _take(MODEL_ARGS, recipe)
 
@@ -158,11 +163,11 @@ def train_crop_at(recipe: Recipe, epoch: int) -> int:
 
 
 def data_epoch_kwargs(recipe: Recipe, *, epoch: int) -> dict[str, Any]:
-    """start_epoch's recipe arguments: the epoch's crop size and the seed of order and workers."""
+    """set_data_epoch's recipe arguments: the epoch's crop size and the seed of order and workers."""
     return {"crop_size": train_crop_at(recipe, epoch), "seed": recipe.seed}
 
 
-def warnings_for(recipe: Recipe, steps_per_epoch: int | None = None) -> list[str]:
+def run_warnings(recipe: Recipe, steps_per_epoch: int | None = None) -> list[str]:
     """recipes.warnings_for, plus what only the engine can tell: an EMA horizon longer than the run."""
     out = recipe_warnings(recipe)
     if recipe.model_ema and steps_per_epoch:

@@ -112,7 +112,9 @@ def restore_state(ckpt: dict | None, parts: dict[str, Any], *, rank: int = 0, lo
         say(f"forced resume of {where}: matching weights loaded; optimizer, schedule and position start "
             "afresh")
         return totals
-    for name in ("model", "optimizer", "scheduler", "ema", "scaler"):
+    for name in ("model", "optimizer", "scheduler"):  # always there: an exact resume needs each
+        parts[name].load_state_dict(ckpt[name])
+    for name in ("ema", "scaler"):  # as the run was built (an EMA added on a forced resume starts afresh)
         if parts.get(name) is not None and ckpt.get(name) is not None:
             parts[name].load_state_dict(ckpt[name])
     totals = RunTotals(epoch=ckpt["epoch"], step=ckpt["step_in_epoch"], best_acc1=ckpt["best_acc1"],

@@ -78,7 +78,12 @@ def is_loader_failure(e: BaseException) -> bool:
 @contextmanager
 def failures_as_run_errors(run_dir: Path | None, *, dist_info: DistInfo, dist_timeout: float):
     """Checkpoint, data-loading and DDP failures become a RunError naming the last good checkpoint;
-    a non-finite loss keeps its type and gains the hint. Anything else passes unchanged."""
+    a non-finite loss keeps its type and gains the hint. Anything else passes unchanged.
+
+    fit() holds it around the whole epoch loop (training, evaluation, saving): a worker that dies
+    during evaluation is a data-loading failure too, and under DDP any rank's RuntimeError there
+    would leave its peers waiting in the next collective, so they are killed in every case.
+    """
     try:
         yield
     except NonFiniteLossError as e:

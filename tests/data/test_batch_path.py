@@ -7,7 +7,7 @@ import torch
 from torchvision.transforms import v2
 
 from conftest import tensor_bundle
-from sotakit.data import batch_crop_for, make_loaders, make_train_transform, start_epoch
+from sotakit.data import batch_crop_for, make_loaders, make_train_transform, set_data_epoch
 from sotakit.recipes import Recipe
 from sotakit.train.recipe_kwargs import LOADER_ARGS, loader_kwargs
 
@@ -28,9 +28,9 @@ def rgb_bundle():
     return tensor_bundle(images=torch.randint(0, 255, (40, 3, 12, 12), dtype=torch.uint8, generator=g))
 
 
-def first_batch(recipe: Recipe):
-    loaders = make_loaders(rgb_bundle(), **loader_kwargs(recipe))
-    start_epoch(loaders, epoch=0, seed=recipe.seed)
+def first_batch(recipe: Recipe, **changes):
+    loaders = make_loaders(rgb_bundle(), **{**loader_kwargs(recipe), **changes})
+    set_data_epoch(loaders, epoch=0, seed=recipe.seed)
     torch.manual_seed(0)
     return loaders, next(iter(loaders.train))
 
@@ -43,10 +43,14 @@ def test_every_loader_field_is_classified():
 
 @pytest.mark.parametrize("field", sorted(AUGMENTATIONS))
 def test_each_augmentation_changes_the_first_batch_on_in_memory_data(field):
-    _, (x0, y0) = first_batch(BASE)
+    """Against the batch without it on both paths: an augmentation that only switched the batch path
+    off (and was then dropped) would equal the per-image batch."""
     _, (x1, y1) = first_batch(BASE.replace(**{field: AUGMENTATIONS[field]}))
-    assert x0.shape == x1.shape
-    assert not (torch.equal(x0, x1) and torch.equal(y0, y1)), f"--{field} left the first batch unchanged"
+    for path in (True, False):
+        _, (x0, y0) = first_batch(BASE, batch_augment=path)
+        assert x0.shape == x1.shape
+        assert not (torch.equal(x0, x1) and torch.equal(y0, y1)), \
+            f"--{field} left the first batch unchanged (batch path {path})"
 
 
 def test_batch_path_only_for_exactly_crop_and_flip():

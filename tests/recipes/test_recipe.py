@@ -21,7 +21,8 @@ from sotakit.recipes import (
     resolve,
 )
 from sotakit.recipes.flags import check_unknown
-from sotakit.train.recipe_kwargs import ema_alpha, train_crop_at, warnings_for
+from sotakit.train.recipe_kwargs import ema_alpha, train_crop_at
+from sotakit.train.recipe_kwargs import run_warnings as warnings_for
 
 # The reference script's defaults (torchvision 0.29 references/classification/train.py).
 REFERENCE_DEFAULTS = {

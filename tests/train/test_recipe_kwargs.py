@@ -10,8 +10,9 @@ import pytest
 from torch import nn
 
 import sotakit.train.recipe_kwargs as rk
-from sotakit.data import make_loaders, start_epoch
+from sotakit.data import make_loaders, set_data_epoch
 from sotakit.evaluate import evaluate, tune_resize
+from sotakit.models import build_model
 from sotakit.recipes import Recipe
 from sotakit.recipes.recipe import COMPATIBILITY_FIELDS, FIELDS, OPERATIONAL_FIELDS
 from sotakit.train import (
@@ -36,6 +37,7 @@ ADAPTERS = {
     "scheduler_kwargs": (rk.scheduler_kwargs(R, steps_per_epoch=7), build_scheduler),
     "epoch_kwargs": (rk.epoch_kwargs(R, epoch=0), train_one_epoch),
     "eval_kwargs": (rk.eval_kwargs(R), evaluate),
+    "model_build_kwargs": (rk.model_build_kwargs(R, num_classes=10, native_size=28), build_model),
     "model_kwargs": (rk.model_kwargs(R), prepare_model),
     "amp_kwargs": (rk.amp_kwargs(R), amp_dtype_for),
     "backend_kwargs": (rk.backend_kwargs(R), set_backend_flags),
@@ -44,7 +46,7 @@ ADAPTERS = {
     "run_dir_kwargs": (rk.run_dir_kwargs(R), create_run_dir),
     "ema_kwargs": (rk.ema_kwargs(R), build_ema),
     "saver_kwargs": (rk.saver_kwargs(R), CheckpointSaver),
-    "data_epoch_kwargs": (rk.data_epoch_kwargs(R, epoch=0), start_epoch),
+    "data_epoch_kwargs": (rk.data_epoch_kwargs(R, epoch=0), set_data_epoch),
 }
 
 
@@ -114,3 +116,5 @@ def test_derived_values():
     assert rk.saver_kwargs(r) == {"every_steps": 0, "every_s": 600.0}
     assert [rk.epoch_kwargs(r, epoch=e)["ema_in_warmup"] for e in (0, 1)] == [True, False]
     assert rk.run_dir_kwargs(r.replace(run_name="", recipe_name="torchvision-v2"))["name"] == "torchvision-v2"
+    assert rk.model_build_kwargs(r, num_classes=3, native_size=64)["small_input"]
+    assert not rk.model_build_kwargs(r, num_classes=3, native_size=65)["small_input"]
