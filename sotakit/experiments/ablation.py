@@ -18,11 +18,13 @@ DEFAULT_LONG_FACTOR = 600 / 90  # the blog's long-training step: 90 -> 600 epoch
 def budget(recipe: Recipe, *, epochs: int, long: bool, long_factor: float = DEFAULT_LONG_FACTOR) -> Recipe:
     """The step's recipe at a short-cycle budget: ``epochs`` (times ``long_factor`` from the long step on).
 
-    Epoch-denominated knobs (warm-up, StepLR step) keep their share of the run.
+    Epoch-denominated knobs (warm-up, StepLR step) keep their share of the run. A warm-up as long as
+    the run or longer stays so (``recipes.recipe.warmup_note``, the rule train applies): the budget
+    never shrinks it behind the user's back.
     """
     target = max(1, round(epochs * long_factor)) if long else epochs
     scale = target / recipe.epochs
-    warmup = min(round(recipe.lr_warmup_epochs * scale), target - 1)
+    warmup = round(recipe.lr_warmup_epochs * scale)
     steplr = recipe.lr_scheduler == "steplr"
     step = {"lr_step_size": max(1, round(recipe.lr_step_size * scale))} if steplr else {}
     return make_recipe(recipe, epochs=target, lr_warmup_epochs=max(0, warmup), **step)
