@@ -327,8 +327,8 @@ def warmup_note(r: Recipe) -> str | None:
                  f"(lr {r.lr:g})")
     else:
         shape = f"the lr stays at {r.lr_warmup_decay:g} x lr (lr {r.lr:g}) throughout"
-    return (f"--lr-warmup-epochs {r.lr_warmup_epochs} >= --epochs {r.epochs}: the whole run is warm-up, as in "
-            f"TorchVision's train.py; {shape} and the {r.lr_scheduler} schedule never starts "
+    return (f"--lr-warmup-epochs {r.lr_warmup_epochs} >= --epochs {r.epochs}: the whole run is warm-up, as "
+            f"in TorchVision's train.py; {shape} and the {r.lr_scheduler} schedule never starts "
             f"(use --lr-warmup-epochs {max(0, r.epochs - 1)} or fewer to reach it)")
 
 

@@ -208,6 +208,7 @@ def test_warmup_as_long_as_the_run_is_accepted_with_one_note():
     notes = [w for w in warnings_for(r) if "warm-up" in w]
     assert notes == ["--lr-warmup-epochs 1 >= --epochs 1: the whole run is warm-up, as in TorchVision's "
                      "train.py; the lr rises linearly from 0.01 x lr and ends at 1 x lr (lr 0.2) and the "
-                     "cosineannealinglr schedule never starts (use --lr-warmup-epochs 0 or fewer to reach it)"]
+                     "cosineannealinglr schedule never starts (use --lr-warmup-epochs 0 or fewer to reach "
+                     "it)"]
     assert parse_train("--recipe torchvision-v2 --epochs 2").lr_warmup_epochs == 5
     assert not any("warm-up" in w for w in warnings_for(parse_train("--recipe torchvision-v2 --epochs 6")))
