@@ -118,6 +118,10 @@ class Recipe:
                                   "by a random factor in [1-f, 1+f] per image "
                                   "(timm's --color-jitter, e.g. 0.4; 0: off)",
                              ref=False)
+    model_ema_horizon: Optional[float] = _f(None, "EMA averaging horizon as a fraction F of the run's EMA "
+                                                  "updates: decay = 1 - 1/(F x updates) (unset: the "
+                                                  "reference's decay adjustment; ~0.04 on its ImageNet run)",
+                                            ref=False)
     # Reliability (issue 3): how often state is saved and how failures are bounded.
     checkpoint_every: str = _f("", "also checkpoint every N steps ('500'), M minutes ('10m') or S seconds "
                                    "('90s'); empty: at epoch ends only", ref=False)
@@ -278,6 +282,9 @@ def validate(r: Recipe) -> None:
     if r.kfold and r.holdout:
         raise RecipeError("kfold and holdout both choose the validation split; use --kfold K or --holdout F, "
                           "not both")
+    if r.model_ema_horizon is not None and not 0.0 < r.model_ema_horizon <= 1.0:
+        raise RecipeError(f"model_ema_horizon must be in (0, 1], got {r.model_ema_horizon}; e.g. 0.1 averages "
+                          "over the last tenth of the run's EMA updates")
     if r.lr_ref_batch is not None and r.lr_ref_batch <= 0:
         raise RecipeError("lr_ref_batch must be > 0")
 

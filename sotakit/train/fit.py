@@ -103,13 +103,14 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     loaders = make_loaders(bundle, **loader_kwargs(recipe), world_size=dist_info.world_size,
                            rank=dist_info.rank, pin_memory=device.type == "cuda")
     steps_per_epoch = len(loaders.train)
-    notes += run_warnings(recipe, steps_per_epoch)
+    notes += run_warnings(recipe, steps_per_epoch, train_images=len(loaders.train.dataset))
 
     criterion = nn.CrossEntropyLoss(**criterion_kwargs(recipe))
     optimizer = build_optimizer(param_groups(model, **param_group_kwargs(recipe)), **optimizer_kwargs(recipe))
     scheduler = build_scheduler(optimizer, **scheduler_kwargs(recipe, steps_per_epoch=steps_per_epoch))
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and device.type == "cuda" else None
-    ema = build_ema(model, **ema_kwargs(recipe), device=device) if recipe.model_ema else None
+    ema = (build_ema(model, **ema_kwargs(recipe, steps_per_epoch=steps_per_epoch), device=device)
+           if recipe.model_ema else None)
     train_model = wrap_ddp(model, dist_info=dist_info, device=device)
     # Everything a resume restores, named once (litgpt's `state`).
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "ema": ema, "scaler": scaler}
