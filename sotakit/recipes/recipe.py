@@ -283,8 +283,8 @@ def validate(r: Recipe) -> None:
         raise RecipeError("kfold and holdout both choose the validation split; use --kfold K or --holdout F, "
                           "not both")
     if r.model_ema_horizon is not None and not 0.0 < r.model_ema_horizon <= 1.0:
-        raise RecipeError(f"model_ema_horizon must be in (0, 1], got {r.model_ema_horizon}; e.g. 0.1 averages "
-                          "over the last tenth of the run's EMA updates")
+        raise RecipeError(f"model_ema_horizon must be in (0, 1], got {r.model_ema_horizon}; e.g. 0.1 "
+                          "averages over the last tenth of the run's EMA updates")
     if r.lr_ref_batch is not None and r.lr_ref_batch <= 0:
         raise RecipeError("lr_ref_batch must be > 0")
 

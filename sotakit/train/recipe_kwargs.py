@@ -18,6 +18,7 @@ from typing import Any
 from ..evaluate import default_sizes
 from ..recipes import Recipe
 from ..recipes import warnings_for as recipe_warnings
+from ..recipes.presets import MIN_BATCH, MIN_STEPS
 from ..recipes.recipe import checkpoint_interval, flag_of
 
 # make_loaders (sotakit.data): world_size, rank and pin_memory are the machine's, given by the caller.
@@ -154,7 +155,7 @@ def ema_alpha(recipe: Recipe, *, steps_per_epoch: int | None = None) -> float:
     return min(1.0, (1.0 - recipe.model_ema_decay) * adjust)
 
 
-MIN_STEPS_PER_EPOCH = 10  # fewer, and BatchNorm statistics, the schedule and the EMA have little to work with
+MIN_STEPS_PER_EPOCH = MIN_STEPS  # fewer, and BatchNorm, the schedule and the EMA have little to work with
 
 
 def saver_kwargs(recipe: Recipe) -> dict[str, Any]:
@@ -191,7 +192,8 @@ def run_warnings(recipe: Recipe, steps_per_epoch: int | None = None,
         out.append(f"the global batch ({global_batch}) is larger than the training set ({train_images} "
                    f"images): every epoch is one step; use {flag_of('batch_size')} "
                    f"{max(1, train_images // MIN_STEPS_PER_EPOCH)} or so")
-    elif steps_per_epoch is not None and steps_per_epoch < MIN_STEPS_PER_EPOCH:
+    elif (steps_per_epoch is not None and steps_per_epoch < MIN_STEPS_PER_EPOCH
+          and recipe.batch_size > MIN_BATCH):  # at MIN_BATCH a smaller batch costs BatchNorm more
         out.append(f"an epoch is only {steps_per_epoch} steps (batch {global_batch}): BatchNorm, the "
                    f"schedule and the EMA get few updates; a smaller {flag_of('batch_size')} gives "
                    f"{MIN_STEPS_PER_EPOCH} or more")

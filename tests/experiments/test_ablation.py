@@ -128,3 +128,9 @@ def test_real_runs_end_to_end(image_folder, tmp_path):
 def test_budget_leaves_the_step_size_of_other_schedules_alone():
     r = budget(load_preset("tv-lr-optimizations"), epochs=9, long=False)  # cosine
     assert r.lr_step_size == 30 and r.epochs == 9
+
+
+def test_budget_gives_the_ema_a_horizon_of_a_tenth_of_its_updates():
+    """Issue 9.2: a short-cycle budget is not ImageNet's: the EMA averages over 0.1 of the run."""
+    assert budget(load_preset("tv-ema"), epochs=4, long=False).model_ema_horizon == 0.1
+    assert load_preset("tv-ema").model_ema_horizon is None  # the preset itself keeps the reference formula
