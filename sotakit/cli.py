@@ -16,24 +16,43 @@ from .parsers import with_default_runs_action
 from .recipes import (
     Recipe,
     RecipeError,
-    dump_recipe,
     list_presets,
     load_preset,
     load_recipe,
     make_recipe,
     preset_meta,
+    recipe_for_data,
 )
 from .recipes.flags import check_unknown, overrides_from
 
 
-def build_recipe(args: argparse.Namespace) -> Recipe:
-    """Preset (or reference defaults), then --config file, then the flags the user typed."""
-    base = load_preset(args.recipe) if args.recipe else Recipe()
-    if args.config:
-        base = load_recipe(args.config, base)
+def build_recipe(args: argparse.Namespace, *, say=None) -> Recipe:
+    """Preset (or reference defaults), then --config file, then the flags the user typed.
+
+    ``--data FOLDER`` is stored as an absolute path (so `sotakit eval RUN` works from anywhere) and
+    fills the reference's ``data_path``; without --recipe and --config it picks a preset for the
+    folder's size and image size (recipes.recipe_for_data) and ``say`` is told which.
+    """
     overrides = overrides_from(args)
     if "data_path" in overrides and "data" not in overrides:
         overrides["data"] = overrides["data_path"]  # the reference's --data-path means --data PATH
+    data = overrides.get("data")
+    if data is not None and Path(data).is_dir():
+        overrides["data"] = str(Path(data).resolve())
+    if "data" in overrides and "data_path" not in overrides:
+        overrides["data_path"] = overrides["data"]  # not the reference's ImageNet path
+    if args.recipe:
+        base = load_preset(args.recipe)
+    elif not args.config and data is not None and Path(data).is_dir():
+        from .data.datasets import count_train_images, peek_native_size
+        folder = overrides["data"]
+        base, why = recipe_for_data(count_train_images(folder), peek_native_size(folder))
+        if say:
+            say(why)
+    else:
+        base = Recipe()
+    if args.config:
+        base = load_recipe(args.config, base)
     if args.recipe and "recipe_name" not in overrides:
         overrides["recipe_name"] = args.recipe
     return make_recipe(base, **overrides)
@@ -84,11 +103,14 @@ def cmd_train(args) -> int:
         require(args.tracker)
     if resume := resume_run(args):
         return _fit(args, resume=resume, force_resume=args.force_resume)
-    recipe = build_recipe(args)
+    recipe = build_recipe(args, say=lambda m: print(f"note: {m}", file=sys.stderr))
     if recipe.test_only:
         return _test_only(recipe)
-    if args.dry_run:
-        print(dump_recipe(recipe), end="")
+    if args.dry_run:  # the recipe as the run would use it on this data and machine, with the notes
+        from .experiments.preview import resolve_for_data
+        resolved, notes = resolve_for_data(recipe, recipe.data, data_root=recipe.data_root)
+        meta = preset_meta(recipe.recipe_name) if recipe.recipe_name else {"title": "reference defaults"}
+        print(console.preset_text(resolved, meta, data=recipe.data, notes=notes), end="")
         return 0
     if recipe.kfold and "fold" not in overrides_from(args):
         return _train_folds(args, recipe)

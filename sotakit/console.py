@@ -21,7 +21,10 @@ if TYPE_CHECKING:
     from .experiments.runner import Entry
     from .experiments.sweep import SweepRow
 
-ACC_LINE = "{label} acc@1 {acc1:.2f}  acc@5 {acc5:.2f}  ({n} images)"
+def acc_line(label: str, m: dict) -> str:
+    """``label acc@1 x  acc@5 y  (n images)``; acc@5 left out when not reported (5 classes or fewer)."""
+    acc5 = f"  acc@5 {m['acc5']:.2f}" if m.get("acc5") is not None else ""
+    return f"{label} acc@1 {m['acc1']:.2f}{acc5}  ({m['n']} images)"
 
 
 def _num(v, fmt: str = ".2f") -> str:
@@ -34,7 +37,7 @@ def summary_text(s: dict) -> str:
     for split in ("holdout", "holdout_ema", "test", "test_ema"):
         if split in s:
             m = s[split]
-            lines.append(ACC_LINE.format(label=f"{split:12s}", acc1=m["acc1"], acc5=m["acc5"], n=m["n"]))
+            lines.append(acc_line(f"{split:12s}", m))
     if s.get("median_img_s"):
         lines.append(f"train time {s['train_time_s']:.0f}s, wall time {s['wall_time_s']:.0f}s, "
                      f"median {s['median_img_s']:.0f} img/s")
@@ -50,7 +53,7 @@ def eval_text(out: dict) -> str:
     for key, label in (("test", "model"), ("test_ema", "EMA model")):
         if key in out:
             m = out[key]
-            line = ACC_LINE.format(label=f"{label:10s}", acc1=m["acc1"], acc5=m["acc5"], n=m["n"])
+            line = acc_line(f"{label:10s}", m)
             lines.append(f"  {line}")
     return "\n".join(lines)
 

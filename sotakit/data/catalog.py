@@ -209,13 +209,19 @@ SPECS: dict[str, DatasetSpec] = {
 
 
 def get_spec(name: str) -> DatasetSpec:
-    """Return the spec for ``name``; a typo gets the closest known name suggested."""
+    """Return the spec for ``name``; a name close to a catalog name gets that name suggested.
+
+    ``--data`` takes a folder or a catalog name, so an unknown name is reported as neither; the hint
+    is only given for a real typo (difflib ratio >= 0.6), not the least distant of unrelated names.
+    """
     try:
         return SPECS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, SPECS, n=1, cutoff=0.0)
+        close = difflib.get_close_matches(name, SPECS, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown data set {name!r}{hint} Known: {', '.join(SPECS)}") from None
+        raise ValueError(f"no folder and no data set named {name!r}{hint} Data sets: {', '.join(SPECS)}; "
+                         "a folder is given by its path and holds train/<class>/* and val/<class>/*"
+                         ) from None
 
 
 def _ready_in(spec: DatasetSpec, folder: Path) -> bool:

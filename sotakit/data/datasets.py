@@ -200,3 +200,12 @@ def peek_native_size(data: str, data_root: str | None = None, sample: int = 20) 
         except OSError:
             continue
     return int(statistics.median(sizes)) if sizes else None
+
+
+def count_train_images(data: str) -> int | None:
+    """How many image files a folder's train/ holds (by extension, without decoding); None for a
+    catalog name, whose size is known once it is loaded."""
+    train = Path(data) / "train"
+    if data in catalog.SPECS or not train.is_dir():
+        return None
+    return sum(1 for p in train.rglob("*") if p.suffix.lower() in EXTENSION_FORMATS)

@@ -16,22 +16,29 @@ def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> list[
     return [int(hit[:, : min(k, maxk)].any(dim=1).sum()) for k in ks]
 
 
+def reported_k(k: int, num_classes: int | None) -> bool:
+    """Whether acc@k says anything: with k >= the number of classes every prediction is a hit."""
+    return num_classes is None or k < num_classes
+
+
 class MetricSums:
     """Sums of loss, correct@1, correct@5 and image count; ``result`` adds them over all ranks."""
 
     def __init__(self):
         self.sums = torch.zeros(4, dtype=torch.float64)
+        self.num_classes: int | None = None
 
     def add(self, loss: float, logits: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
         """Add one batch; return its correct@1 and correct@5 counts."""
         n = len(logits)
+        self.num_classes = logits.shape[1]
         c1, c5 = topk_correct(logits, targets)
         self.sums += torch.tensor([loss * n, c1, c5, n], dtype=torch.float64)
         return c1, c5
 
     def result(self, device: torch.device | str = "cpu") -> dict[str, float]:
         """Mean loss, acc@1 and acc@5 in percent, and ``n``; exact under DDP (sums, not means, are
-        reduced)."""
+        reduced). acc@5 is None with 5 classes or fewer (it would be 100% whatever the model)."""
         sums = self.sums
         if dist.is_available() and dist.is_initialized():
             sums = sums.to(device)
@@ -39,7 +46,8 @@ class MetricSums:
             sums = sums.cpu()
         n = max(sums[3].item(), 1.0)
         return {"loss": sums[0].item() / n, "acc1": 100 * sums[1].item() / n,
-                "acc5": 100 * sums[2].item() / n, "n": int(sums[3].item())}
+                "acc5": 100 * sums[2].item() / n if reported_k(5, self.num_classes) else None,
+                "n": int(sums[3].item())}
 
 
 def confusion_matrix(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:

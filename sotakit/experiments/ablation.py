@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..recipes import Recipe, dump_recipe, load_ladder, make_recipe
+from ..recipes.presets import SMALL_DATA_EMA_HORIZON
 from .runner import fold_table, reported_acc, results_for
 from .stats import format_table, ladder_table
 
@@ -18,14 +19,19 @@ DEFAULT_LONG_FACTOR = 600 / 90  # the blog's long-training step: 90 -> 600 epoch
 def budget(recipe: Recipe, *, epochs: int, long: bool, long_factor: float = DEFAULT_LONG_FACTOR) -> Recipe:
     """The step's recipe at a short-cycle budget: ``epochs`` (times ``long_factor`` from the long step on).
 
-    Epoch-denominated knobs (warm-up, StepLR step) keep their share of the run.
+    Epoch-denominated knobs (warm-up, StepLR step) keep their share of the run. A warm-up as long as
+    the run or longer stays so (``recipes.recipe.warmup_note``, the rule train applies): the budget
+    never shrinks it behind the user's back. The EMA's horizon becomes a tenth of the run's updates
+    (``--model-ema-horizon 0.1`` unless set): the reference's decay is written for ImageNet's budget.
     """
     target = max(1, round(epochs * long_factor)) if long else epochs
     scale = target / recipe.epochs
-    warmup = min(round(recipe.lr_warmup_epochs * scale), target - 1)
+    warmup = round(recipe.lr_warmup_epochs * scale)
     steplr = recipe.lr_scheduler == "steplr"
     step = {"lr_step_size": max(1, round(recipe.lr_step_size * scale))} if steplr else {}
-    return make_recipe(recipe, epochs=target, lr_warmup_epochs=max(0, warmup), **step)
+    ema = ({"model_ema_horizon": SMALL_DATA_EMA_HORIZON}
+           if recipe.model_ema and recipe.model_ema_horizon is None else {})
+    return make_recipe(recipe, epochs=target, lr_warmup_epochs=max(0, warmup), **step, **ema)
 
 
 def expand(ladder: str, out_dir: Path, *, epochs: int, long_factor: float = DEFAULT_LONG_FACTOR,

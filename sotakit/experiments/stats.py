@@ -22,9 +22,13 @@ class Summary:
     max: float
 
 
-def summarize(values: list[float]) -> Summary:
+def summarize(values: list[float | None]) -> Summary:
+    """None values (acc@5 on 5 classes or fewer is not reported) are left out; all None: n = 0, NaNs."""
     if not values:
         raise ValueError("no values to summarize")
+    values = [v for v in values if v is not None]
+    if not values:
+        return Summary(0, math.nan, math.nan, math.nan, math.nan)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return Summary(len(values), statistics.fmean(values), std, statistics.median(values), max(values))
 

@@ -145,13 +145,58 @@ SMALL_IMAGE = 64  # images at most this many pixels a side count as "small"
 IMAGENET_EVAL = 224  # the eval crop the ImageNet presets' sizes are written for
 
 
+MIN_STEPS = 10  # an epoch of fewer steps gives BatchNorm, the schedule and the EMA little to work with
+MIN_BATCH = 8  # the small-data rule does not go below this per-process batch (BatchNorm statistics)
+SMALL_DATA_EMA_HORIZON = 0.1  # --model-ema-horizon the small-data rule sets when none is given
+
+
+def training_images(n_images: int, recipe: Recipe) -> int:
+    """How many images a training epoch sees: ``n_images`` after --train-limit, --holdout, --kfold."""
+    n = min(n_images, recipe.train_limit) if recipe.train_limit else n_images
+    if recipe.kfold:
+        return n - n // recipe.kfold
+    return n - round(recipe.holdout * n)
+
+
+def _small_data(recipe: Recipe, train_images: int, world_size: int) -> tuple[dict[str, Any], str | None]:
+    """The batch, lr, schedule and EMA changes of the small-data rule (see ``resolve``)."""
+    global_batch = recipe.batch_size * world_size
+    if train_images >= global_batch * MIN_STEPS:
+        return {}, None
+    fit = max(1, train_images // (MIN_STEPS * world_size))
+    batch = max(MIN_BATCH, 1 << (fit.bit_length() - 1))  # largest power of two <= fit, at least MIN_BATCH
+    if batch >= recipe.batch_size:
+        return {}, None
+    changes: dict[str, Any] = {"batch_size": batch, "lr_per_step": True}
+    if not recipe.lr_ref_batch:  # the lr was set for the preset's batch: scale it with the batch below
+        changes["lr_ref_batch"] = global_batch
+    steps = -(-train_images // (batch * world_size))
+    what = [f"batch {recipe.batch_size} -> {batch} ({steps} steps an epoch)", "warm-up and decay per step"]
+    if recipe.model_ema:
+        ema_steps = min(recipe.model_ema_steps, max(1, recipe.epochs * steps // 50))
+        changes.update(model_ema_steps=ema_steps,
+                       model_ema_horizon=recipe.model_ema_horizon or SMALL_DATA_EMA_HORIZON)
+        what.append(f"EMA every {ema_steps} steps over the last "
+                    f"{changes['model_ema_horizon']:g} of its updates")
+    return changes, (f"small data ({train_images} training images < {MIN_STEPS} steps x batch "
+                     f"{global_batch}): {', '.join(what)}")
+
+
 def resolve(recipe: Recipe, *, native_size: int | None, world_size: int = 1,
-            cuda_available: bool = False, cpu_count: int | None = None) -> tuple[Recipe, list[str]]:
+            cuda_available: bool = False, cpu_count: int | None = None,
+            train_images: int | None = None) -> tuple[Recipe, list[str]]:
     """The recipe as it will run on this data and machine, plus notes on what was changed and why.
 
     Rules (documented in README "Scaling rules"):
       * size: for small images (native side <= 64 px) the native size becomes the eval crop and the
         preset's train-crop/eval-crop and resize/eval-crop ratios are kept;
+      * small data (``train_images``, see ``training_images``, fewer than 10 steps an epoch at the
+        recipe's global batch): the batch becomes the largest power of two giving an epoch at least
+        10 steps (not below 8), the lr follows linearly (next rule), warm-up and decay are stepped
+        per batch (a 1-epoch warm-up is a ramp over its steps, not one epoch at 1% of the lr); with
+        --model-ema the EMA updates at least ~50 times in the run (``model_ema_steps``) and averages
+        over a tenth of its updates (``--model-ema-horizon 0.1`` unless set): the reference's decay,
+        written for ImageNet's 1.28 M images, would average over more updates than the run makes;
       * learning rate: with ``lr_ref_batch`` set, lr scales linearly with the global batch
         (``lr * batch_size * world_size / lr_ref_batch``, Goyal et al. 2017);
       * device: ``cuda`` without a GPU becomes ``cpu``;
@@ -175,6 +220,11 @@ def resolve(recipe: Recipe, *, native_size: int | None, world_size: int = 1,
             f"{recipe.train_crop_size}->{changes['train_crop_size']}, val resize "
             f"{recipe.val_resize_size}->{changes['val_resize_size']}, val crop "
             f"{recipe.val_crop_size}->{native_size}")
+    if train_images is not None:
+        small, note = _small_data(recipe, train_images, world_size)
+        if note:
+            recipe = make_recipe(recipe, **small)
+            notes.append(note)
     if recipe.lr_ref_batch:
         global_batch = recipe.batch_size * world_size
         lr = recipe.lr * global_batch / recipe.lr_ref_batch
@@ -194,3 +244,26 @@ def resolve(recipe: Recipe, *, native_size: int | None, world_size: int = 1,
         changes["workers"] = max_workers
         notes.append(f"workers {recipe.workers} -> {max_workers} ({cores} cores)")
     return make_recipe(recipe, **changes), notes
+
+
+SMALL_FOLDER_IMAGES = 6000  # image passes in about a minute of small-folder (64 px) on 2 CPU cores
+SMALL_IMAGE_IMAGES = 120_000  # ... and of fashion-mnist-demo (28 px)
+
+
+def recipe_for_data(n_images: int, native_size: int | None) -> tuple[Recipe, str]:
+    """The preset `sotakit train --data FOLDER` uses without --recipe, and the sentence that says which.
+
+    Small images (<= 64 px a side) get fashion-mnist-demo, larger ones (photos) small-folder; the
+    epochs are chosen so the run makes about a minute's image passes on 2 CPU cores (measured:
+    README "Demo" and benchmarks), within 2..40 epochs. resolve() then fits batch, lr and EMA to
+    the folder's size.
+    """
+    small = native_size is not None and native_size <= SMALL_IMAGE
+    name, budget = (("fashion-mnist-demo", SMALL_IMAGE_IMAGES) if small
+                    else ("small-folder", SMALL_FOLDER_IMAGES))
+    epochs = max(2, min(40, round(budget / max(1, n_images))))
+    base = load_preset(name)
+    recipe = make_recipe(base, epochs=epochs, recipe_name=name, run_name=name)
+    size = f"{native_size} px" if native_size else "unknown size"
+    return recipe, (f"no --recipe: {name} for {n_images} training images of {size}, {epochs} epochs "
+                    f"(about a minute on 2 CPU cores; choose another with --recipe, see `sotakit recipes`)")

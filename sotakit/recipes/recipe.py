@@ -118,6 +118,10 @@ class Recipe:
                                   "by a random factor in [1-f, 1+f] per image "
                                   "(timm's --color-jitter, e.g. 0.4; 0: off)",
                              ref=False)
+    model_ema_horizon: Optional[float] = _f(None, "EMA averaging horizon as a fraction F of the run's EMA "
+                                                  "updates: decay = 1 - 1/(F x updates) (unset: the "
+                                                  "reference's decay adjustment; ~0.04 on its ImageNet run)",
+                                            ref=False)
     # Reliability (issue 3): how often state is saved and how failures are bounded.
     checkpoint_every: str = _f("", "also checkpoint every N steps ('500'), M minutes ('10m') or S seconds "
                                    "('90s'); empty: at epoch ends only", ref=False)
@@ -268,8 +272,6 @@ def validate(r: Recipe) -> None:
         raise RecipeError(f"holdout must be in [0, 1), got {r.holdout}; use e.g. --holdout 0.1")
     if not 1 <= r.augmix_severity <= 10:
         raise RecipeError(f"augmix_severity must be in 1..10, got {r.augmix_severity}")
-    if r.lr_warmup_epochs >= r.epochs and r.lr_warmup_epochs > 0:
-        raise RecipeError(f"lr_warmup_epochs ({r.lr_warmup_epochs}) must be smaller than epochs ({r.epochs})")
     if r.progressive_resize > r.train_crop_size:
         raise RecipeError(f"progressive_resize ({r.progressive_resize}) must not exceed train_crop_size "
                           f"({r.train_crop_size})")
@@ -280,6 +282,9 @@ def validate(r: Recipe) -> None:
     if r.kfold and r.holdout:
         raise RecipeError("kfold and holdout both choose the validation split; use --kfold K or --holdout F, "
                           "not both")
+    if r.model_ema_horizon is not None and not 0.0 < r.model_ema_horizon <= 1.0:
+        raise RecipeError(f"model_ema_horizon must be in (0, 1], got {r.model_ema_horizon}; e.g. 0.1 "
+                          "averages over the last tenth of the run's EMA updates")
     if r.lr_ref_batch is not None and r.lr_ref_batch <= 0:
         raise RecipeError("lr_ref_batch must be > 0")
 
@@ -308,9 +313,30 @@ def warnings_for(r: Recipe) -> list[str]:
             out.append(f"{flag_of(name)} is accepted for compatibility and has no effect in sotakit")
     if r.sync_bn and r.world_size == 1:
         out.append("--sync-bn only applies under DDP (torchrun with several processes)")
+    if note := warmup_note(r):
+        out.append(note)
     if r.lr_warmup_epochs == 0 and r.lr_warmup_method != "constant":
         out.append("--lr-warmup-method has no effect with --lr-warmup-epochs 0")
     return out
+
+
+def warmup_note(r: Recipe) -> str | None:
+    """The one rule for a warm-up as long as the run or longer, shared by train, sweep and ablate.
+
+    TorchVision's train.py accepts it (SequentialLR's milestone lies beyond the last epoch), so the
+    whole run is warm-up; sotakit does the same and says so instead of refusing or shrinking it.
+    """
+    if r.lr_warmup_epochs < r.epochs or r.lr_warmup_epochs == 0:
+        return None
+    if r.lr_warmup_method == "linear":
+        end = r.lr_warmup_decay + (1 - r.lr_warmup_decay) * r.epochs / r.lr_warmup_epochs
+        shape = (f"the lr rises linearly from {r.lr_warmup_decay:g} x lr and ends at {end:.2g} x lr "
+                 f"(lr {r.lr:g})")
+    else:
+        shape = f"the lr stays at {r.lr_warmup_decay:g} x lr (lr {r.lr:g}) throughout"
+    return (f"--lr-warmup-epochs {r.lr_warmup_epochs} >= --epochs {r.epochs}: the whole run is warm-up, as "
+            f"in TorchVision's train.py; {shape} and the {r.lr_scheduler} schedule never starts "
+            f"(use --lr-warmup-epochs {max(0, r.epochs - 1)} or fewer to reach it)")
 
 
 # Reference flags accepted so its command lines run, with a warning and no effect.

@@ -22,7 +22,7 @@ from torch import nn
 from ..data import data_fingerprint, load_data, make_loaders, set_data_epoch
 from ..evaluate import evaluate
 from ..models import build_model
-from ..recipes import Recipe, resolve
+from ..recipes import Recipe, resolve, training_images
 from ..recipes.recipe import recipe_hash
 from .checkpoint import load_checkpoint, state_fingerprint
 from .distributed import DistInfo, all_ranks, barrier, init_distributed
@@ -85,7 +85,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     # Data first: the recipe's sizes depend on the data's native resolution.
     bundle = load_data(recipe.data, recipe.data_root)
     recipe, notes = resolve(recipe, native_size=bundle.native_size, world_size=dist_info.world_size,
-                            cuda_available=torch.cuda.is_available())
+                            cuda_available=torch.cuda.is_available(),
+                            train_images=training_images(len(bundle.train), recipe))
     fingerprint = data_fingerprint(bundle)
     load_all, resume_notes = check_resume(point.ckpt, recipe, classes=bundle.classes, fingerprint=fingerprint,
                                           force=force_resume, run_dir=point.run_dir)
@@ -103,13 +104,14 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     loaders = make_loaders(bundle, **loader_kwargs(recipe), world_size=dist_info.world_size,
                            rank=dist_info.rank, pin_memory=device.type == "cuda")
     steps_per_epoch = len(loaders.train)
-    notes += run_warnings(recipe, steps_per_epoch)
+    notes += run_warnings(recipe, steps_per_epoch, train_images=len(loaders.train.dataset))
 
     criterion = nn.CrossEntropyLoss(**criterion_kwargs(recipe))
     optimizer = build_optimizer(param_groups(model, **param_group_kwargs(recipe)), **optimizer_kwargs(recipe))
     scheduler = build_scheduler(optimizer, **scheduler_kwargs(recipe, steps_per_epoch=steps_per_epoch))
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and device.type == "cuda" else None
-    ema = build_ema(model, **ema_kwargs(recipe), device=device) if recipe.model_ema else None
+    ema = (build_ema(model, **ema_kwargs(recipe, steps_per_epoch=steps_per_epoch), device=device)
+           if recipe.model_ema else None)
     train_model = wrap_ddp(model, dist_info=dist_info, device=device)
     # Everything a resume restores, named once (litgpt's `state`).
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "ema": ema, "scaler": scaler}
@@ -276,9 +278,10 @@ def epoch_record(epoch: int, stats: dict, *, lr: float, train_crop: int, split: 
 def epoch_line(rec: dict, *, epochs: int, world_size: int = 1) -> str:
     """One line per epoch on the console."""
     ema_txt = f" ema {rec['ema_acc1']:.2f}" if "ema_acc1" in rec else ""
+    acc5 = f" acc@5 {rec['val_acc5']:.2f}" if rec.get("val_acc5") is not None else ""  # None: <= 5 classes
     return (f"epoch {rec['epoch'] + 1}/{epochs} train loss {rec['train_loss']:.4f} acc@1 "
-            f"{rec['train_acc1']:.2f} | {rec['val_split']} acc@1 {rec['val_acc1']:.2f} acc@5 "
-            f"{rec['val_acc5']:.2f}{ema_txt} | lr {rec['lr']:.4g} | {rec['train_img_s'] * world_size:.0f} "
+            f"{rec['train_acc1']:.2f} | {rec['val_split']} acc@1 {rec['val_acc1']:.2f}"
+            f"{acc5}{ema_txt} | lr {rec['lr']:.4g} | {rec['train_img_s'] * world_size:.0f} "
             f"img/s | {rec['train_epoch_time']:.1f}s")
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from ..evaluate import default_sizes
 from ..recipes import Recipe
 from ..recipes import warnings_for as recipe_warnings
+from ..recipes.presets import MIN_BATCH, MIN_STEPS
 from ..recipes.recipe import checkpoint_interval, flag_of
 
 # make_loaders (sotakit.data): world_size, rank and pin_memory are the machine's, given by the caller.
@@ -128,19 +129,33 @@ def run_dir_kwargs(recipe: Recipe) -> dict[str, Any]:
     return {**_take(RUN_DIR_ARGS, recipe), "name": recipe.run_name or recipe.recipe_name or recipe.model}
 
 
-def ema_kwargs(recipe: Recipe) -> dict[str, Any] | None:
+def ema_kwargs(recipe: Recipe, *, steps_per_epoch: int) -> dict[str, Any] | None:
     """build_ema's arguments, or None without --model-ema."""
-    return {"decay": 1.0 - ema_alpha(recipe)} if recipe.model_ema else None
+    return {"decay": 1.0 - ema_alpha(recipe, steps_per_epoch=steps_per_epoch)} if recipe.model_ema else None
 
 
-def ema_alpha(recipe: Recipe) -> float:
-    """The reference's decay adjustment: alpha = (1 - decay) * global_batch * ema_steps / epochs.
+def ema_updates(recipe: Recipe, *, steps_per_epoch: int) -> int:
+    """How many times the run updates the EMA: every ``model_ema_steps`` steps."""
+    return recipe.epochs * steps_per_epoch // recipe.model_ema_steps
 
-    It makes the averaging horizon a fixed fraction of the run whatever the batch and epoch count
-    (the pycls trick the TorchVision blog adopted); the EMA keeps ``1 - alpha`` of itself per update.
+
+def ema_alpha(recipe: Recipe, *, steps_per_epoch: int | None = None) -> float:
+    """The share ``alpha`` of the model the EMA takes in per update (it keeps ``1 - alpha`` of itself).
+
+    With ``--model-ema-horizon F``: ``alpha = 1 / (F x updates)``, an averaging horizon of a fraction F
+    of the run's updates whatever the data set's size. Unset, the reference's decay adjustment:
+    ``alpha = (1 - decay) * global_batch * ema_steps / epochs``, which fixes the horizon in *images*
+    (pycls' trick the TorchVision blog adopted: ~915 updates, F ~0.04 on its ImageNet run), so on a
+    small data set the horizon can exceed the run (``run_warnings`` says so).
     """
+    if recipe.model_ema_horizon is not None and steps_per_epoch:
+        updates = max(1, ema_updates(recipe, steps_per_epoch=steps_per_epoch))
+        return min(1.0, 1.0 / (recipe.model_ema_horizon * updates))
     adjust = recipe.world_size * recipe.batch_size * recipe.model_ema_steps / recipe.epochs
     return min(1.0, (1.0 - recipe.model_ema_decay) * adjust)
+
+
+MIN_STEPS_PER_EPOCH = MIN_STEPS  # fewer, and BatchNorm, the schedule and the EMA have little to work with
 
 
 def saver_kwargs(recipe: Recipe) -> dict[str, Any]:
@@ -167,16 +182,30 @@ def data_epoch_kwargs(recipe: Recipe, *, epoch: int) -> dict[str, Any]:
     return {"crop_size": train_crop_at(recipe, epoch), "seed": recipe.seed}
 
 
-def run_warnings(recipe: Recipe, steps_per_epoch: int | None = None) -> list[str]:
-    """recipes.warnings_for, plus what only the engine can tell: an EMA horizon longer than the run."""
+def run_warnings(recipe: Recipe, steps_per_epoch: int | None = None,
+                 train_images: int | None = None) -> list[str]:
+    """recipes.warnings_for, plus what only the engine can tell: a batch larger than the training set,
+    epochs of fewer than ~10 steps, an EMA horizon longer than the run."""
     out = recipe_warnings(recipe)
+    global_batch = recipe.batch_size * recipe.world_size
+    if train_images is not None and global_batch > train_images:
+        out.append(f"the global batch ({global_batch}) is larger than the training set ({train_images} "
+                   f"images): every epoch is one step; use {flag_of('batch_size')} "
+                   f"{max(1, train_images // MIN_STEPS_PER_EPOCH)} or so")
+    elif (steps_per_epoch is not None and steps_per_epoch < MIN_STEPS_PER_EPOCH
+          and recipe.batch_size > MIN_BATCH):  # at MIN_BATCH a smaller batch costs BatchNorm more
+        out.append(f"an epoch is only {steps_per_epoch} steps (batch {global_batch}): BatchNorm, the "
+                   f"schedule and the EMA get few updates; a smaller {flag_of('batch_size')} gives "
+                   f"{MIN_STEPS_PER_EPOCH} or more")
     if recipe.model_ema and steps_per_epoch:
-        alpha = ema_alpha(recipe)
-        updates = recipe.epochs * steps_per_epoch // recipe.model_ema_steps
-        if alpha < 1.0 and 1.0 / alpha > updates:
+        alpha = ema_alpha(recipe, steps_per_epoch=steps_per_epoch)
+        updates = ema_updates(recipe, steps_per_epoch=steps_per_epoch)
+        if updates == 0:
+            out.append(f"the EMA is never updated: the run makes {recipe.epochs * steps_per_epoch} steps and "
+                       f"the EMA updates every {recipe.model_ema_steps}; lower {flag_of('model_ema_steps')}")
+        elif alpha < 1.0 and 1.0 / alpha > updates:
             out.append(
                 f"EMA averages over ~{1 / alpha:.0f} updates but the run makes only {updates}: "
-                f"the EMA model will lag far behind; lower {flag_of('model_ema_decay')} or "
-                f"{flag_of('model_ema_steps')}")
+                f"the EMA model will lag far behind; set {flag_of('model_ema_horizon')} 0.1, or lower "
+                f"{flag_of('model_ema_decay')} or {flag_of('model_ema_steps')}")
     return out
-

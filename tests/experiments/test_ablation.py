@@ -18,7 +18,7 @@ from sotakit.experiments import (
     summarize,
     welch_p,
 )
-from sotakit.recipes import load_preset, load_recipe
+from sotakit.recipes import load_preset, load_recipe, make_recipe
 
 
 def test_summary_statistics_by_hand():
@@ -61,6 +61,14 @@ def test_budget_keeps_the_share_of_epoch_knobs():
     long = budget(load_preset("tv-long-training"), epochs=9, long=True)  # 600 epochs, 5 warm-up
     assert (long.epochs, long.lr_warmup_epochs) == (60, 0)  # round(9 * 600 / 90); 5 * 60 / 600 = 0.5 -> 0
     assert budget(load_preset("tv-long-training"), epochs=90, long=True).lr_warmup_epochs == 5
+
+
+def test_budget_keeps_a_warmup_as_long_as_the_run_like_train():
+    """Issue 9.1: one rule in train, sweep and ablate: the warm-up is not shrunk, the note says why."""
+    from sotakit.recipes.recipe import warmup_note
+    r = budget(make_recipe(epochs=2, lr_warmup_epochs=2, lr_warmup_method="linear"), epochs=1, long=False)
+    assert (r.epochs, r.lr_warmup_epochs) == (1, 1)
+    assert "the whole run is warm-up" in warmup_note(r)
 
 
 def test_expand_writes_one_file_per_step_with_overrides(tmp_path):
@@ -120,3 +128,9 @@ def test_real_runs_end_to_end(image_folder, tmp_path):
 def test_budget_leaves_the_step_size_of_other_schedules_alone():
     r = budget(load_preset("tv-lr-optimizations"), epochs=9, long=False)  # cosine
     assert r.lr_step_size == 30 and r.epochs == 9
+
+
+def test_budget_gives_the_ema_a_horizon_of_a_tenth_of_its_updates():
+    """Issue 9.2: a short-cycle budget is not ImageNet's: the EMA averages over 0.1 of the run."""
+    assert budget(load_preset("tv-ema"), epochs=4, long=False).model_ema_horizon == 0.1
+    assert load_preset("tv-ema").model_ema_horizon is None  # the preset itself keeps the reference formula

@@ -56,8 +56,11 @@ def test_expand_writes_the_cartesian_grid(tmp_path):
     name, title, path = entries[1]
     assert (name, title, path.parent.name) == ("random_erase-0.0_lr-0.5", "random_erase=0.0 lr=0.5", "points")
     assert load_recipe(path).model == "resnet9_w16"  # the base's other keys are kept
-    with pytest.raises(RecipeError, match="lr_warmup_epochs \\(1\\) must be smaller than epochs \\(1\\)"):
-        expand_grid(BASE, {"epochs": [1]}, tmp_path)  # a bad point fails before anything runs
+    with pytest.raises(RecipeError, match="epochs must be > 0, got 0"):
+        expand_grid(BASE, {"epochs": [0]}, tmp_path)  # a bad point fails before anything runs
+    # Issue 9.1: a warm-up as long as the run is accepted, as train accepts it, and kept (not shrunk)
+    (_, _, path), = expand_grid(BASE, {"epochs": [1]}, tmp_path)
+    assert (load_recipe(path).epochs, load_recipe(path).lr_warmup_epochs) == (1, BASE.lr_warmup_epochs)
 
 
 def fake_results(table):

@@ -100,7 +100,6 @@ def test_flags_override_preset_and_bool_can_be_switched_off():
     ("--auto-augment ta_wid", "Did you mean 'ta_wide'"),
     ("--epochs ten", "epochs must be an integer"),
     ("--label-smoothing 1.5", "label_smoothing must be in [0, 1]"),
-    ("--lr-warmup-epochs 5 --epochs 5", "lr_warmup_epochs (5) must be smaller than epochs (5)"),
     ("--recipe torchvision-v3", "Did you mean 'torchvision-v2'"),
 ])
 def test_invalid_input_fails_with_the_fix(cmd, message):
@@ -113,7 +112,7 @@ def test_every_preset_loads_with_meta_source():
     for name in list_presets():
         r = load_preset(name)
         assert isinstance(r, Recipe)
-        assert preset_meta(name)["source"].startswith("seeds/")
+        assert "https://" in preset_meta(name)["source"]  # the public write-up (issue 9), not seeds/
 
 
 def test_ladder_is_stacked_and_ends_at_v2():
@@ -200,3 +199,16 @@ def test_progressive_resize_schedule_and_scaling():
     assert resolve(big, native_size=28, cpu_count=2)[0].progressive_resize == 16  # 128 * 28 / 224
     with pytest.raises(RecipeError, match="must not exceed train_crop_size"):
         make_recipe(progressive_resize=300)
+
+
+def test_warmup_as_long_as_the_run_is_accepted_with_one_note():
+    """Issue 9.1: TorchVision's train.py accepts it (the run stays in warm-up); so does every command."""
+    r = parse_train("--recipe fashion-mnist-demo --epochs 1 --train-limit 2000 --test-limit 500")
+    assert (r.epochs, r.lr_warmup_epochs) == (1, 1)
+    notes = [w for w in warnings_for(r) if "warm-up" in w]
+    assert notes == ["--lr-warmup-epochs 1 >= --epochs 1: the whole run is warm-up, as in TorchVision's "
+                     "train.py; the lr rises linearly from 0.01 x lr and ends at 1 x lr (lr 0.2) and the "
+                     "cosineannealinglr schedule never starts (use --lr-warmup-epochs 0 or fewer to reach "
+                     "it)"]
+    assert parse_train("--recipe torchvision-v2 --epochs 2").lr_warmup_epochs == 5
+    assert not any("warm-up" in w for w in warnings_for(parse_train("--recipe torchvision-v2 --epochs 6")))

@@ -101,3 +101,16 @@ def test_exponential_decay_is_per_epoch_even_when_stepped_per_batch():
         opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.25)  # two epochs: gamma ** 2
+
+
+@pytest.mark.parametrize("method, factors", [("constant", [0.01, 0.01]), ("linear", [0.01, 0.505])])
+def test_warmup_longer_than_the_run_stays_in_warmup(method, factors):
+    """Issue 9.1: warm-up 2 of a 1-epoch run (and 2 of 1 per step): the milestone lies beyond the end,
+    every lr the run uses is a warm-up lr (TorchVision's train.py behaves the same)."""
+    got = lrs(dict(lr_scheduler="cosineannealinglr", total=1, warmup=2, warmup_method=method), 1)
+    assert got == pytest.approx([0.5 * 0.01])
+    got = lrs(dict(lr_scheduler="cosineannealinglr", total=3, warmup=2, warmup_method=method), 2)
+    assert got == pytest.approx([0.5 * f for f in factors])
+    per_step = lrs(dict(lr_scheduler="steplr", total=4, warmup=8, warmup_method=method, step_size=1), 4)
+    expect = [0.01] * 4 if method == "constant" else [0.01 + 0.99 * i / 8 for i in range(4)]
+    assert per_step == pytest.approx([0.5 * f for f in expect])

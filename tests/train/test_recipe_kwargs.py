@@ -13,7 +13,7 @@ import sotakit.train.recipe_kwargs as rk
 from sotakit.data import make_loaders, set_data_epoch
 from sotakit.evaluate import evaluate, tune_resize
 from sotakit.models import build_model
-from sotakit.recipes import Recipe
+from sotakit.recipes import Recipe, make_recipe
 from sotakit.recipes.recipe import COMPATIBILITY_FIELDS, FIELDS, OPERATIONAL_FIELDS
 from sotakit.train import (
     CheckpointSaver,
@@ -44,7 +44,7 @@ ADAPTERS = {
     "criterion_kwargs": (rk.criterion_kwargs(R), nn.CrossEntropyLoss),
     "resize_tuning_kwargs": (rk.resize_tuning_kwargs(R), tune_resize),
     "run_dir_kwargs": (rk.run_dir_kwargs(R), create_run_dir),
-    "ema_kwargs": (rk.ema_kwargs(R), build_ema),
+    "ema_kwargs": (rk.ema_kwargs(R, steps_per_epoch=7), build_ema),
     "saver_kwargs": (rk.saver_kwargs(R), CheckpointSaver),
     "data_epoch_kwargs": (rk.data_epoch_kwargs(R, epoch=0), set_data_epoch),
 }
@@ -108,8 +108,8 @@ def test_the_checks_name_what_is_wrong():
 def test_derived_values():
     r = Recipe(model_ema=True, epochs=2, batch_size=32, model_ema_steps=32, lr_per_step=True,
                lr_scheduler="exponentiallr", lr_gamma=0.5, lr_warmup_epochs=1, checkpoint_every="10m")
-    assert rk.ema_kwargs(r)["decay"] == pytest.approx(1 - (1 - 0.99998) * 32 * 32 / 2)
-    assert rk.ema_kwargs(r.replace(model_ema=False)) is None
+    assert rk.ema_kwargs(r, steps_per_epoch=7)["decay"] == pytest.approx(1 - (1 - 0.99998) * 32 * 32 / 2)
+    assert rk.ema_kwargs(r.replace(model_ema=False), steps_per_epoch=7) is None
     s = rk.scheduler_kwargs(r, steps_per_epoch=10)
     assert ((s["total"], s["warmup"], s["step_size"]) == (20, 10, 300)
             and s["gamma"] == pytest.approx(0.5 ** 0.1))
@@ -118,3 +118,25 @@ def test_derived_values():
     assert rk.run_dir_kwargs(r.replace(run_name="", recipe_name="torchvision-v2"))["name"] == "torchvision-v2"
     assert rk.model_build_kwargs(r, num_classes=3, native_size=64)["small_input"]
     assert not rk.model_build_kwargs(r, num_classes=3, native_size=65)["small_input"]
+
+
+def test_ema_horizon_is_a_fraction_of_the_run_s_updates():
+    """Issue 9.2: --model-ema-horizon F: decay = 1 - 1/(F x updates), updates = epochs x steps // ema_steps;
+    unset, the reference's formula (independent of the data set's size)."""
+    r = make_recipe(model_ema=True, epochs=4, batch_size=128, model_ema_steps=4, model_ema_horizon=0.1)
+    updates = 4 * 50 // 4  # 50 steps an epoch
+    assert rk.ema_kwargs(r, steps_per_epoch=50)["decay"] == pytest.approx(1 - 1 / (0.1 * updates))
+    ref = r.replace(model_ema_horizon=None)
+    assert rk.ema_kwargs(ref, steps_per_epoch=50)["decay"] == pytest.approx(1 - (1 - 0.99998) * 128 * 4 / 4)
+    assert rk.ema_kwargs(ref, steps_per_epoch=50) == rk.ema_kwargs(ref, steps_per_epoch=5000)
+    assert rk.ema_kwargs(r.replace(model_ema_horizon=1.0), steps_per_epoch=1)["decay"] == 0.0  # 1 update
+
+
+def test_linter_warns_on_a_batch_larger_than_the_data_and_short_epochs():
+    r = make_recipe(batch_size=128)
+    w = rk.run_warnings(r, 1, train_images=72)
+    assert any("global batch (128) is larger than the training set (72 images)" in x for x in w)
+    assert any("an epoch is only 4 steps" in x for x in rk.run_warnings(r, 4, train_images=500))
+    assert not any("steps" in x or "batch" in x for x in rk.run_warnings(r, 10, train_images=1280))
+    ema = make_recipe(model_ema=True, batch_size=128, epochs=2)
+    assert any("the EMA is never updated" in x for x in rk.run_warnings(ema, 1, train_images=72))
