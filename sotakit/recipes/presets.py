@@ -119,7 +119,9 @@ def load_recipe(path: str | Path, base: Recipe | None = None, **extra: Any) -> R
         base = load_preset(base_name)
     unknown = [k for k in values if k not in FIELDS]
     if unknown:
-        raise RecipeError(f"{path}: unknown key {unknown[0]!r}.{closest(unknown[0], FIELDS)}")
+        from .flags import key_hint
+        table = "" if "recipe" in doc else " (the file has no [recipe] table: put the keys under [recipe])"
+        raise RecipeError(f"{path}: unknown key {unknown[0]!r}.{key_hint(unknown[0])}{table}")
     return make_recipe(base, **values, **extra)
 
 
