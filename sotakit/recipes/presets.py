@@ -120,8 +120,10 @@ def load_recipe(path: str | Path, base: Recipe | None = None, **extra: Any) -> R
     unknown = [k for k in values if k not in FIELDS]
     if unknown:
         from .flags import key_hint
-        table = "" if "recipe" in doc else " (the file has no [recipe] table: put the keys under [recipe])"
-        raise RecipeError(f"{path}: unknown key {unknown[0]!r}.{key_hint(unknown[0])}{table}")
+        if "recipe" not in doc and isinstance(values[unknown[0]], dict):  # e.g. [train] instead of [recipe]
+            raise RecipeError(f"{path} has no [recipe] table (found [{unknown[0]}]): put the recipe keys "
+                              "under [recipe]")
+        raise RecipeError(f"{path}: unknown key {unknown[0]!r}.{key_hint(unknown[0])}")
     return make_recipe(base, **values, **extra)
 
 
