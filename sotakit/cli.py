@@ -11,8 +11,8 @@ from pathlib import Path
 
 from . import console
 from .experiments.runner import out_dir_for
+from .parsers import EXPERIMENT_FIELDS, subcommand, with_default_runs_action
 from .parsers import make_parser as build_parsers
-from .parsers import with_default_runs_action
 from .recipes import (
     Recipe,
     RecipeError,
@@ -185,9 +185,12 @@ def cmd_models(args) -> int:
 
 
 def _experiment_overrides(args) -> dict:
-    """--data, then --set KEY=VALUE, then --kfold: what ablate and sweep change in every recipe."""
+    """--data, then the recipe flags typed (`-b 16`), then --set KEY=VALUE, then --kfold: what ablate and
+    sweep change in every recipe."""
     from .experiments.sweep import parse_sets
-    return {"data": args.data, **parse_sets(args.set), **({"kfold": args.kfold} if args.kfold else {})}
+    typed = {k: v for k, v in overrides_from(args).items() if k not in EXPERIMENT_FIELDS}  # --epochs: own
+    return {"data": args.data, **typed, **parse_sets(args.set),
+            **({"kfold": args.kfold} if args.kfold else {})}
 
 
 def _plan_and_run(args, entries, out: Path, *, label: str) -> bool:
@@ -196,9 +199,12 @@ def _plan_and_run(args, entries, out: Path, *, label: str) -> bool:
     runs = count_runs(entries, args.seeds)
     print(console.plan_text(entries, runs=runs, seeds=args.seeds, label=label, dry_run=args.dry_run))
     if args.dry_run and not args.no_estimate:  # estimate_entries prints what it is timing
-        from .experiments.estimate import estimate_entries
-        estimate = estimate_entries(entries, seeds=args.seeds, jobs=args.jobs)
-        print(console.estimate_text(*estimate, jobs=args.jobs))
+        from .experiments.estimate import TooFewImagesError, estimate_entries
+        try:
+            estimate = estimate_entries(entries, seeds=args.seeds, jobs=args.jobs)
+            print(console.estimate_text(*estimate, jobs=args.jobs))
+        except TooFewImagesError as e:  # the plan above stands; only the measured estimate is missing
+            print(f"note: no time estimate: {e}", file=sys.stderr)
     if not args.dry_run:
         run_recipes(entries, out, seeds=args.seeds, jobs=args.jobs)
     return not args.dry_run
@@ -278,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, train = make_parser()
     try:
-        if argv[:1] == ["train"]:
-            check_unknown(argv[1:], train)
+        if argv[:1] in (["train"], ["ablate"], ["sweep"]):
+            check_unknown(argv[1:], train if argv[0] == "train" else subcommand(parser, argv[0]), argv[0])
         args = parser.parse_args(with_default_runs_action(argv))
         return args.func(args)
     except (RecipeError, FileNotFoundError, ValueError) as e:
@@ -288,8 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
     except RuntimeError as e:
+        from .experiments.runner import RunsFailedError
         from .train.checkpoint import CheckpointError
-        if not isinstance(e, CheckpointError):
+        if not isinstance(e, (CheckpointError, RunsFailedError)):
             raise
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -101,7 +101,7 @@ def estimate_text(total_s: float, per_image: dict[tuple, float], startup_s: floa
     lines.append(f"  measured start-up per run (import + data load): {startup_s:.1f}s")
     lines.append(f"estimated total: ~{format_duration(total_s)} with --jobs {jobs} (rough: measured over "
                  "8 steps after 2 warm-up steps, eval counted at 1/3 of a training image, jobs assumed to "
-                 "share the cores perfectly, other agents' load not known)")
+                 "share the cores perfectly, other load on the machine not known)")
     return "\n".join(lines)
 
 

@@ -9,14 +9,37 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
+from ._version import __version__
+from .recipes import list_ladders
 from .recipes.flags import add_recipe_arguments
+
+# Recipe fields ablate and sweep set themselves (per step or run) or take as their own flags.
+EXPERIMENT_FIELDS = ("data", "epochs", "kfold", "fold", "seed", "output_dir", "run_name", "resume",
+                     "test_only")
+
+EXIT_CODES = """exit codes:
+  0    done
+  1    a failure the message explains (checkpoint write, data loading, DDP peer, failed ablate/sweep runs)
+  2    the command line, a recipe, a path or the weights are wrong (the message says what to use),
+       or a resume was refused
+  3    the loss became NaN/inf (more than --max-nonfinite-skips steps in a row)
+  130  stopped by Ctrl-C; 143 stopped by SIGTERM/SIGUSR1 (a checkpoint was written: --resume RUN_DIR)"""
+
+
+def _sub(sub, name: str, *, help: str, example: str, **kw) -> argparse.ArgumentParser:
+    """A subcommand whose help ends with an example (argparse keeps the epilog's line breaks)."""
+    return sub.add_parser(name, help=help, description=help[:1].upper() + help[1:] + ".",
+                          epilog=f"example:\n{example}", formatter_class=argparse.RawDescriptionHelpFormatter,
+                          **kw)
 
 
 def _experiment_flags(p: argparse.ArgumentParser, *, what: str) -> None:
     """The flags ablate and sweep share."""
-    p.add_argument("--data", default="fashion-mnist")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--jobs", type=int, default=1, help="trainings at once (cores divided between them)")
+    p.add_argument("--data", default="fashion-mnist",
+                   help="data set name or folder every run trains on (default: fashion-mnist)")
+    p.add_argument("--seeds", type=int, default=3, help=f"seeds (0..N-1) of every {what} (default: 3)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="trainings at once (cores divided between them; default: 1)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help=f"override a recipe key in every {what}")
     p.add_argument("--kfold", type=int, default=0, metavar="K", help="run every configuration on K "
@@ -28,7 +51,9 @@ def _experiment_flags(p: argparse.ArgumentParser, *, what: str) -> None:
 
 
 def add_train_parser(sub, commands) -> argparse.ArgumentParser:
-    t = sub.add_parser("train", help="train a model from a recipe", allow_abbrev=False)
+    t = _sub(sub, "train", help="train a model from a recipe", allow_abbrev=False,
+             example="  sotakit train --recipe fashion-mnist-demo --epochs 2 --train-limit 2000\n"
+                     "  sotakit train --data photos --model resnet18 --epochs 5 -b 16")
     t.add_argument("--recipe", help="preset name (see `sotakit recipes`)")
     t.add_argument("--config", help="recipe TOML file")
     t.add_argument("--dry-run", action="store_true", help="print the recipe and exit")
@@ -46,17 +71,20 @@ def add_train_parser(sub, commands) -> argparse.ArgumentParser:
 
 
 def add_eval_parser(sub, commands) -> None:
-    e = sub.add_parser("eval", help="evaluate a run directory or checkpoint")
-    e.add_argument("path")
-    e.add_argument("--data")
-    e.add_argument("--data-root")
-    e.add_argument("-b", "--batch-size", type=int)
-    e.add_argument("--json", action="store_true")
+    e = _sub(sub, "eval", help="evaluate a run directory or checkpoint",
+             example="  sotakit eval runs/20250101-120000-resnet18 --json")
+    e.add_argument("path", metavar="RUN_DIR|CHECKPOINT", help="run directory or checkpoint file to evaluate")
+    e.add_argument("--data", help="data set name or folder to evaluate on (default: the run's own)")
+    e.add_argument("--data-root", help="where named data sets are looked up (default: the run's, or "
+                   "$SOTAKIT_DATA)")
+    e.add_argument("-b", "--batch-size", type=int, help="images per evaluation batch (default: the run's)")
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     e.set_defaults(func=commands["eval"])
 
 
 def add_recipes_parser(sub, commands) -> None:
-    r = sub.add_parser("recipes", help="list presets, or show one resolved for a data set")
+    r = _sub(sub, "recipes", help="list presets, or show one resolved for a data set",
+             example="  sotakit recipes\n  sotakit recipes show torchvision-v2 --data fashion-mnist")
     r.add_argument("--data", help=argparse.SUPPRESS)  # the older `recipes --data D show NAME`
     r.set_defaults(func=commands["recipes_list"])  # `sotakit recipes` alone lists
     actions = r.add_subparsers(dest="action", metavar="{list,show}")
@@ -70,27 +98,36 @@ def add_recipes_parser(sub, commands) -> None:
 
 
 def add_models_parser(sub, commands) -> None:
-    m = sub.add_parser("models", help="list models with parameters and FLOPs")
-    m.add_argument("pattern", nargs="?")
-    m.add_argument("--data")
-    m.add_argument("--num-classes", type=int, default=10)
+    m = _sub(sub, "models", help="list models with parameters and FLOPs",
+             example="  sotakit models 'resnet*' --data fashion-mnist")
+    m.add_argument("pattern", nargs="?", metavar="PATTERN",
+                   help="fnmatch on model names, quoted ('vit*'; default: all)")
+    m.add_argument("--data", help="count at this data set's image size, and show which models cannot run "
+                   "there (default: 224 px)")
+    m.add_argument("--num-classes", type=int, default=10, help="classes of the classifier head (default: 10)")
     m.set_defaults(func=commands["models"])
 
 
 def add_ablate_parser(sub, commands) -> None:
-    a = sub.add_parser("ablate",
-                       help="the stacked-improvements ladder over several seeds, as the blog's table")
-    a.add_argument("--ladder", default="torchvision")
-    a.add_argument("--epochs", type=int, default=5, help="short-cycle epochs of every step")
+    a = _sub(sub, "ablate", help="the stacked-improvements ladder over several seeds, as the blog's table",
+             example="  sotakit ablate --data fashion-mnist --epochs 2 --seeds 2 --dry-run\n"
+                     "  sotakit ablate --data photos --model resnet18 -b 16 --epochs 3")
+    ladders = list_ladders()
+    a.add_argument("--ladder", default="torchvision", metavar="{" + ",".join(ladders) + "}",
+                   help="the ladder of steps to run (default: torchvision)")
+    a.add_argument("--epochs", type=int, default=5, help="short-cycle epochs of every step (default: 5)")
     a.add_argument("--long-factor", type=float, default=600 / 90,
-                   help="epoch multiplier from the long-training step on")
+                   help="epoch multiplier from the long-training step on (default: 600/90)")
     a.add_argument("--out", help="ablation directory (default: ablations/<ladder>-<data>-e<epochs>-<hash>)")
     _experiment_flags(a, what="step")
+    add_recipe_arguments(a, skip=EXPERIMENT_FIELDS, title="recipe options set in every step (after the "
+                         "step's own changes, as --set)")
     a.set_defaults(func=commands["ablate"])
 
 
 def add_runs_parser(sub, commands) -> None:
-    r = sub.add_parser("runs", help="list runs as a table; `runs compare A B` diffs two runs")
+    r = _sub(sub, "runs", help="list runs as a table; `runs compare A B` diffs two runs",
+             example="  sotakit runs '*resnet*'\n  sotakit runs compare RUN_A RUN_B")
     r.add_argument("--root", help="runs folder or ablation directory (default: ./runs)")
     r.set_defaults(func=commands["runs"], pattern=[])
     actions = r.add_subparsers(dest="action", metavar="{list,compare}")
@@ -99,7 +136,7 @@ def add_runs_parser(sub, commands) -> None:
                     help="fnmatch on run names, with or without the time prefix (quote it: '*resnet*')")
     c = actions.add_parser("compare", help="the recipe fields and metrics in which two runs differ")
     c.add_argument("run_a", metavar="RUN_A", help="run directory, or a run's name under --root")
-    c.add_argument("run_b", metavar="RUN_B")
+    c.add_argument("run_b", metavar="RUN_B", help="the run to compare RUN_A with")
     c.set_defaults(func=commands["runs_compare"])
     for p in (ls, c):  # SUPPRESS: a --root given before the action is kept
         p.add_argument("--root", default=argparse.SUPPRESS, help="runs folder or ablation directory")
@@ -120,38 +157,56 @@ def with_default_runs_action(argv: list[str]) -> list[str]:
 
 
 def add_report_parser(sub, commands) -> None:
-    h = sub.add_parser("report", help="one self-contained HTML report of a run or an ablation")
-    h.add_argument("path", metavar="RUN_DIR|ABLATION_DIR")
+    h = _sub(sub, "report", help="one self-contained HTML report of a run or an ablation",
+             example="  sotakit report runs/20250101-120000-resnet18")
+    h.add_argument("path", metavar="RUN_DIR|ABLATION_DIR", help="a run, ablation or sweep directory")
     h.add_argument("-o", "--output", help="HTML file (default: PATH/report.html)")
-    h.add_argument("--samples", type=int, default=16, help="augmented training images in the grid")
+    h.add_argument("--samples", type=int, default=16,
+                   help="augmented training images in the grid (default: 16)")
     h.set_defaults(func=commands["report"])
 
 
 def add_sweep_parser(sub, commands) -> None:
-    w = sub.add_parser("sweep", help="a grid of recipe knobs over several seeds: sorted table and plot")
+    w = _sub(sub, "sweep", help="a grid of recipe knobs over several seeds: sorted table and plot",
+             example="  sotakit sweep --recipe fashion-mnist-demo --grid lr=0.05,0.1,0.2 --epochs 2 "
+                     "--seeds 2\n  sotakit sweep --recipe fashion-mnist-demo --grid label_smoothing=0,0.1 "
+                     "--model resnet18 -b 16")
     w.add_argument("--recipe", required=True, help="preset name or recipe TOML file the grid starts from")
     w.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
                    help="a recipe key and its values; repeat for more knobs (cartesian product)")
     w.add_argument("--epochs", type=int,
-                   help="epochs of every run (warm-up and StepLR step keep their share)")
+                   help="epochs of every run (warm-up and StepLR step keep their share; default: the "
+                        "recipe's)")
     w.add_argument("--out", help="sweep directory (default: sweeps/<recipe>-<data>-<hash>)")
     _experiment_flags(w, what="point")
+    add_recipe_arguments(w, skip=EXPERIMENT_FIELDS, title="recipe options set in every grid point (as --set)")
     w.set_defaults(func=commands["sweep"])
 
 
 def add_tune_resize_parser(sub, commands) -> None:
-    z = sub.add_parser("tune-resize",
-                       help="choose a run's eval resize on half of its validation data, confirm on the other")
-    z.add_argument("run_dir")
+    z = _sub(sub, "tune-resize",
+             help="choose a run's eval resize on half of its validation data, confirm on the other",
+             example="  sotakit tune-resize runs/20250101-120000-resnet18 --sizes 224:288:16")
+    z.add_argument("run_dir", metavar="RUN_DIR", help="the finished run whose eval resize is tuned")
     z.add_argument("--sizes", metavar="A:B:STEP", help="resize sizes, B included (default 224:256:8 for a "
                    "224 crop, the same relative range for others)")
-    z.add_argument("--seed", type=int, default=0, help="seed of the stratified half split")
+    z.add_argument("--seed", type=int, default=0,
+                   help="seed of the stratified half split (default: 0)")
     z.set_defaults(func=commands["tune_resize"])
+
+
+def subcommand(root: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name`` (check_unknown compares typed options with its flags)."""
+    sub = next(a for a in root._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
 
 
 def make_parser(commands: dict[str, Callable]) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     """The root parser and the `train` parser (whose flags check_unknown compares typed options with)."""
-    p = argparse.ArgumentParser(prog="sotakit", description="Train state-of-the-art image classifiers.")
+    p = argparse.ArgumentParser(prog="sotakit", description="Train state-of-the-art image classifiers.",
+                                epilog="example:\n  sotakit train --recipe fashion-mnist-demo --epochs 2\n\n"
+                                       + EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"sotakit {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     train = add_train_parser(sub, commands)
     for add in (add_eval_parser, add_recipes_parser, add_models_parser, add_ablate_parser, add_runs_parser,

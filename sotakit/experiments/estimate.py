@@ -75,6 +75,10 @@ def measure_startup_s(data: str, data_root: str | None) -> float:
     return time.perf_counter() - t1 + (t1 - t0)
 
 
+class TooFewImagesError(ValueError):
+    """The training set is smaller than the steps a time estimate measures."""
+
+
 def measure_seconds_per_image(recipe: Recipe, bundle, *, warmup: int = 2, steps: int = 8) -> float:
     """Seconds per training image of ``recipe`` (resolved) over ``steps`` steps after ``warmup``
     untimed ones."""
@@ -100,7 +104,7 @@ def measure_seconds_per_image(recipe: Recipe, bundle, *, warmup: int = 2, steps:
         optimizer.step()
         images += len(x) if i >= warmup else 0
     if start is None or not images:
-        raise ValueError(f"too few training images to time {warmup + steps} steps of batch "
+        raise TooFewImagesError(f"too few training images to time {warmup + steps} steps of batch "
                          f"{recipe.batch_size}")
     return (time.perf_counter() - start) / images
 

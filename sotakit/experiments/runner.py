@@ -127,6 +127,10 @@ def reported_acc(rec: dict, *, split: str | None = None) -> tuple[float, float]:
     return rec[f"{model}acc1"], rec[f"{model}acc5"]
 
 
+class RunsFailedError(RuntimeError):
+    """Some runs of an ablation or sweep failed; the others' results are kept. The first line names them."""
+
+
 def run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int = 1, say=print) -> list[dict]:
     """Run every (entry, seed, fold) not yet in results.jsonl, ``jobs`` at a time; return all results."""
     results = out_dir / "results.jsonl"
@@ -148,7 +152,7 @@ def run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int = 
             rec = run_one(path, seed, out_dir=out_dir, threads=threads, fold=fold)
         except Exception as e:  # one failed run must not stop the others; it is reported at the end
             where = f" fold {fold}" if fold is not None else ""
-            failures.append(f"{path.stem} seed {seed}{where}: {e}")
+            failures.append((f"{path.stem} seed {seed}{where}", str(e)))
             return None
         with lock:  # one line per finished run: an interruption loses no result
             append_line(results, json.dumps(rec))
@@ -159,8 +163,9 @@ def run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int = 
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         list(pool.map(one, todo))
     if failures:
-        raise RuntimeError(f"{len(failures)} run(s) failed; re-run the same command to retry only them:\n"
-                           + "\n".join(failures))
+        raise RunsFailedError(f"{len(failures)} run(s) failed; re-run the same command to retry only them "
+                              f"(finished runs are kept in {results}): {', '.join(n for n, _ in failures)}\n"
+                              + "\n".join(f"{name}: {why}" for name, why in failures))
     return read_results(results)
 
 

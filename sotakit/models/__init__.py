@@ -6,7 +6,14 @@ of sotakit can depend on it without cycles.
 
 import importlib
 
-from .complexity import build_meta_model, count_flops, count_parameters, describe_models
+from .complexity import (
+    InputSizeError,
+    build_meta_model,
+    check_input_size,
+    count_flops,
+    count_parameters,
+    describe_models,
+)
 from .registry import UnknownModelError, build_model, get_model_builder, list_models, register_model
 
 try:
@@ -19,9 +26,11 @@ except ModuleNotFoundError as err:
         raise
 
 __all__ = [
+    "InputSizeError",
     "UnknownModelError",
     "build_meta_model",
     "build_model",
+    "check_input_size",
     "count_flops",
     "count_parameters",
     "describe_models",

@@ -109,3 +109,44 @@ def describe_models(
             row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         rows.append(row)
     return rows
+
+
+class InputSizeError(ValueError):
+    """A model cannot run at the input size the recipe feeds it; the message names the sizes that work."""
+
+
+_PROBE_SIZES = (16, 28, 32, 64, 75, 96, 128, 160, 192, 224, 256, 299, 384, 512)
+
+
+def _runs_at(model: nn.Module, size: int) -> str | None:
+    """None if one eval forward pass of a 1-image batch at ``size`` px runs, else the error's first line."""
+    try:
+        count_flops(model, size)
+        return None
+    except Exception as err:  # any architecture-specific refusal (assert, conv too small, reshape)
+        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+
+
+def check_input_size(name: str, sizes, *, num_classes: int, small_input: bool = False,
+                     data: str | None = None) -> None:
+    """Raise InputSizeError before a run starts if model ``name`` cannot take square ``sizes`` (train and
+    eval crops; 0 entries are skipped). Probed on the meta device (a 1-image batch, no storage, ms)."""
+    model = build_meta_model(name, num_classes=num_classes, small_input=small_input)
+    for size in sorted({s for s in sizes if s}):
+        error = _runs_at(model, size)
+        if error is None:
+            continue
+        works = [s for s in _PROBE_SIZES if _runs_at(model, s) is None]
+        if not works:
+            raise InputSizeError(f"{name} cannot run on {size}x{size} inputs ({error})")
+        need = (f"{works[0]}x{works[0]} inputs" if len(works) == 1
+                else f"inputs of at least {works[0]}x{works[0]}" if works == [s for s in _PROBE_SIZES
+                                                                        if s >= works[0]]
+                else f"inputs of one of the sizes {', '.join(str(s) for s in works)}")
+        if small_input:  # small images are trained at their own size (recipes.resolve)
+            remedy = (f"choose a model that runs at {size} px: `sotakit models --data {data or 'DATA'}` "
+                      "lists them")
+        else:
+            remedy = (f"pass --train-crop-size {works[0]} --val-crop-size {works[0]} "
+                      f"--val-resize-size {works[0]}")
+        raise InputSizeError(f"{name} needs {need}, not {size}x{size} ({error}); {remedy}")

@@ -119,7 +119,11 @@ def load_recipe(path: str | Path, base: Recipe | None = None, **extra: Any) -> R
         base = load_preset(base_name)
     unknown = [k for k in values if k not in FIELDS]
     if unknown:
-        raise RecipeError(f"{path}: unknown key {unknown[0]!r}.{closest(unknown[0], FIELDS)}")
+        from .flags import key_hint
+        if "recipe" not in doc and isinstance(values[unknown[0]], dict):  # e.g. [train] instead of [recipe]
+            raise RecipeError(f"{path} has no [recipe] table (found [{unknown[0]}]): put the recipe keys "
+                              "under [recipe]")
+        raise RecipeError(f"{path}: unknown key {unknown[0]!r}.{key_hint(unknown[0])}")
     return make_recipe(base, **values, **extra)
 
 

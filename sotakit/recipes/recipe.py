@@ -177,7 +177,8 @@ def closest(name: str, candidates) -> str:
 def coerce(name: str, value: Any) -> Any:
     """Check one key/value against the Recipe schema and return the typed value."""
     if name not in FIELDS:
-        raise RecipeError(f"unknown recipe key {name!r}.{closest(name, FIELDS)}")
+        from .flags import key_hint  # flags imports this module; the synonyms table lives there
+        raise RecipeError(f"unknown recipe key {name!r}.{key_hint(name)}")
     if value is None:
         if FIELDS[name].default is not None:
             raise RecipeError(f"{name} cannot be empty")
@@ -289,16 +290,19 @@ def validate(r: Recipe) -> None:
         raise RecipeError("lr_ref_batch must be > 0")
 
 
-def warnings_for(r: Recipe) -> list[str]:
+def warnings_for(r: Recipe, typed: set[str] | None = None) -> list[str]:
     """Options the reference silently ignores or that contradict each other, each with the reason.
 
+    Only about options the user chose: ``typed`` names them; None means the fields that differ from the
+    preset ``r.recipe_name`` (all of them without one), so a preset's own values raise no note.
     What depends on the data (the EMA horizon against the run's steps) is train.recipe_kwargs'.
     """
+    chosen = _chosen_fields(r) if typed is None else set(typed)
     out = []
-    if r.ra_sampler and r.ra_reps < 2:
+    if r.ra_sampler and r.ra_reps < 2 and chosen & {"ra_sampler", "ra_reps"}:
         out.append(f"--ra-sampler with --ra-reps {r.ra_reps} repeats nothing: use --ra-reps 2 or more, or "
                    "drop --ra-sampler")
-    if not r.ra_sampler and r.ra_reps != FIELDS["ra_reps"].default:
+    if not r.ra_sampler and r.ra_reps != FIELDS["ra_reps"].default and "ra_reps" in chosen:
         out.append(f"--ra-reps {r.ra_reps} has no effect without --ra-sampler")
     if (r.mixup_alpha > 0 or r.cutmix_alpha > 0) and r.batch_size < 2:
         out.append("mixup/cutmix mix images within a batch; with --batch-size 1 each image is mixed with "
@@ -306,16 +310,17 @@ def warnings_for(r: Recipe) -> list[str]:
     if r.val_crop_size > r.val_resize_size:
         out.append(f"--val-crop-size {r.val_crop_size} is larger than --val-resize-size {r.val_resize_size}: "
                    "the crop pads")
-    if r.lr_scheduler != "steplr" and r.lr_step_size != FIELDS["lr_step_size"].default:
+    if r.lr_scheduler != "steplr" and r.lr_step_size != FIELDS["lr_step_size"].default \
+            and "lr_step_size" in chosen:
         out.append(f"--lr-step-size only applies to steplr, not {r.lr_scheduler}")
     for name in COMPATIBILITY_FIELDS:
-        if getattr(r, name) != FIELDS[name].default:
+        if getattr(r, name) != FIELDS[name].default and name in chosen:
             out.append(f"{flag_of(name)} is accepted for compatibility and has no effect in sotakit")
-    if r.sync_bn and r.world_size == 1:
+    if r.sync_bn and r.world_size == 1 and "sync_bn" in chosen:
         out.append("--sync-bn only applies under DDP (torchrun with several processes)")
     if note := warmup_note(r):
         out.append(note)
-    if r.lr_warmup_epochs == 0 and r.lr_warmup_method != "constant":
+    if r.lr_warmup_epochs == 0 and r.lr_warmup_method != "constant" and "lr_warmup_method" in chosen:
         out.append("--lr-warmup-method has no effect with --lr-warmup-epochs 0")
     return out
 
@@ -337,6 +342,18 @@ def warmup_note(r: Recipe) -> str | None:
     return (f"--lr-warmup-epochs {r.lr_warmup_epochs} >= --epochs {r.epochs}: the whole run is warm-up, as "
             f"in TorchVision's train.py; {shape} and the {r.lr_scheduler} schedule never starts "
             f"(use --lr-warmup-epochs {max(0, r.epochs - 1)} or fewer to reach it)")
+
+
+def _chosen_fields(r: Recipe) -> set[str]:
+    """The fields of ``r`` that differ from its preset's (all fields when it names none)."""
+    if not r.recipe_name:
+        return set(FIELDS)
+    from .presets import load_preset  # presets imports this module
+    try:
+        preset = load_preset(r.recipe_name)
+    except RecipeError:
+        return set(FIELDS)
+    return {k for k in FIELDS if getattr(r, k) != getattr(preset, k)}
 
 
 # Reference flags accepted so its command lines run, with a warning and no effect.

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..data import data_fingerprint, load_data, make_loaders, set_data_epoch
 from ..evaluate import evaluate
-from ..models import build_model
+from ..models import build_model, check_input_size
 from ..recipes import Recipe, resolve, training_images
 from ..recipes.recipe import recipe_hash
 from .checkpoint import load_checkpoint, state_fingerprint
@@ -99,6 +99,11 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     torch.manual_seed(recipe.seed)
     model = build_model(**model_build_kwargs(recipe, num_classes=len(bundle.classes),
                                              native_size=bundle.native_size))
+    # Fail before the run directory exists when the model cannot take the crops (vit_b_16 at 28 px).
+    check_input_size(**model_build_kwargs(recipe, num_classes=len(bundle.classes),
+                                          native_size=bundle.native_size),
+                     sizes=(recipe.train_crop_size, recipe.val_crop_size, recipe.progressive_resize),
+                     data=recipe.data)
     model = prepare_model(model, **model_kwargs(recipe), device=device, distributed=dist_info.enabled)
     torch.manual_seed(recipe.seed + dist_info.rank)
     loaders = make_loaders(bundle, **loader_kwargs(recipe), world_size=dist_info.world_size,
@@ -224,13 +229,39 @@ def prepare_model(model: nn.Module, *, weights: str | None = None, channels_last
     ``device``; SyncBatchNorm only under DDP."""
     if weights:
         saved = load_checkpoint(weights)
-        model.load_state_dict(saved["model"] if "model" in saved else saved)
+        load_weights(model, saved["model"] if "model" in saved else saved, where=weights)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.to(device)
     if distributed and sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return model
+
+
+class WeightsMismatchError(ValueError):
+    """--weights do not fit the model (other classes or another architecture); the message says what to do."""
+
+
+def load_weights(model: nn.Module, state: dict, *, where: str) -> None:
+    """``model.load_state_dict(state)``, failing with the reason a user can act on: other classes or another
+    model, rather than torch's list of tensor names."""
+    own = model.state_dict()
+    differ = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    if differ:
+        k = differ[-1]  # the classifier comes last
+        saved, here = tuple(state[k].shape), tuple(own[k].shape)
+        if all(state[d].shape[1:] == own[d].shape[1:] for d in differ):  # only the output rows differ
+            raise WeightsMismatchError(
+                f"--weights {where} were trained for {saved[0]} classes and this data has {here[0]} "
+                f"({k}: {saved} vs {here}); use weights trained on the same classes, or train without "
+                "--weights")
+        raise WeightsMismatchError(f"--weights {where} do not fit this model: {len(differ)} tensors differ "
+                                   f"in shape ({k}: {saved} vs {here}); was it saved from another --model?")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # missing or unexpected keys: another architecture
+        raise WeightsMismatchError(f"--weights {where} do not fit this model ({str(e).splitlines()[0]}); was "
+                                   "it saved from another --model?") from None
 
 
 def wrap_ddp(model: nn.Module, *, dist_info: DistInfo, device: torch.device) -> nn.Module:
