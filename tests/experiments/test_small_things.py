@@ -1,0 +1,48 @@
+"""Issue 9, point 9: n = 1 has no std, `runs compare` warns about different test sets."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+
+from sotakit import console
+from sotakit.experiments.runs import compare_runs
+from sotakit.experiments.stats import format_table, ladder_table, mean_std, summarize
+from sotakit.recipes import dump_recipe, make_recipe
+
+
+def test_a_single_value_is_printed_with_n_1_and_no_std():
+    assert mean_std(summarize([71.2])) == "71.20 (n = 1)"
+    assert mean_std(summarize([71.0, 72.0])) == "71.50 ± 0.71"
+    table = format_table(ladder_table([("a", "Baseline")], {"a": [61.25]}, {"a": [90.0]}))
+    assert "| Baseline | 1 | 61.25 (n = 1) |" in table and "±" not in table.splitlines()[-1]
+
+
+def fake_run(root, name, *, fingerprint, **recipe):
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "recipe.toml").write_text(dump_recipe(make_recipe(data="fashion-mnist", **recipe)))
+    (d / "summary.json").write_text(json.dumps({"data": "fashion-mnist", "data_fingerprint": fingerprint,
+                                                "test": {"acc1": 80.0, "acc5": 99.0}}))
+    return d
+
+
+def shown(items) -> str:
+    c = Console(width=200, record=True, file=open("/dev/null", "w"))
+    for item in items:
+        c.print(item)
+    return c.export_text()
+
+
+def test_compare_warns_when_the_runs_were_tested_on_different_images(tmp_path):
+    a = fake_run(tmp_path, "a", fingerprint="aa" * 32)
+    b = fake_run(tmp_path, "b", fingerprint="bb" * 32, test_limit=500)
+    diff, metrics = compare_runs(a, b)
+    assert ("data_fingerprint", "aa" * 6, "bb" * 6) in diff and ("test_limit", 0, 500) in diff
+    items = console.compare_tables("a", "b", diff, metrics)
+    assert isinstance(items[-1], str) and items[-1].startswith("warning: A and B were not tested on the same")
+    assert "test_limit 0 vs 500" in items[-1] and "data_fingerprint" in items[-1]
+    c = fake_run(tmp_path, "c", fingerprint="aa" * 32, lr=0.1)
+    same = console.compare_tables("a", "c", *compare_runs(a, c))
+    assert len(same) == 2 and "warning" not in shown(same)
