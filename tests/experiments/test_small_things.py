@@ -46,3 +46,22 @@ def test_compare_warns_when_the_runs_were_tested_on_different_images(tmp_path):
     c = fake_run(tmp_path, "c", fingerprint="aa" * 32, lr=0.1)
     same = console.compare_tables("a", "c", *compare_runs(a, c))
     assert len(same) == 2 and "warning" not in shown(same)
+
+
+def test_report_of_a_sweep_folder_is_titled_sweep_with_its_table_and_plot(tmp_path):
+    from PIL import Image
+
+    from sotakit.experiments.report import write_report
+    sweep = tmp_path / "sw"
+    (sweep / "runs").mkdir(parents=True)
+    (sweep / "results.jsonl").write_text(json.dumps({
+        "step": "lr=0.1", "seed": 0, "recipe_hash": "h", "run_dir": str(sweep / "runs" / "r0"), "acc1": 80.5,
+        "acc5": 99.0, "ema_acc1": None, "wall_time_s": 3.0, "img_s": 100.0}) + "\n")
+    (sweep / "sweep.md").write_text("| lr | n | Acc@1 mean ± std |\n|---|---|---|\n"
+                                    "| 0.1 | 1 | 80.50 (n = 1) |\n")
+    (sweep / "sweep.csv").write_text("lr,n,acc1_mean\n0.1,1,80.5\n")
+    Image.new("RGB", (8, 8)).save(sweep / "sweep.png")
+    html = write_report(sweep).read_text()
+    assert "<title>Sweep sw</title>" in html and "Ablation" not in html
+    assert "<h2>Sweep table</h2>" in html and "80.50 (n = 1)" in html
+    assert "<h2>Accuracy over the grid</h2>" in html and 'alt="sweep plot"' in html
