@@ -32,8 +32,8 @@ def duration_text(seconds: float) -> str:
 
 def eta_line(*, steps_left: int, rate: float, epochs: int, first: int, last: int) -> str:
     """The estimate printed once a session's first steps are timed."""
-    return (f"about {duration_text(steps_left / rate)} for {epochs} epochs at {rate:.1f} steps/s (measured "
-            f"over steps {first}-{last}; evaluation not included)")
+    return (f"about {duration_text(steps_left / rate)} left for {epochs} epochs at {rate:.1f} steps/s "
+            f"(measured over steps {first}-{last}; evaluation not included)")
 
 
 class StepTimer:

@@ -65,3 +65,23 @@ def test_report_of_a_sweep_folder_is_titled_sweep_with_its_table_and_plot(tmp_pa
     assert "<title>Sweep sw</title>" in html and "Ablation" not in html
     assert "<h2>Sweep table</h2>" in html and "80.50 (n = 1)" in html
     assert "<h2>Accuracy over the grid</h2>" in html and 'alt="sweep plot"' in html
+
+
+def test_one_epoch_curves_plot_the_step_records_and_their_lr(tmp_path):
+    from sotakit.train.rundir import curves_figure
+    (tmp_path / "recipe.toml").write_text(dump_recipe(make_recipe(batch_size=10)))
+    steps = [{"kind": "step", "epoch": 0, "step": s, "loss": 2.0 / s, "acc1": 10.0 * s, "lr": 0.01 * s,
+              "img_s": 1.0} for s in (2, 4, 6, 8, 10)]
+    epoch = {"kind": "epoch", "epoch": 0, "lr": 0.1, "train_n": 100, "train_loss": 0.5, "train_acc1": 50.0,
+             "val_loss": 0.6, "val_acc1": 40.0, "val_split": "test"}
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*steps, epoch]))
+    loss, _, lr = curves_figure(tmp_path).axes
+    per_step = loss.lines[0]
+    assert list(per_step.get_xdata()) == [0.2, 0.4, 0.6, 0.8, 1.0]  # epoch + step / 10 steps per epoch
+    assert list(lr.lines[0].get_ydata()) == [0.02, 0.04, 0.06, 0.08, 0.1]
+    assert loss.lines[1].get_markersize() >= 10  # one epoch: a large marker, not a dot
+    # metrics.jsonl counts epochs from 0; the console and the plot from 1 (epoch 0 ends at 1)
+    from sotakit.train.fit import epoch_line
+    assert epoch_line({**epoch, "val_acc5": 90.0, "train_img_s": 1.0, "train_epoch_time": 1.0},
+                      epochs=3).startswith("epoch 1/3 ")
+    assert list(loss.lines[1].get_xdata()) == [1]

@@ -33,7 +33,7 @@ def test_estimate_and_epoch_count_in_plain_lines(monkeypatch, capsys):
     out = capsys.readouterr().out
     left = (600 - 1) * 469 - 12
     assert eta_line(steps_left=left, rate=2.0, epochs=600, first=3, last=12) in out
-    assert "about 39h01m for 600 epochs at 2.0 steps/s (measured over steps 3-12" in out
+    assert "about 39h01m left for 600 epochs at 2.0 steps/s (measured over steps 3-12" in out
     assert " epoch 2/600 step 10/469 loss" in out
     assert out.count("about ") == 1
 
