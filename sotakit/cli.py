@@ -58,17 +58,20 @@ def build_recipe(args: argparse.Namespace, *, say=None) -> Recipe:
     return make_recipe(base, **overrides)
 
 
-def resume_run(args: argparse.Namespace) -> str | None:
-    """The run `train --resume RUN_DIR` continues (with the recipe saved in it: recipe flags are refused);
-    None for a new run, and with --test-only, where --resume names what to evaluate."""
+def resume_run(args: argparse.Namespace) -> dict | None:
+    """fit()'s arguments for the run `train --resume RUN_DIR [--epochs N]` continues (with the recipe saved
+    in it: recipe flags other than --epochs, which extends the run, are refused); None for a new run, and
+    with --test-only, where --resume names what to evaluate."""
     if getattr(args, "test_only", False) or not getattr(args, "resume", None):
         return None
-    extra = sorted(set(overrides_from(args)) - {"resume"})
+    overrides = overrides_from(args)
+    extra = sorted(set(overrides) - {"resume", "epochs"})
     if extra or args.recipe or args.config:
-        raise RecipeError(f"--resume continues a run with the recipe saved in it; drop "
-                          f"{', '.join(extra) or '--recipe/--config'} (or start a new run with --weights "
-                          "to begin from its weights)")
-    return args.resume
+        raise RecipeError(f"--resume continues a run with the recipe saved in it (only --epochs N may "
+                          f"change, to extend it); drop {', '.join(extra) or '--recipe/--config'} (or start "
+                          "a new run with --weights to begin from its weights)")
+    epochs = overrides.get("epochs")  # as typed: a string, like every override before make_recipe
+    return {"resume": args.resume, "epochs": int(epochs) if epochs is not None else None}
 
 
 def _show(*items, wide: bool = False) -> None:
@@ -102,7 +105,7 @@ def cmd_train(args) -> int:
         from .train.trackers import require
         require(args.tracker)
     if resume := resume_run(args):
-        return _fit(args, resume=resume, force_resume=args.force_resume)
+        return _fit(args, **resume, force_resume=args.force_resume)
     recipe = build_recipe(args, say=lambda m: print(f"note: {m}", file=sys.stderr))
     if recipe.test_only:
         return _test_only(recipe)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from rich.markup import escape
 from rich.table import Table
 
+from .experiments.stats import mean_std
 from .recipes import Recipe, dump_recipe
 
 if TYPE_CHECKING:
@@ -117,8 +118,7 @@ def sweep_table(rows: list[SweepRow], grid: dict[str, list], *, title: str) -> T
         t.add_column(col, justify="right")
     for r in rows:
         t.add_row(*[escape(str(v)) for v in r.point.values()], str(r.acc1.n),
-                  f"{r.acc1.mean:.2f} ± {r.acc1.std:.2f}", f"{r.acc1.median:.2f}", f"{r.acc1.max:.2f}",
-                  f"{r.acc5.mean:.2f} ± {r.acc5.std:.2f}")
+                  mean_std(r.acc1), f"{r.acc1.median:.2f}", f"{r.acc1.max:.2f}", mean_std(r.acc5))
     return t
 
 
@@ -183,7 +183,8 @@ def runs_table(infos: list[dict], *, root: str | Path | None) -> Table:
 
 def compare_tables(name_a: str, name_b: str, recipe_diff: list[tuple], metrics: list[tuple], *,
                    unfinished: bool = False) -> list[Table]:
-    """`sotakit runs compare`: the recipe fields that differ, then the metrics with B - A.
+    """`sotakit runs compare`: the recipe fields that differ, then the metrics with B - A, then a
+    warning when the runs were not tested on the same images (data, its fingerprint or --test-limit).
 
     ``recipe_diff`` and ``metrics`` are what ``experiments.runs.compare_runs`` returns.
     """
@@ -199,7 +200,12 @@ def compare_tables(name_a: str, name_b: str, recipe_diff: list[tuple], metrics: 
         mt.add_column(col, justify="left" if col == "metric" else "right")
     for label, a, b, d in metrics:
         mt.add_row(label, _num(a), _num(b), "-" if d is None else f"{d:+.2f}")
-    return [rt, mt]
+    from .experiments.runs import TEST_SET_FIELDS  # runs.py imports torch: only when comparing
+    differ = [f"{k} {a!r} vs {b!r}" for k, a, b in recipe_diff if k in TEST_SET_FIELDS]
+    if not differ:
+        return [rt, mt]
+    return [rt, mt, f"warning: A and B were not tested on the same images ({'; '.join(differ)}): their "
+                    "accuracies are not directly comparable"]
 
 
 def report_text(path: Path) -> str:

@@ -222,9 +222,20 @@ def _environment(run_dir: Path) -> tuple[str, list[list]]:
     return note, [[k, "-" if v is None else v] for k, v in env.items()]
 
 
-def ablation_context(ablation_dir: Path, out_dir: Path) -> dict:
-    """The ablation table and plot, and one row per (step, seed) run with a link to its directory."""
-    md, png = ablation_dir / "ablation.md", ablation_dir / "ablation.png"
+def experiment_kind(path: Path) -> str | None:
+    """"sweep" (sweep.md/sweep.csv, written by `sotakit sweep`), "ablation" (results.jsonl or
+    ablation.md, by `sotakit ablate`), or None."""
+    if (path / "sweep.md").is_file() or (path / "sweep.csv").is_file():
+        return "sweep"
+    if (path / "results.jsonl").is_file() or (path / "ablation.md").is_file():
+        return "ablation"
+    return None
+
+
+def ablation_context(ablation_dir: Path, out_dir: Path, kind: str = "ablation") -> dict:
+    """The ablation (or sweep) table and plot, and one row per (step, seed) run with a link to its
+    directory. ``kind`` names the files read: ablation.md/.png or sweep.md/.png."""
+    md, png = ablation_dir / f"{kind}.md", ablation_dir / f"{kind}.png"
     results = read_results(ablation_dir / "results.jsonl")
     runs = [{"cells": [r["step"], r["seed"], _fmt(r["acc1"]), _fmt(r.get("ema_acc1")),
                        _fmt(r["wall_time_s"], ".0f"), _fmt(r.get("img_s"), ".0f")],
@@ -238,7 +249,8 @@ def ablation_context(ablation_dir: Path, out_dir: Path) -> dict:
                          "last": info["status"]})
     return {"table": markdown_table(md.read_text()) if md.is_file() else None,
             "plot_png": base64.b64encode(png.read_bytes()).decode() if png.is_file() else None,
-            "finished": len(results), "runs": runs}
+            "finished": len(results), "runs": runs, "kind": kind,
+            "plot_title": "Stacked gains" if kind == "ablation" else "Accuracy over the grid"}
 
 
 def markdown_table(text: str) -> dict:
@@ -255,18 +267,20 @@ def markdown_table(text: str) -> dict:
 
 
 def write_report(path: str | Path, *, out: str | Path | None = None, samples: int = 16, say=print) -> Path:
-    """Write the report of a run directory or an ablation directory; return the HTML file's path."""
+    """Write the report of a run, ablation or sweep directory; return the HTML file's path."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path} is not a directory: give a run directory or an ablation directory")
     out = Path(out) if out else path / "report.html"
     if is_run_dir(path):
         context = {"title": f"Run {path.name}", "run": run_context(path, samples=samples, say=say)}
-    elif (path / "results.jsonl").is_file() or (path / "ablation.md").is_file():
-        context = {"title": f"Ablation {path.name}", "ablation": ablation_context(path, out.parent)}
+    elif kind := experiment_kind(path):
+        context = {"title": f"{kind.capitalize()} {path.name}",
+                   "ablation": ablation_context(path, out.parent, kind)}
     else:
-        raise FileNotFoundError(f"{path} holds neither recipe.toml (a run) nor results.jsonl/ablation.md "
-                                "(an ablation); `sotakit runs --root DIR` lists runs")
+        raise FileNotFoundError(f"{path} holds neither recipe.toml (a run), sweep.md (a sweep) nor "
+                                "results.jsonl/ablation.md (an ablation); `sotakit runs --root DIR` lists "
+                                "runs")
     out.write_text(render_page(context), encoding="utf-8")
     return out
 

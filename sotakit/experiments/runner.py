@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..recipes import Recipe, load_recipe
 from ..recipes.recipe import recipe_hash
-from .stats import summarize
+from .stats import mean_std, summarize
 
 # An entry: (name, title, recipe file). Ladder steps and sweep grid points are both entries.
 Entry = tuple[str, str, Path]
@@ -198,5 +198,4 @@ def fold_table(entries: list[Entry], records: list[dict]) -> str | None:
 
 
 def _mean_std(values: list[float]) -> str:
-    s = summarize(values)
-    return f"{s.mean:.2f} ± {s.std:.2f}"
+    return mean_std(summarize(values))

@@ -110,21 +110,36 @@ def resolve_run(name: str | Path, root: str | Path | None = None) -> Path:
                      "give the full name or the directory")
 
 
+# Recipe fields (and the summary's data fingerprint) that change the images a run is tested on.
+TEST_SET_FIELDS = ("data", "test_limit", "data_fingerprint")
+
 METRICS = (("test acc@1", "acc1"), ("test acc@5", "acc5"), ("EMA test acc@1", "ema_acc1"),
            ("EMA test acc@5", "ema_acc5"), ("wall time (s)", "wall_time_s"), ("img/s", "img_s"))
 
 
 def compare_runs(run_a: Path, run_b: Path) -> tuple[list[tuple[str, object, object]],
                                                     list[tuple[str, object, object, object]]]:
-    """(recipe fields that differ as (field, A, B); metrics as (label, A, B, B - A or None))."""
+    """(recipe fields that differ as (field, A, B); metrics as (label, A, B, B - A or None)).
+
+    Finished runs whose data fingerprints (summary.json) differ get a ``data_fingerprint`` row (the
+    first 12 hex digits): the same name can hold other images.
+    """
     ra, rb = (load_recipe(p / "recipe.toml").to_dict() for p in (run_a, run_b))
     recipe_diff = [(k, ra[k], rb[k]) for k in ra if ra[k] != rb[k]]
+    fa, fb = (_summary(p).get("data_fingerprint") for p in (run_a, run_b))
+    if fa and fb and fa != fb:
+        recipe_diff.append(("data_fingerprint", fa[:12], fb[:12]))
     ia, ib = run_info(run_a), run_info(run_b)
     metrics = []
     for label, key in METRICS:
         a, b = ia.get(key), ib.get(key)
         metrics.append((label, a, b, b - a if a is not None and b is not None else None))
     return recipe_diff, metrics
+
+
+def _summary(run_dir: Path) -> dict:
+    path = run_dir / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def check_pattern_or_root(pattern: str | None, root: str | None) -> tuple[str | None, str | None]:

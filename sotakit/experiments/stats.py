@@ -33,6 +33,11 @@ def summarize(values: list[float | None]) -> Summary:
     return Summary(len(values), statistics.fmean(values), std, statistics.median(values), max(values))
 
 
+def mean_std(s: Summary, fmt: str = ".2f") -> str:
+    """"71.20 ± 0.35"; a single value has no spread to show: "71.20 (n = 1)", never "± 0.00"."""
+    return f"{s.mean:{fmt}} ± {s.std:{fmt}}" if s.n > 1 else f"{s.mean:{fmt}} (n = 1)"
+
+
 def welch_p(a: list[float], b: list[float]) -> float:
     """Two-sided p-value of Welch's t-test (unequal variances); nan with fewer than 2 values a side."""
     if len(a) < 2 or len(b) < 2:
@@ -80,7 +85,7 @@ def format_table(rows: list[LadderRow]) -> str:
     lines = [head, "|" + "---|" * 9]
     for r in rows:
         p = "" if math.isnan(r.p_value) else f"{r.p_value:.3f}" + ("" if r.significant else " (n.s.)")
-        lines.append(f"| {r.title} | {r.acc1.n} | {r.acc1.mean:.2f} ± {r.acc1.std:.2f} | {r.acc1.median:.2f} "
-                     f"| {r.acc1.max:.2f} | {r.acc5.mean:.2f} ± {r.acc5.std:.2f} | {r.incremental:+.2f} | "
+        lines.append(f"| {r.title} | {r.acc1.n} | {mean_std(r.acc1)} | {r.acc1.median:.2f} "
+                     f"| {r.acc1.max:.2f} | {mean_std(r.acc5)} | {r.incremental:+.2f} | "
                      f"{r.absolute:+.2f} | {p} |")
     return "\n".join(lines)

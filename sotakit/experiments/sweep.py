@@ -16,7 +16,7 @@ from pathlib import Path
 from ..recipes import Recipe, RecipeError, dump_recipe, load_recipe, make_recipe
 from ..recipes.recipe import FIELDS, closest, coerce
 from .runner import Entry, fold_table, reported_acc, results_for
-from .stats import Summary, summarize
+from .stats import Summary, mean_std, summarize
 
 
 def parse_assignment(flag: str, item: str) -> tuple[str, str]:
@@ -99,8 +99,7 @@ def format_sweep(rows: list[SweepRow], grid: dict[str, list]) -> str:
     lines = [head, "|" + "---|" * (len(grid) + 5)]
     for r in rows:
         lines.append("| " + " | ".join(str(v) for v in r.point.values()) + f" | {r.acc1.n} | "
-                     f"{r.acc1.mean:.2f} ± {r.acc1.std:.2f} | {r.acc1.median:.2f} | {r.acc1.max:.2f} | "
-                     f"{r.acc5.mean:.2f} ± {r.acc5.std:.2f} |")
+                     f"{mean_std(r.acc1)} | {r.acc1.median:.2f} | {r.acc1.max:.2f} | {mean_std(r.acc5)} |")
     return "\n".join(lines)
 
 

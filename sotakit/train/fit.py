@@ -48,7 +48,7 @@ from .recipe_kwargs import (
     scheduler_kwargs,
     train_crop_at,
 )
-from .resume import ResumeMismatchError, check_resume, find_resume_point
+from .resume import ResumeMismatchError, check_resume, extend_run, find_resume_point
 from .rundir import MetricsLog, environment, finish_run, open_run_dir, run_lifecycle
 from .state import CheckpointSaver, restore_state, run_meta
 from .stops import RunError, StopRequest, failures_as_run_errors
@@ -66,17 +66,21 @@ class FitResult:
 
 def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbose: bool = True,
         stop_at: tuple[int, int] | None = None, force_resume: bool = False,
-        tracker: str | None = None) -> FitResult:
+        tracker: str | None = None, epochs: int | None = None) -> FitResult:
     """Train ``recipe`` (or continue the run in ``resume``, with its own recipe); return run dir and summary.
 
     ``stop_at=(epoch, steps)`` stops as a signal would once ``steps`` steps of epoch ``epoch`` (from 0)
     are done, writing a checkpoint to resume from: for time-sliced jobs and resume tests.
     ``force_resume`` continues even when the checkpoint was written for other inputs (see
     ``resume.check_resume``). ``tracker`` ("mlflow" or "wandb") also sends the recipe and metrics there.
+    ``epochs`` with ``resume`` extends (or shortens, if not yet trained) the run: see ``resume.extend_run``.
     """
     t_start = time.perf_counter()
     # Resume: the run's own recipe and newest verified checkpoint; never a run another process trains.
-    point = find_resume_point(recipe, resume=resume, force=force_resume)
+    point = find_resume_point(recipe, resume=resume, force=force_resume, epochs=epochs)
+    if point.finished:  # nothing to train: no re-evaluation, and the run's wall time stays as it was
+        print(point.finished_message()) if verbose else None
+        return FitResult(point.run_dir, point.finished_summary())
     recipe = point.recipe
     # The backend follows the device the run will really use (gloo on CPU, NCCL on CUDA).
     dist_info = init_distributed(backend_for(recipe.device), timeout_s=recipe.dist_timeout)
@@ -89,7 +93,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                             train_images=training_images(len(bundle.train), recipe))
     fingerprint = data_fingerprint(bundle)
     load_all, resume_notes = check_resume(point.ckpt, recipe, classes=bundle.classes, fingerprint=fingerprint,
-                                          force=force_resume, run_dir=point.run_dir)
+                                          force=force_resume, run_dir=point.run_dir,
+                                          allowed=("epochs",) if point.extended_from else ())
     device = run_device(recipe.device, local_rank=dist_info.local_rank)
     amp_dtype, amp_note = amp_dtype_for(**amp_kwargs(recipe), device=device)
     set_backend_flags(device, **backend_kwargs(recipe))
@@ -124,6 +129,11 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     # Resume: every piece of state, so the continued run equals an uninterrupted one.
     totals = restore_state(point.ckpt, parts, rank=dist_info.rank, load_all=load_all,
                            start_epoch=recipe.start_epoch, started=t_start, say=say, where=str(point.run_dir))
+    if point.extended_from and load_all:  # --resume RUN --epochs N: the schedule rebuilt for N epochs, said
+        schedule = partial(build_scheduler, **scheduler_kwargs(recipe, steps_per_epoch=steps_per_epoch))
+        scheduler = parts["scheduler"] = extend_run(
+            point, optimizer, schedule, position=(totals.epoch, totals.step), steps_per_epoch=steps_per_epoch,
+            per_step=recipe.lr_per_step, is_main=dist_info.is_main, say=say)
     run_dir = open_run_dir(point, recipe=recipe, notes=notes, data_report=bundle.report, totals=totals,
                            load_all=load_all, is_main=dist_info.is_main, say=say)
     meta = run_meta(recipe, bundle=bundle, fingerprint=fingerprint, recipe_hash=recipe_hash(recipe))

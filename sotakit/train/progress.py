@@ -15,14 +15,65 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+WARMUP_STEPS = 2  # the first steps of a session (allocation, worker start-up) are not timed
+TIMED_STEPS = 10  # the estimate is printed after this many timed steps...
+TIMED_S = 20.0  # ...or this many seconds of them, whichever comes first
+
+
+def duration_text(seconds: float) -> str:
+    """3h10m, 12m05s, 40s: the precision an estimate has."""
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+def eta_line(*, steps_left: int, rate: float, epochs: int, first: int, last: int) -> str:
+    """The estimate printed once a session's first steps are timed."""
+    return (f"about {duration_text(steps_left / rate)} left for {epochs} epochs at {rate:.1f} steps/s "
+            f"(measured over steps {first}-{last}; evaluation not included)")
+
+
+class StepTimer:
+    """Times a session's first steps after ``WARMUP_STEPS`` warm-up steps; ``rate()`` once enough are in."""
+
+    def __init__(self):
+        self.t0 = self.first = self.last = None
+        self.t_last = 0.0
+
+    def step(self, done: int, now: float) -> None:
+        """``done`` steps of the current epoch are done (called after every step)."""
+        if self.first is None:
+            self.first = done + WARMUP_STEPS + 1  # steps first..last are timed (1-based in the epoch)
+        if done == self.first - 1:
+            self.t0 = now
+        elif self.t0 is not None and done >= self.first:
+            self.last, self.t_last = done, now
+
+    def ready(self) -> bool:
+        return self.last is not None and (self.last - self.first + 1 >= TIMED_STEPS
+                                          or self.t_last - self.t0 >= TIMED_S)
+
+    def rate(self) -> float | None:
+        """Steps per second over the timed steps (None before the first one)."""
+        if self.last is None or self.t_last <= self.t0:
+            return None
+        return (self.last - self.first + 1) / (self.t_last - self.t0)
+
 
 class RunProgress:
-    """Epoch and step bars with loss, lr and img/s; falls back to one line per log interval."""
+    """Epoch and step bars with loss, lr and img/s; falls back to one line per log interval.
+
+    After the first timed steps of the session it prints once how long the rest of the run should take.
+    """
 
     def __init__(self, epochs: int, steps_per_epoch: int, *, enabled: bool = True, start_epoch: int = 0):
         self.console = Console(stderr=False)
         self.live = enabled and sys.stdout.isatty()
-        self.enabled, self.steps = enabled, steps_per_epoch
+        self.enabled, self.steps, self.epochs = enabled, steps_per_epoch, epochs
+        self.epoch, self.timer, self.eta = start_epoch, StepTimer(), None
         self.progress = None
         if self.live:
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -35,21 +86,40 @@ class RunProgress:
     def start_epoch(self, epoch: int, first_step: int = 0) -> None:
         if self.live:
             self.progress.reset(self.step_task, total=self.steps, completed=first_step)
-            self.progress.update(self.step_task, description=f"epoch {epoch + 1}")
+            self.progress.update(self.step_task, description=f"epoch {epoch + 1}/{self.epochs}")
+        self.epoch = epoch
+        if self.timer.first is None:
+            self.timer.step(first_step, time.perf_counter())
 
     def step(self, done: int) -> None:
         if self.live:
             self.progress.update(self.step_task, completed=done)
+        if self.eta is None and self.timer.first is not None:
+            self.timer.step(done, time.perf_counter())
+            if self.timer.ready():
+                self.print_eta(done)
+
+    def print_eta(self, done: int) -> None:
+        """The estimate for the rest of the run, from the steps timed so far (once per session)."""
+        rate = self.timer.rate()
+        if rate is None:
+            return
+        steps_left = (self.epochs - self.epoch) * self.steps - done
+        self.eta = eta_line(steps_left=steps_left, rate=rate, epochs=self.epochs, first=self.timer.first,
+                            last=self.timer.last)
+        self.message(self.eta)
 
     def log_step(self, rec: dict) -> None:
         info = f"loss {rec['loss']:.4f} acc@1 {rec['acc1']:.1f} lr {rec['lr']:.3g} {rec['img_s']:.0f} img/s"
         if self.live:
             self.progress.update(self.step_task, completed=rec["step"], info=info)
         elif self.enabled:
-            print(f"{time.strftime('%H:%M:%S')} epoch {rec['epoch'] + 1} step {rec['step']}/{self.steps} "
-                  f"{info}", flush=True)
+            print(f"{time.strftime('%H:%M:%S')} epoch {rec['epoch'] + 1}/{self.epochs} "
+                  f"step {rec['step']}/{self.steps} {info}", flush=True)
 
     def end_epoch(self, line: str) -> None:
+        if self.eta is None and self.timer.last is not None:  # an epoch shorter than the timed steps
+            self.print_eta(self.steps)
         if self.live:
             self.progress.advance(self.epoch_task)
             self.progress.console.print(line)

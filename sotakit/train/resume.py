@@ -3,13 +3,16 @@ the inputs it is resumed with. Never a run another process trains."""
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+import tomllib
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..recipes import Recipe, load_recipe
+from ..recipes import Recipe, dump_recipe, load_recipe
 from ..recipes.recipe import OPERATIONAL_FIELDS, recipe_hash
-from .checkpoint import LAST, PREV, load_checkpoint, remove_stale_temps
+from .checkpoint import LAST, PREV, load_checkpoint, remove_stale_temps, write_text_atomic
 from .rundir import run_owner
 
 
@@ -22,20 +25,39 @@ class ResumePoint:
     """A fresh run (``run_dir`` None), or a run directory with its newest verified checkpoint.
 
     ``ckpt`` is None for a run killed before its first checkpoint: it starts over in place.
+    ``extended_from``: the epochs the run was planned for when ``--epochs`` changes them on resume.
     """
 
     run_dir: Path | None
     ckpt: dict | None
     recipe: Recipe
+    extended_from: int | None = None
 
     @property
     def resumed(self) -> bool:
         return self.run_dir is not None
 
+    @property
+    def finished(self) -> bool:
+        """Every epoch trained and the final evaluation written: nothing left to resume."""
+        return (self.ckpt is not None and self.ckpt["epoch"] >= self.recipe.epochs
+                and self.ckpt.get("step_in_epoch", 0) == 0 and (self.run_dir / "summary.json").is_file())
 
-def find_resume_point(recipe: Recipe | None, *, resume: str | Path | None = None,
-                      force: bool = False) -> ResumePoint:
-    """The run to continue (``resume``, else ``recipe.resume``) with its own recipe, or ``recipe`` afresh."""
+    def finished_summary(self) -> dict:
+        return json.loads((self.run_dir / "summary.json").read_text())
+
+    def finished_message(self) -> str:
+        return (f"{self.run_dir} is finished: all {self.recipe.epochs} epochs trained and evaluated "
+                f"(summary.json); nothing to resume. To train it longer: sotakit train --resume "
+                f"{self.run_dir} --epochs N")
+
+
+def find_resume_point(recipe: Recipe | None, *, resume: str | Path | None = None, force: bool = False,
+                      epochs: int | None = None) -> ResumePoint:
+    """The run to continue (``resume``, else ``recipe.resume``) with its own recipe, or ``recipe`` afresh.
+
+    ``epochs`` changes the number of epochs of the resumed run (extends it; see ``extension_note``).
+    """
     resume = resume or (recipe.resume if recipe is not None else None)
     if not resume:
         return ResumePoint(None, None, recipe)
@@ -45,8 +67,15 @@ def find_resume_point(recipe: Recipe | None, *, resume: str | Path | None = None
         remove_stale_temps(run_dir)  # what a crash mid-save left behind
     refuse_if_running(run_dir, force=force)
     fresh = path.is_dir() and not any((run_dir / n).exists() for n in (LAST, PREV))
-    return ResumePoint(run_dir, None if fresh else load_checkpoint(path),
-                       load_recipe(run_dir / "recipe.toml"))
+    point = ResumePoint(run_dir, None if fresh else load_checkpoint(path),
+                        load_recipe(run_dir / "recipe.toml"))
+    if epochs is None or epochs == point.recipe.epochs:
+        return point
+    done = point.ckpt["epoch"] if point.ckpt is not None else 0
+    if epochs <= done:
+        raise ResumeMismatchError(f"--epochs {epochs}: {run_dir} has already trained {done} epochs; give "
+                                  "more to extend it")
+    return replace(point, recipe=replace(point.recipe, epochs=epochs), extended_from=point.recipe.epochs)
 
 
 def refuse_if_running(run_dir: Path, *, force: bool) -> None:
@@ -63,8 +92,10 @@ def refuse_if_running(run_dir: Path, *, force: bool) -> None:
 
 
 def check_resume(ckpt: dict | None, recipe: Recipe, *, classes: list[str], fingerprint: str, force: bool,
-                 run_dir: Path | None) -> tuple[bool, list[str]]:
+                 run_dir: Path | None, allowed: tuple[str, ...] = ()) -> tuple[bool, list[str]]:
     """Refuse to resume on changed inputs; (load everything?, notes) when the checks pass or are forced.
+
+    ``allowed``: recipe fields the resume was asked to change (``epochs`` with ``--resume RUN --epochs N``).
 
     Forced: with the same model and classes every piece of state is loaded and the run continues
     with the current recipe and data; with another model or class list only the weights whose name
@@ -82,7 +113,7 @@ def check_resume(ckpt: dict | None, recipe: Recipe, *, classes: list[str], finge
     # Field by field (the hash alone would refuse every run after an upgrade adds a field): a field
     # the checkpoint does not know counts as changed only when it is not at its default.
     defaults = Recipe().to_dict()
-    changed = sorted(k for k, v in recipe.to_dict().items() if k not in OPERATIONAL_FIELDS
+    changed = sorted(k for k, v in recipe.to_dict().items() if k not in OPERATIONAL_FIELDS + allowed
                      and saved.get(k, defaults[k]) != v)
     if saved and changed:
         diffs = ", ".join(f"{k} {saved.get(k, defaults[k])!r} -> {getattr(recipe, k)!r}" for k in changed)
@@ -107,3 +138,48 @@ def check_resume(ckpt: dict | None, recipe: Recipe, *, classes: list[str], finge
 def _rank() -> int:
     """This process's rank before the process group exists (torchrun sets RANK)."""
     return int(os.environ.get("RANK", "0"))
+
+
+def extend_run(point: ResumePoint, optimizer, make_scheduler, *, position: tuple[int, int],
+               steps_per_epoch: int, per_step: bool, is_main: bool = True, say=print):
+    """``--resume RUN --epochs N``: the lr schedule rebuilt for N epochs, at the position the run has reached.
+
+    The rule (timm's and open_clip's on resume): the schedule is stretched, i.e. the run continues
+    with the lr the new schedule has at this point, as if it had been planned for N epochs from the
+    start; the lr of the epochs already trained is not redone. For cosine that means a jump up from
+    the end of the old schedule, then a decay to the minimum at epoch N; step and exponential
+    schedules do not depend on the length and go on unchanged; warm-up keeps its length. Said,
+    recorded in recipe.toml's notes, and the old summary.json kept as summary-<old>-epochs.json.
+    ``position``: (epoch, step) the run resumes at. Returns the new scheduler (called after
+    ``restore_state`` loaded the old one and the optimizer).
+    """
+    epoch, step = position
+    units_done = epoch * steps_per_epoch + step if per_step else epoch  # scheduler.step() calls so far
+    before = optimizer.param_groups[0]["lr"]
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"]  # the schedule's base, as when the run started
+    scheduler = make_scheduler(optimizer)
+    with warnings.catch_warnings():  # stepping without optimizer steps, to reach the position
+        warnings.simplefilter("ignore")
+        for _ in range(units_done):
+            scheduler.step()
+    after = optimizer.param_groups[0]["lr"]
+    epochs, old = point.recipe.epochs, point.extended_from
+    note = (f"--epochs {epochs} extends the run from {old} to {epochs} epochs: the lr schedule is rebuilt "
+            f"for {epochs} epochs and continues where the run is, as if planned for {epochs} from the start "
+            f"(lr {before:.4g} -> {after:.4g}{' per step' if per_step else ''}; epochs already trained are "
+            "not redone)")
+    say(f"note: {note}")
+    if is_main:
+        record_extension(point.run_dir, point.recipe, note, old_epochs=old)
+    return scheduler
+
+
+def record_extension(run_dir: Path, recipe: Recipe, note: str, *, old_epochs: int) -> None:
+    """recipe.toml with the new epochs and the note added; the finished run's summary kept aside."""
+    meta = tomllib.loads((run_dir / "recipe.toml").read_text()).get("meta", {})
+    meta["notes"] = "; ".join(n for n in (meta.get("notes", ""), note) if n)
+    write_text_atomic(run_dir / "recipe.toml", dump_recipe(recipe, meta))
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        summary.replace(run_dir / f"summary-{old_epochs}-epochs.json")

@@ -12,6 +12,7 @@ import platform
 import socket
 import subprocess
 import time
+import tomllib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
@@ -101,6 +102,10 @@ def finish_run(run_dir: Path, summary: dict[str, Any]) -> None:
 
 class MetricsLog:
     """Appends one JSON line per record to metrics.jsonl and mirrors scalars to TensorBoard.
+
+    ``epoch`` in metrics.jsonl counts from 0 (the checkpoint's and ``stop_at``'s count, what resume,
+    `sotakit runs` and the report read); the console and curves.png count from 1: the record with
+    ``"epoch": 0`` is the console's ``epoch 1/N``. Step records' ``step`` is steps done in that epoch.
 
     Without a run directory (``run_dir`` None: another rank, a test) it is disabled.
     """
@@ -233,7 +238,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def plot_curves(run_dir: Path) -> Path | None:
-    """curves.png: loss, accuracy and learning rate per epoch."""
+    """curves.png: loss, accuracy and learning rate over (fractional) epochs."""
     fig = curves_figure(run_dir)
     if fig is None:
         return None
@@ -244,33 +249,71 @@ def plot_curves(run_dir: Path) -> Path | None:
     return out
 
 
+def step_positions(records: list[dict], *, batch_size: int | None) -> list[float]:
+    """Fractional epochs of the step records: epoch (from 0) + steps done / steps per epoch, so the end
+    of the console's epoch N is at N. Steps per epoch from the epoch records' image count and the
+    batch size (the last step of an epoch is partial), else the largest step logged."""
+    steps = [r for r in records if r.get("kind") == "step"]
+    n = next((r["train_n"] for r in records if r.get("kind") == "epoch" and "train_n" in r), None)
+    per_epoch = -(-n // batch_size) if n and batch_size else max((r["step"] for r in steps), default=1)
+    return [r["epoch"] + r["step"] / max(per_epoch, 1) for r in steps]
+
+
 def curves_figure(run_dir: Path):
-    """The matplotlib figure of curves.png (None before the first epoch ends)."""
-    epochs = [r for r in read_metrics(run_dir) if r.get("kind") == "epoch"]
+    """The matplotlib figure of curves.png (None before the first epoch ends).
+
+    Epoch records (validation, and training as averaged over the epoch) are large markers at the end
+    of each epoch; the step records (every --print-freq steps) are lines at their fractional epoch,
+    so a one-epoch run still shows a curve and the lr panel shows per-step schedules (warm-up, cosine
+    per step) as they ran. Epochs count from 1 here as on the console (metrics.jsonl's ``epoch`` is
+    0-based: epoch 0 ends at 1).
+    """
+    records = read_metrics(run_dir)
+    epochs = [r for r in records if r.get("kind") == "epoch"]
     if not epochs:
         return None
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    steps = [r for r in records if r.get("kind") == "step"]
+    try:
+        batch_size = tomllib.loads((run_dir / "recipe.toml").read_text())["recipe"].get("batch_size")
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        batch_size = None
+    xs = step_positions(records, batch_size=batch_size)
     x = [r["epoch"] + 1 for r in epochs]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].plot(x, [r["train_loss"] for r in epochs], "o-", label="train (as optimized: smoothing, mixing)")
-    axes[0].plot(x, [r["val_loss"] for r in epochs], "o-", label=epochs[0].get("val_split", "val"))
-    axes[0].set_title("loss")
-    axes[1].plot(x, [r["train_acc1"] for r in epochs], "o-", label="train acc@1")
+    mark = {"marker": "o", "markersize": 8 if len(epochs) > 1 else 11}
     split = epochs[0].get("val_split", "val")
-    axes[1].plot(x, [r["val_acc1"] for r in epochs], "o-", label=f"{split} acc@1")
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    if steps:
+        axes[0].plot(xs, [r["loss"] for r in steps], "-", color="C0", alpha=0.35, label="train, per step")
+        axes[1].plot(xs, [r["acc1"] for r in steps], "-", color="C0", alpha=0.35,
+                     label="train acc@1, per step")
+    axes[0].plot(x, [r["train_loss"] for r in epochs], "-", color="C0", **mark,
+                 label="train epoch mean (as optimized: smoothing, mixing)")
+    axes[0].plot(x, [r["val_loss"] for r in epochs], "-", color="C1", **mark, label=split)
+    axes[0].set_title("loss")
+    axes[1].plot(x, [r["train_acc1"] for r in epochs], "-", color="C0", **mark,
+                 label="train acc@1 (epoch mean)")
+    axes[1].plot(x, [r["val_acc1"] for r in epochs], "-", color="C1", **mark, label=f"{split} acc@1")
     if any("ema_acc1" in r for r in epochs):
-        axes[1].plot(x, [r.get("ema_acc1", float("nan")) for r in epochs], "o-", label=f"EMA {split} acc@1")
+        axes[1].plot(x, [r.get("ema_acc1", float("nan")) for r in epochs], "-", color="C2", **mark,
+                     label=f"EMA {split} acc@1")
     axes[1].set_title("accuracy (%)")
-    axes[2].plot(x, [r["lr"] for r in epochs], "o-")
-    axes[2].set_title("learning rate (last step of epoch)")
+    if steps:
+        axes[2].plot(xs, [r["lr"] for r in steps], ".-", markersize=3)
+        axes[2].set_title("learning rate (logged steps)")
+    else:  # no step records: the lr each epoch ran at, held over the epoch
+        axes[2].step([r["epoch"] for r in epochs] + [epochs[-1]["epoch"] + 1],
+                     [r["lr"] for r in epochs] + [epochs[-1]["lr"]], where="post")
+        axes[2].set_title("learning rate (per epoch)")
     for ax in axes:
         ax.set_xlabel("epoch")
+        ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
-    axes[0].legend()
-    axes[1].legend()
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
     fig.suptitle(run_dir.name)
     fig.tight_layout()
     return fig
