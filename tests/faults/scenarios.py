@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -244,10 +245,10 @@ def _ddp_fault(work: Path, rng: random.Random, fault: str, *extra) -> tuple[Tria
     # move together) unless the fault breaks that step's collectives first: the time of the last
     # step rank 0 logged up to N is when the fault struck, within one step.
     t_fault, lines = None, []
-    logged = {f"epoch 1 step {k}/" for k in range(1, step + 1)}
+    logged = re.compile(rf"epoch 1/\d+ step ({'|'.join(str(k) for k in range(1, step + 1))})/")
     for line in p.stdout:
         lines.append(line)
-        if any(m in line for m in logged):
+        if logged.search(line):
             t_fault = time.perf_counter()
     p.wait()
     while _tagged_pids(tag):
