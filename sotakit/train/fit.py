@@ -188,10 +188,14 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                     and all_ranks(stop.requested(epoch, steps_per_epoch), device, op="max")):
                 raise stop.at_epoch_end(epoch, run_dir=run_dir, progress=progress)
 
-    # Final report: plain and EMA model on the holdout and, once, on the test split.
-    final = final_evaluation(evaluate_on, model=model, ema=ema, holdout=loaders.holdout, test=loaders.test)
-    summary = run_summary(final, recipe=recipe, bundle=bundle, totals=totals, parts=parts,
-                          world_size=dist_info.world_size, fingerprint=fingerprint, run_dir=run_dir)
+    # Final report: plain and EMA model on the holdout and, once, on the test split; TensorBoard (with the
+    # recipe as hparams) and the tracker get them before the log closes, which it also does on an error here.
+    with log:
+        final = final_evaluation(evaluate_on, model=model, ema=ema, holdout=loaders.holdout,
+                                 test=loaders.test)
+        summary = run_summary(final, recipe=recipe, bundle=bundle, totals=totals, parts=parts,
+                              world_size=dist_info.world_size, fingerprint=fingerprint, run_dir=run_dir)
+        log.finish(final, hparams=recipe.to_dict())
     if dist_info.is_main:
         finish_run(run_dir, summary)  # summary.json, run.pid -> finished, curves.png
     barrier()

@@ -78,7 +78,8 @@ def open_run_dir(point, *, recipe, notes: list[str], data_report, totals, load_a
 @contextmanager
 def run_lifecycle(run_dir: Path | None, *, enabled: bool, progress, log: "MetricsLog"):
     """run.pid while the loop runs (`sotakit runs` tells running from interrupted); on the way out the
-    progress display and the log close, and an early exit drops run.pid and records an error."""
+    progress display closes, and an early exit also closes the log, drops run.pid and records an error.
+    A clean exit leaves the log open: the final metrics go through it (``MetricsLog.finish``)."""
     mark_running(run_dir, enabled=enabled)
     try:
         yield
@@ -90,7 +91,6 @@ def run_lifecycle(run_dir: Path | None, *, enabled: bool, progress, log: "Metric
         mark_stopped(run_dir, e, enabled=enabled)
         raise
     progress.close()
-    log.close()
 
 
 def finish_run(run_dir: Path, summary: dict[str, Any]) -> None:
@@ -100,12 +100,29 @@ def finish_run(run_dir: Path, summary: dict[str, Any]) -> None:
     plot_curves(run_dir)
 
 
+def final_scalars(final: dict[str, dict]) -> dict[str, float]:
+    """``final_evaluation``'s metrics as TensorBoard/tracker scalars: ``final/test_acc1``,
+    ``final/test_ema_loss``, ... (acc@k that is not reported, None, and the image count ``n`` left out)."""
+    return {f"final/{split}_{k}": float(v) for split, metrics in final.items() for k, v in metrics.items()
+            if k != "n" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def hparam_values(params: dict[str, Any]) -> dict[str, int | float | str | bool]:
+    """The recipe as TensorBoard hparams, which take int, float, str and bool only: None and lists as text."""
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
+
+
 class MetricsLog:
     """Appends one JSON line per record to metrics.jsonl and mirrors scalars to TensorBoard.
 
     ``epoch`` in metrics.jsonl counts from 0 (the checkpoint's and ``stop_at``'s count, what resume,
     `sotakit runs` and the report read); the console and curves.png count from 1: the record with
     ``"epoch": 0`` is the console's ``epoch 1/N``. Step records' ``step`` is steps done in that epoch.
+
+    The events are written into the run directory itself, so ``tensorboard --logdir runs`` names each run
+    by its folder (a run started before that keeps its ``tensorboard/`` subfolder when resumed).
+    ``finish`` adds the final metrics and the recipe as hyperparameters (TensorBoard's HParams tab, where
+    the runs of a sweep or ablation compare) and closes; as a context manager it closes on any exit.
 
     Without a run directory (``run_dir`` None: another rank, a test) it is disabled.
     """
@@ -115,10 +132,12 @@ class MetricsLog:
         self.path = run_dir / "metrics.jsonl" if run_dir is not None else None
         self.enabled = enabled
         self.tb = self.tracker = None
+        self.last_step = 0  # the global step of the last record: the final metrics are logged at it
         if enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+                old = run_dir / "tensorboard"
+                self.tb = SummaryWriter(log_dir=str(old if old.is_dir() else run_dir))
             except ImportError:  # tensorboard is optional; metrics.jsonl is the record
                 self.tb = None
         if enabled and tracker:
@@ -131,6 +150,7 @@ class MetricsLog:
     def write(self, record: dict[str, Any], *, global_step: int) -> None:
         if not self.enabled:
             return
+        self.last_step = global_step
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         kind = record.get("kind", "step")
@@ -142,11 +162,39 @@ class MetricsLog:
         if self.tracker is not None:
             self.tracker.log(scalars, step=global_step)
 
+    def finish(self, final: dict[str, dict], *, hparams: dict[str, Any]) -> None:
+        """The final metrics (``final_evaluation``'s, as ``final/<split>_<metric>`` at the last step) and the
+        recipe as hyperparameters to TensorBoard and the tracker, then close. metrics.jsonl does not get
+        them: summary.json holds them."""
+        if not self.enabled:
+            return
+        scalars = final_scalars(final)
+        if self.tb is not None:
+            from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+            # Written into the run's own event file (SummaryWriter.add_hparams would make a subfolder run).
+            writer = self.tb._get_file_writer()
+            for proto in hparams_summary(hparam_values(hparams), scalars):
+                writer.add_summary(proto)
+            for k, v in scalars.items():
+                self.tb.add_scalar(k, v, self.last_step)
+        if self.tracker is not None:
+            self.tracker.log(scalars, step=self.last_step)
+        self.close()
+
     def close(self) -> None:
+        """Flush and close TensorBoard and the tracker; closing again does nothing."""
         if self.tb is not None:
             self.tb.close()
         if self.tracker is not None:
             self.tracker.close()
+        self.tb = self.tracker = None
+
+    def __enter__(self) -> "MetricsLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def mark_running(run_dir: Path | None, *, enabled: bool = True) -> None:
