@@ -143,12 +143,13 @@ PLAIN_EVERY_S = 10.0  # plain mode: a line at most this often (and at every 10%)
 
 def say_for(enabled: bool) -> Callable[[str], None]:
     """fit()'s ``say``: each message to the "sotakit" logger (warning when it starts with "warning", else
-    info), which the CLI sends to stderr; with no handler configured (fit() called from Python) it is
-    printed as before, so ``fit(verbose=True)`` still shows its notes. Nothing when not ``enabled``."""
+    info) when a handler is attached to that logger (the CLI's: stderr); otherwise (fit() called from
+    Python) it is printed as before, so ``fit(verbose=True)`` still shows its notes. Nothing when not
+    ``enabled``."""
     def say(msg: str, *_, **__) -> None:
         if not enabled:
             return
-        if not log.hasHandlers():
+        if not log.handlers:
             print(msg, flush=True)
             return
         log.log(logging.WARNING if str(msg).startswith("warning") else logging.INFO, msg)
