@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 
 from . import console
 from .experiments.runner import out_dir_for
-from .parsers import EXPERIMENT_FIELDS, subcommand, with_default_runs_action
+from .parsers import (
+    EXPERIMENT_FIELDS,
+    LOG_FLAGS,
+    subcommand,
+    with_default_runs_action,
+    with_log_flags_first,
+)
 from .parsers import make_parser as build_parsers
 from .recipes import (
     Recipe,
@@ -24,6 +32,13 @@ from .recipes import (
     recipe_for_data,
 )
 from .recipes.flags import check_unknown, overrides_from
+
+log = logging.getLogger("sotakit")
+
+
+def note(message: str) -> None:
+    """A note for the user: stderr (through the handler main() attaches), silent with -q."""
+    log.info(f"note: {message}")
 
 
 def build_recipe(args: argparse.Namespace, *, say=None) -> Recipe:
@@ -106,7 +121,7 @@ def cmd_train(args) -> int:
         require(args.tracker)
     if resume := resume_run(args):
         return _fit(args, **resume, force_resume=args.force_resume)
-    recipe = build_recipe(args, say=lambda m: print(f"note: {m}", file=sys.stderr))
+    recipe = build_recipe(args, say=note)
     if recipe.test_only:
         return _test_only(recipe)
     if args.dry_run:  # the recipe as the run would use it on this data and machine, with the notes
@@ -123,7 +138,7 @@ def cmd_train(args) -> int:
 def _fit(args, recipe: Recipe | None = None, **kw) -> int:
     """One fit(); its run directory goes to --run-dir-file (for the experiment runner), then the summary."""
     from .train import fit
-    result = _run_fit(lambda: fit(recipe, tracker=args.tracker, **kw))
+    result = _run_fit(lambda: fit(recipe, tracker=args.tracker, verbose=not args.quiet, **kw))
     if isinstance(result, int):
         return result
     if result.run_dir is not None:  # rank 0 only under DDP
@@ -140,7 +155,7 @@ def _train_folds(args, recipe: Recipe) -> int:
     from .train import fit
     if args.run_dir_file:
         raise RecipeError("--run-dir-file names one run's directory; with --kfold K also give --fold F")
-    out = _run_fit(lambda: fit_folds(recipe, fit=fit))
+    out = _run_fit(lambda: fit_folds(recipe, fit=partial(fit, verbose=not args.quiet)))
     if isinstance(out, int):
         return out
     print(out[1])
@@ -207,7 +222,7 @@ def _plan_and_run(args, entries, out: Path, *, label: str) -> bool:
             estimate = estimate_entries(entries, seeds=args.seeds, jobs=args.jobs)
             print(console.estimate_text(*estimate, jobs=args.jobs))
         except TooFewImagesError as e:  # the plan above stands; only the measured estimate is missing
-            print(f"note: no time estimate: {e}", file=sys.stderr)
+            note(f"no time estimate: {e}")
     if not args.dry_run:
         run_recipes(entries, out, seeds=args.seeds, jobs=args.jobs)
     return not args.dry_run
@@ -267,7 +282,7 @@ def cmd_tune_resize(args) -> int:
     from .evaluate import parse_sizes
     from .train.evaluate_run import tune_run_resize
     res, split = tune_run_resize(args.run_dir, sizes=parse_sizes(args.sizes) if args.sizes else None,
-                                 seed=args.seed, say=lambda m: print(m, file=sys.stderr))  # the table follows
+                                 seed=args.seed)  # a line per size on stderr; the table follows
     _show(*console.resize_tuning_view(res, split, args.run_dir))
     return 0
 
@@ -283,13 +298,49 @@ def make_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     return build_parsers(COMMANDS)
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler writing to the sys.stderr of the moment (pytest's capture, a redirected stream)."""
+
+    def __init__(self):
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
+def _log_level(argv: list[str]) -> int:
+    return logging.ERROR if {"-q", "--quiet"} & set(argv) else (
+        logging.DEBUG if {"-v", "--verbose"} & set(argv) else logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Notes, warnings and progress go to stderr through the "sotakit" logger (-q: errors only, -v: debug
+    too), results to stdout; the handler is removed again on return (main() may run in a user's process)."""
+    argv = with_log_flags_first(list(sys.argv[1:] if argv is None else argv))
+    handler, level = _Stderr(), log.level
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(_log_level(argv[:argv.index("--")] if "--" in argv else argv))
+    try:
+        return _main(argv)
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
+def _main(argv: list[str]) -> int:
     parser, train = make_parser()
+    lead = next((i for i, a in enumerate(argv) if a not in LOG_FLAGS), len(argv))
+    flags, argv = argv[:lead], argv[lead:]  # -q/-v, then the subcommand
     try:
         if argv[:1] in (["train"], ["ablate"], ["sweep"]):
             check_unknown(argv[1:], train if argv[0] == "train" else subcommand(parser, argv[0]), argv[0])
-        args = parser.parse_args(with_default_runs_action(argv))
+        args = parser.parse_args(flags + with_default_runs_action(argv))
         return args.func(args)
     except (RecipeError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

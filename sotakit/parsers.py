@@ -195,6 +195,25 @@ def add_tune_resize_parser(sub, commands) -> None:
     z.set_defaults(func=commands["tune_resize"])
 
 
+LOG_FLAGS = ("-q", "--quiet", "-v", "--verbose")
+
+
+def add_log_flags(p: argparse.ArgumentParser) -> None:
+    """-q/-v: global options (`sotakit -q train ...`; cli.main also moves them from after the subcommand)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-q", "--quiet", action="store_true",
+                   help="results only: no notes, progress or step lines (errors still go to stderr)")
+    g.add_argument("-v", "--verbose", action="store_true", help="also debug messages on stderr")
+
+
+def with_log_flags_first(argv: list[str]) -> list[str]:
+    """-q/-v typed after the subcommand (`sotakit train -q ...`) moved in front, where the root parser reads
+    them; nothing after a `--` is touched."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    flags = [a for a in argv[:end] if a in LOG_FLAGS]
+    return flags + [a for a in argv[:end] if a not in LOG_FLAGS] + argv[end:]
+
+
 def subcommand(root: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
     """The parser of subcommand ``name`` (check_unknown compares typed options with its flags)."""
     sub = next(a for a in root._actions if isinstance(a, argparse._SubParsersAction))
@@ -207,6 +226,7 @@ def make_parser(commands: dict[str, Callable]) -> tuple[argparse.ArgumentParser,
                                 epilog="example:\n  sotakit train --recipe fashion-mnist-demo --epochs 2\n\n"
                                        + EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"sotakit {__version__}")
+    add_log_flags(p)
     sub = p.add_subparsers(dest="command", required=True)
     train = add_train_parser(sub, commands)
     for add in (add_eval_parser, add_recipes_parser, add_models_parser, add_ablate_parser, add_runs_parser,

@@ -15,6 +15,7 @@ import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from PIL import Image
@@ -25,6 +26,9 @@ from . import catalog
 from .catalog import IMAGENET_MEAN, IMAGENET_STD
 from .folder_index import scan_folder
 from .images import EXTENSION_FORMATS, ImageRejected, read_image
+
+# progress(label, unit) -> the (done, total) callback of one long step (folder scan, download), or None
+ProgressFor = Callable[[str, str], Callable[[int, int | None], None] | None]
 
 
 class TensorSource:
@@ -131,11 +135,11 @@ def load_idx_pair(folder: Path, prefix: str) -> TensorSource:
 
 def load_image_folder(path: str | Path, *, name: str | None = None, classes: list[str] | None = None,
                       mean=IMAGENET_MEAN, std=IMAGENET_STD, native_size: int | None = None,
-                      max_pixels: int | None = None) -> DataBundle:
+                      max_pixels: int | None = None, progress: ProgressFor | None = None) -> DataBundle:
     """An ImageNet-layout folder: ``train/<class>/*`` and ``val/<class>/*`` (val is the test split).
 
     Every file is decoded once (folder_index.py); images over ``max_pixels`` (default Pillow's
-    ``Image.MAX_IMAGE_PIXELS``, 89.5 M) are excluded like unreadable ones.
+    ``Image.MAX_IMAGE_PIXELS``, 89.5 M) are excluded like unreadable ones. ``progress`` as in load_data.
     """
     root = Path(path)
     for split in ("train", "val"):
@@ -150,8 +154,10 @@ def load_image_folder(path: str | Path, *, name: str | None = None, classes: lis
         raise ValueError(f"train and val classes differ in {root}: only in train: {only_train or 'none'}; "
                          f"only in val: {only_val or 'none'}. Both folders need the same class sub-folders.")
     cache_dir = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sotakit" / "index"
-    train, rows_tr = scan_folder(root / "train", class_to_idx, max_pixels=max_pixels, cache_dir=cache_dir)
-    test, rows_te = scan_folder(root / "val", class_to_idx, max_pixels=max_pixels, cache_dir=cache_dir)
+    train, rows_tr = scan_folder(root / "train", class_to_idx, max_pixels=max_pixels, cache_dir=cache_dir,
+                                 progress=_task(progress, root / "train"))
+    test, rows_te = scan_folder(root / "val", class_to_idx, max_pixels=max_pixels, cache_dir=cache_dir,
+                                progress=_task(progress, root / "val"))
     if not train:
         reasons = Counter(r["reason"] for r in rows_tr)
         raise ValueError(f"no readable training images under {root / 'train'} ({len(rows_tr)} files: "
@@ -163,12 +169,21 @@ def load_image_folder(path: str | Path, *, name: str | None = None, classes: lis
                       rows_tr + rows_te)
 
 
-def load_data(data: str, data_root: str | None = None) -> DataBundle:
-    """A data set by catalog name (fashion-mnist, cifar10, imagenette-160, ...) or folder path."""
+def _task(progress: ProgressFor | None, what) -> Callable[[int, int | None], None] | None:
+    return progress(f"indexing {what}", "files") if progress is not None else None
+
+
+def load_data(data: str, data_root: str | None = None, *, progress: ProgressFor | None = None) -> DataBundle:
+    """A data set by catalog name (fashion-mnist, cifar10, imagenette-160, ...) or folder path.
+
+    ``progress(label, unit)``, when given, returns the ``(done, total)`` callback of each long step: the
+    folder scan (files) and a download (bytes); ``sotakit.train.progress.task_progress`` shows them.
+    """
     if data not in catalog.SPECS and (Path(data).is_dir() or os.sep in data):
-        return load_image_folder(data)
+        return load_image_folder(data, progress=progress)
     spec = catalog.SPECS.get(data)
-    folder = catalog.locate(data, data_root)  # raises with the places tried and the remedies
+    folder = catalog.locate(data, data_root,  # raises with the places tried and the remedies
+                            progress=progress(f"downloading {data}", "bytes") if progress else None)
     if spec.layout == "idx":
         train, test = load_idx_pair(folder, "train"), load_idx_pair(folder, "t10k")
     elif spec.layout == "cifar-binary":
@@ -177,7 +192,7 @@ def load_data(data: str, data_root: str | None = None) -> DataBundle:
         train, test = TensorSource(trx, try_), TensorSource(tex, tey)
     else:
         bundle = load_image_folder(folder, name=spec.name, classes=list(spec.classes), mean=spec.mean,
-                                   std=spec.std, native_size=spec.native_size)
+                                   std=spec.std, native_size=spec.native_size, progress=progress)
         return bundle
     return DataBundle(spec.name, list(spec.classes), spec.native_size, tuple(spec.mean), tuple(spec.std),
                       train, test)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Callable
 
 import torch
 from torch import nn
 
 from .metrics import MetricSums, confusion_matrix
+
+Progress = Callable[[int, int], None]  # progress(batches_done, batches_total): train.progress.TaskProgress
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -29,24 +32,28 @@ def to_device(images: torch.Tensor, targets: torch.Tensor, *, device: torch.devi
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader, *, device: torch.device | str = "cpu",
              amp_dtype: torch.dtype | None = None, channels_last: bool = False,
-             criterion: nn.Module | None = None) -> dict[str, float]:
-    """Mean loss, acc@1 and acc@5 (percent) and the image count ``n``, summed over all ranks."""
+             criterion: nn.Module | None = None, progress: Progress | None = None) -> dict[str, float]:
+    """Mean loss, acc@1 and acc@5 (percent) and the image count ``n``, summed over all ranks.
+
+    ``progress(batches_done, batches_total)`` is called after every batch when given."""
     device = torch.device(device)
     criterion = criterion or nn.CrossEntropyLoss()
     model.eval()
     sums = MetricSums()
-    for images, targets in loader:
+    for i, (images, targets) in enumerate(loader, 1):
         images, targets = to_device(images, targets, device=device, channels_last=channels_last)
         with autocast(device, amp_dtype):
             logits = model(images)
         loss = criterion(logits.float(), targets)
         sums.add(loss.item(), logits, targets)
+        if progress is not None:
+            progress(i, len(loader))
     return sums.result(device)
 
 
 @torch.inference_mode()
 def confusion(model: nn.Module, loader, *, num_classes: int, device: torch.device | str = "cpu",
-              amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+              amp_dtype: torch.dtype | None = None, progress: Progress | None = None) -> torch.Tensor:
     """The confusion matrix of ``model`` over ``loader`` (rows: true class, columns: top-1 prediction).
 
     Single process: under DDP each rank gets the counts of its own share of the images.
@@ -54,8 +61,10 @@ def confusion(model: nn.Module, loader, *, num_classes: int, device: torch.devic
     device = torch.device(device)
     model.eval()
     cm = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-    for images, targets in loader:
+    for i, (images, targets) in enumerate(loader, 1):
         with autocast(device, amp_dtype):
             logits = model(images.to(device))
         cm += confusion_matrix(logits.argmax(dim=1).cpu(), targets, num_classes)
+        if progress is not None:
+            progress(i, len(loader))
     return cm

@@ -7,7 +7,9 @@ that same set. One short loop: for each size, evaluate both halves; pick on half
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -64,12 +66,17 @@ class ResizeTuning:
 
 def tune_resize(model: nn.Module, source, indices: list[int], *, sizes: list[int], crop_size: int,
                 current: int, mean, std, interpolation: str = "bilinear", seed: int = 0,
-                batch_size: int = 256, device: torch.device | str = "cpu", say=print) -> ResizeTuning:
+                batch_size: int = 256, device: torch.device | str = "cpu",
+                say: Callable[[str], None] | None = None,
+                progress: Callable[[int, int], None] | None = None) -> ResizeTuning:
     """Evaluate ``model`` on both halves of ``source[indices]`` at every resize size; choose on half A.
 
     Ties on half A go to the size closest to ``current`` (no change without evidence). ``current``
-    is always evaluated too, so half B can confirm (or not) that the choice beats it.
+    is always evaluated too, so half B can confirm (or not) that the choice beats it. ``say`` gets one
+    line per size (default: the "sotakit" logger), ``progress(evaluations_done, evaluations_total)``
+    is called after each half at each size.
     """
+    say = say or logging.getLogger("sotakit.evaluate").info
     sizes = sorted(set(sizes) | {current})
     targets = source.targets[indices]
     half_a, half_b = ([indices[i] for i in h] for h in split_halves(targets, seed))
@@ -80,6 +87,8 @@ def tune_resize(model: nn.Module, source, indices: list[int], *, sizes: list[int
         for half, out in ((half_a, acc_a), (half_b, acc_b)):
             loader = DataLoader(SampleDataset(source, half, tf), batch_size=batch_size, collate_fn=collate)
             out.append(evaluate(model, loader, device=device)["acc1"])
+            if progress is not None:
+                progress(len(acc_a) + len(acc_b), 2 * len(sizes))
         say(f"resize {size}: half A {acc_a[-1]:.2f}  half B {acc_b[-1]:.2f}")
     best = max(range(len(sizes)), key=lambda i: (acc_a[i], -abs(sizes[i] - current)))
     confirmed = acc_b[best] >= acc_b[sizes.index(current)]

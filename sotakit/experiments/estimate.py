@@ -10,6 +10,7 @@ backward), other augmentations' cost and the jobs' contention for memory bandwid
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -109,10 +110,11 @@ def measure_seconds_per_image(recipe: Recipe, bundle, *, warmup: int = 2, steps:
     return (time.perf_counter() - start) / images
 
 
-def estimate_entries(entries: list[Entry], *, seeds: int, jobs: int, say=print,
+def estimate_entries(entries: list[Entry], *, seeds: int, jobs: int, say=None,
                      measure=None, startup=None) -> tuple[float, dict[tuple, float], float]:
     """Estimated seconds for every (entry, seed, fold), the measured seconds per image of each config
-    and the measured start-up seconds of one run."""
+    and the measured start-up seconds of one run; ``say`` is told what is timed (default: the logger)."""
+    say = say or logging.getLogger("sotakit.experiments").info
     measure, startup = measure or measure_seconds_per_image, startup or measure_startup_s
     recipes = [load_recipe(path) for _, _, path in entries]
     say("timing a run's start-up (import and data load) ...")

@@ -7,13 +7,17 @@ on data it was not picked on.
 
 from __future__ import annotations
 
+import logging
+
 from ..recipes import Recipe
 from ..train.recipe_kwargs import run_dir_kwargs
 from .runner import fold_table, result_metrics
 
 
-def fit_folds(recipe: Recipe, *, fit, say=print) -> tuple[list[dict], str]:
-    """Run ``fit`` on every fold of ``recipe.kfold`` in turn; return the fold records and the table."""
+def fit_folds(recipe: Recipe, *, fit, say=None) -> tuple[list[dict], str]:
+    """Run ``fit`` on every fold of ``recipe.kfold`` in turn; return the fold records and the table.
+    ``say`` gets a line per fold (default: the "sotakit" logger)."""
+    say = say or logging.getLogger("sotakit.experiments").info
     name = run_dir_kwargs(recipe)["name"]
     records = []
     for k in range(recipe.kfold):

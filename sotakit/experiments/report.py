@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -24,10 +25,13 @@ import torch
 from ..data import data_fingerprint, set_data_epoch
 from ..evaluate import confusion, per_class_accuracy
 from ..train.evaluate_run import load_run, run_loaders
+from ..train.progress import TaskProgress
 from ..train.recipe_kwargs import data_epoch_kwargs
 from ..train.rundir import curves_figure, environment, read_metrics
 from .runner import read_results
 from .runs import find_runs, is_run_dir, run_info
+
+log = logging.getLogger("sotakit.report")
 
 # autoescape=True, not select_autoescape(): that one goes by file extension and ".j2" is not "html".
 # StrictUndefined: a misspelt name in the template fails the report instead of leaving a blank.
@@ -151,8 +155,10 @@ def _target_label(target: torch.Tensor, classes: list[str]) -> str:
     return " / ".join(f"{classes[int(i)][:10]} {float(v):.2f}" for v, i in zip(w, idx) if v > 0.005)
 
 
-def run_context(run_dir: Path, *, samples: int = 16, say=print) -> dict:
-    """What the report shows about one run, as plain values for the template."""
+def run_context(run_dir: Path, *, samples: int = 16, say=None) -> dict:
+    """What the report shows about one run, as plain values for the template; ``say`` is told each step
+    (default: the "sotakit" logger)."""
+    say = say or log.info
     info = run_info(run_dir)
     figures = []
     for heading, alt, fig in (("Training curves", "training curves", curves_figure(run_dir)),
@@ -180,7 +186,8 @@ def _test_context(run_dir: Path, *, samples: int, say) -> dict:
     for label, model in (("model", run.model), ("EMA model", run.ema_model)):
         if model is None:
             continue
-        cm = confusion(model, loaders.test, num_classes=len(classes), device=run.device)
+        cm = confusion(model, loaders.test, num_classes=len(classes), device=run.device,
+                       progress=TaskProgress(f"{run_dir.name}: {label} on test", unit="batches"))
         acc = per_class_accuracy(cm)
         models.append({
             "label": label, "acc1": f"{100 * cm.diagonal().sum().item() / max(1, cm.sum().item()):.2f}",
@@ -266,7 +273,7 @@ def markdown_table(text: str) -> dict:
     return {"header": rows[0] if rows else None, "rows": rows[1:], "paragraphs": paragraphs}
 
 
-def write_report(path: str | Path, *, out: str | Path | None = None, samples: int = 16, say=print) -> Path:
+def write_report(path: str | Path, *, out: str | Path | None = None, samples: int = 16, say=None) -> Path:
     """Write the report of a run, ablation or sweep directory; return the HTML file's path."""
     path = Path(path)
     if not path.is_dir():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from ..recipes import Recipe, load_recipe
 from ..recipes.recipe import recipe_hash
+from ..train.progress import TaskProgress
 from .stats import mean_std, summarize
 
 # An entry: (name, title, recipe file). Ladder steps and sweep grid points are both entries.
@@ -131,8 +133,12 @@ class RunsFailedError(RuntimeError):
     """Some runs of an ablation or sweep failed; the others' results are kept. The first line names them."""
 
 
-def run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int = 1, say=print) -> list[dict]:
-    """Run every (entry, seed, fold) not yet in results.jsonl, ``jobs`` at a time; return all results."""
+def run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int = 1, say=None) -> list[dict]:
+    """Run every (entry, seed, fold) not yet in results.jsonl, ``jobs`` at a time; return all results.
+
+    ``say`` gets a line per finished run (default: the "sotakit" logger), and the progress display the
+    runs done of the total with the time left at the pace so far."""
+    say = say or logging.getLogger("sotakit.experiments").info
     results = out_dir / "results.jsonl"
     done = finished(results)
     planned = []
@@ -145,6 +151,7 @@ def run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int = 
     threads = max(1, (os.cpu_count() or 1) // jobs)  # the machine's cores divided between the jobs
 
     failures, lock = [], threading.Lock()
+    progress, ended = TaskProgress(out_dir.name, unit="runs", rate=False), [0]
 
     def one(job):
         path, seed, fold = job
@@ -153,13 +160,22 @@ def run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int = 
         except Exception as e:  # one failed run must not stop the others; it is reported at the end
             where = f" fold {fold}" if fold is not None else ""
             failures.append((f"{path.stem} seed {seed}{where}", str(e)))
+            _ended()
             return None
         with lock:  # one line per finished run: an interruption loses no result
             append_line(results, json.dumps(rec))
         where = f" fold {fold}" if fold is not None else ""
         say(f"{rec['step']} seed {seed}{where}: acc@1 {reported_acc(rec)[0]:.2f} ({rec['wall_time_s']:.0f}s)")
+        _ended()
         return rec
 
+    def _ended():  # a run finished (or failed): runs k/N, ETA at the pace so far
+        with lock:
+            ended[0] += 1
+            progress(ended[0], len(todo))
+
+    if todo:
+        progress(0, len(todo))  # the clock starts with the first run
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         list(pool.map(one, todo))
     if failures:

@@ -16,6 +16,7 @@ from ..recipes import Recipe, dump_recipe, load_recipe, make_recipe
 from .checkpoint import choose_checkpoint, load_checkpoint, write_text_atomic
 from .ema import build_ema
 from .fit import backend_for, validation_split
+from .progress import TaskProgress, task_progress
 from .recipe_kwargs import eval_kwargs, loader_kwargs, model_build_kwargs, resize_tuning_kwargs
 from .rundir import write_json
 
@@ -46,7 +47,7 @@ def load_run(path: str | Path, *, data: str | None = None, data_root: str | None
     recipe = make_recipe(**{k: v for k, v in ckpt["recipe"].items()})
     if path.is_dir() and (path / "recipe.toml").exists():
         recipe = recipe.replace(val_resize_size=load_recipe(path / "recipe.toml").val_resize_size)
-    bundle = load_data(data or recipe.data, data_root or recipe.data_root)
+    bundle = load_data(data or recipe.data, data_root or recipe.data_root, progress=task_progress)
     if list(bundle.classes) != list(ckpt["classes"]):
         raise ValueError(f"{ckpt_path} was trained on classes {ckpt['classes'][:5]}... "
                          f"({len(ckpt['classes'])}); {bundle.name} has {bundle.classes[:5]}... "
@@ -82,20 +83,23 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, data_root:
     loaders = run_loaders(run.recipe, run.bundle, batch_size=batch_size, val_resize_size=resize)
     out = {"checkpoint": str(run.checkpoint), "data": run.bundle.name, "epoch": run.ckpt["epoch"],
            "val_resize_size": resize, "val_crop_size": run.recipe.val_crop_size,
-           "test": evaluate(run.model, loaders.test, device=run.device, **eval_kwargs(run.recipe))}
+           "test": evaluate(run.model, loaders.test, device=run.device, **eval_kwargs(run.recipe),
+                            progress=TaskProgress("evaluating the model on test", unit="batches"))}
     if run.ema_model is not None:
-        out["test_ema"] = evaluate(run.ema_model, loaders.test, device=run.device, **eval_kwargs(run.recipe))
+        out["test_ema"] = evaluate(run.ema_model, loaders.test, device=run.device, **eval_kwargs(run.recipe),
+                                   progress=TaskProgress("evaluating the EMA model on test", unit="batches"))
     return out
 
 
 def tune_run_resize(run_dir: str | Path, *, sizes: list[int] | None = None, seed: int = 0,
-                    say=print) -> tuple[ResizeTuning, str]:
+                    say=None) -> tuple[ResizeTuning, str]:
     """Tune the run's eval resize on half of its validation data, confirm on the other half, store it.
 
     The validation data is the run's holdout (or K-fold validation fold) when it has one, else its
     test split (as `eval` sees it). The EMA model is tuned when the run has one (the model reported).
     The choice is written to recipe.toml (atomically) when half B confirms it, and the whole result
-    to tune_resize.json; returns the result and the split used.
+    to tune_resize.json; returns the result and the split used. ``say`` gets a line per size (default:
+    the "sotakit" logger).
     """
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.toml").exists():
@@ -106,7 +110,8 @@ def tune_run_resize(run_dir: str | Path, *, sizes: list[int] | None = None, seed
     ds = loader.dataset
     result = tune_resize(run.ema_model or run.model, ds.source, ds.indices,
                          **resize_tuning_kwargs(recipe, sizes=sizes), mean=run.bundle.mean,
-                         std=run.bundle.std, seed=seed, device=run.device, say=say)
+                         std=run.bundle.std, seed=seed, device=run.device, say=say,
+                         progress=TaskProgress("tuning the resize", unit="evaluations"))
     doc = tomllib.loads((run_dir / "recipe.toml").read_text())
     text = dump_recipe(load_recipe(run_dir / "recipe.toml").replace(val_resize_size=result.stored),
                        doc.get("meta"))

@@ -29,7 +29,7 @@ from .distributed import DistInfo, all_ranks, barrier, init_distributed
 from .ema import build_ema
 from .loop import Interrupted, train_one_epoch
 from .optim import build_optimizer, build_scheduler, param_groups
-from .progress import RunProgress
+from .progress import RunProgress, TaskProgress, say_for, task_progress
 from .recipe_kwargs import (
     amp_kwargs,
     backend_kwargs,
@@ -84,10 +84,10 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     recipe = point.recipe
     # The backend follows the device the run will really use (gloo on CPU, NCCL on CUDA).
     dist_info = init_distributed(backend_for(recipe.device), timeout_s=recipe.dist_timeout)
-    say = print if (verbose and dist_info.is_main) else (lambda *args, **kwargs: None)
+    say = say_for(verbose and dist_info.is_main)  # the "sotakit" logger (CLI: stderr), else print
 
     # Data first: the recipe's sizes depend on the data's native resolution.
-    bundle = load_data(recipe.data, recipe.data_root)
+    bundle = load_data(recipe.data, recipe.data_root, progress=task_progress)
     recipe, notes = resolve(recipe, native_size=bundle.native_size, world_size=dist_info.world_size,
                             cuda_available=torch.cuda.is_available(),
                             train_images=training_images(len(bundle.train), recipe))
@@ -140,7 +140,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     saver = CheckpointSaver(run_dir, meta=meta, steps_per_epoch=steps_per_epoch, **saver_kwargs(recipe),
                             dist_info=dist_info, device=device)
     val_loader, val_split = validation_split(loaders)
-    evaluate_on = partial(evaluate, device=device, amp_dtype=amp_dtype, **eval_kwargs(recipe))
+    evaluate_on = partial(evaluate, device=device, amp_dtype=amp_dtype, **eval_kwargs(recipe),
+                          progress=TaskProgress("evaluating", unit="batches", min_s=2.0))
     say(run_banner(run_dir, bundle=bundle, recipe=recipe, device=device, notes=notes,
                    train_images=len(loaders.train.dataset)))
     log = MetricsLog(run_dir, enabled=dist_info.is_main, tracker=tracker)

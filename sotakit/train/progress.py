@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
+from typing import Callable
 
 from rich.console import Console
 from rich.progress import (
@@ -133,3 +135,104 @@ class RunProgress:
     def close(self) -> None:
         if self.live:
             self.progress.stop()
+
+
+log = logging.getLogger("sotakit")
+PLAIN_EVERY_S = 10.0  # plain mode: a line at most this often (and at every 10%), never per item
+
+
+def say_for(enabled: bool) -> Callable[[str], None]:
+    """fit()'s ``say``: each message to the "sotakit" logger (warning when it starts with "warning", else
+    info) when a handler is attached to that logger (the CLI's: stderr); otherwise (fit() called from
+    Python) it is printed as before, so ``fit(verbose=True)`` still shows its notes. Nothing when not
+    ``enabled``."""
+    def say(msg: str, *_, **__) -> None:
+        if not enabled:
+            return
+        if not log.handlers:
+            print(msg, flush=True)
+            return
+        log.log(logging.WARNING if str(msg).startswith("warning") else logging.INFO, msg)
+    return say
+
+
+def _amount(n: float, unit: str) -> str:
+    if unit != "bytes":
+        return f"{n:.0f}"
+    for scale, name in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if n >= scale:
+            return f"{n / scale:.1f} {name}"
+    return f"{n:.0f} B"
+
+
+class TaskProgress:
+    """A ``progress(done, total)`` callback (the protocol data/ and evaluate/ functions take) for one kind
+    of long work: a rich bar on a terminal, else a plain line on the "sotakit.progress" logger every
+    ``PLAIN_EVERY_S`` seconds or 10%, and one at the end (``min_s``: not for work that took less).
+
+    Silent unless that logger is enabled for info (the CLI without ``-q``), so library calls print nothing.
+    A call with ``done`` not above the previous one starts the next task of the same kind (each epoch's
+    evaluation). ``total`` may be None (a download without a size).
+    """
+
+    def __init__(self, label: str, *, unit: str = "items", min_s: float = 0.0, rate: bool = True):
+        self.label, self.unit, self.min_s, self.show_rate = label, unit, min_s, rate
+        self.log = logging.getLogger("sotakit.progress")
+        self.bar = self.task = None
+        self.last_done = None
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if not self.log.isEnabledFor(logging.INFO):
+            return
+        now = time.monotonic()
+        if self.last_done is None or done <= self.last_done:
+            self._start(now, total)
+        self.last_done = done
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, total=total)
+            if total is not None and done >= total:
+                self.close()
+            return
+        finished = total is not None and done >= total
+        decile = int(10 * done / total) if total else 0
+        if finished:
+            if now - self.t0 >= self.min_s:
+                self.log.info(self.line(done, total, now))
+        elif now - self.t_line >= PLAIN_EVERY_S or (decile > self.decile and now - self.t_line >= 1.0):
+            self.log.info(self.line(done, total, now))
+            self.t_line, self.decile = now, decile
+
+    def _start(self, now: float, total: int | None) -> None:
+        self.close()
+        self.t0 = self.t_line = now
+        self.decile = 0
+        if sys.stderr.isatty():
+            self.bar = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
+                                transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=total)
+
+    def line(self, done: int, total: int | None, now: float) -> str:
+        """``indexing photos/train: files 500/1000 (50%), 410 files/s, 1s elapsed, ETA 1s``."""
+        elapsed = now - self.t0
+        rate = done / elapsed if elapsed > 0 else None
+        text = f"{self.label}: {'' if self.unit == 'bytes' else self.unit + ' '}{_amount(done, self.unit)}"
+        if total:
+            text += f"/{_amount(total, self.unit)} ({100 * done / total:.0f}%)"
+        if self.show_rate and rate:
+            text += f", {_amount(rate, self.unit)}{'/s' if self.unit == 'bytes' else f' {self.unit}/s'}"
+        text += f", {duration_text(elapsed)} elapsed"
+        if total and rate and done < total:
+            text += f", ETA {duration_text((total - done) / rate)}"
+        return text
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = self.task = None
+
+
+def task_progress(label: str, unit: str = "items") -> TaskProgress:
+    """The factory ``load_data(progress=...)`` takes: one reporter per labelled task."""
+    return TaskProgress(label, unit=unit)
