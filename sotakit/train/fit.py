@@ -38,6 +38,7 @@ from .recipe_kwargs import (
     ema_kwargs,
     epoch_kwargs,
     eval_kwargs,
+    input_size_kwargs,
     loader_kwargs,
     model_build_kwargs,
     model_kwargs,
@@ -102,13 +103,9 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
 
     # Same initial weights on every rank; then per-rank streams for augmentation.
     torch.manual_seed(recipe.seed)
-    model = build_model(**model_build_kwargs(recipe, num_classes=len(bundle.classes),
-                                             native_size=bundle.native_size))
-    # Fail before the run directory exists when the model cannot take the crops (vit_b_16 at 28 px).
-    check_input_size(**model_build_kwargs(recipe, num_classes=len(bundle.classes),
-                                          native_size=bundle.native_size),
-                     sizes=(recipe.train_crop_size, recipe.val_crop_size, recipe.progressive_resize),
-                     data=recipe.data)
+    built = model_build_kwargs(recipe, num_classes=len(bundle.classes), native_size=bundle.native_size)
+    model = build_model(**built)
+    check_input_size(**built, **input_size_kwargs(recipe))  # before the run directory exists (vit at 28 px)
     model = prepare_model(model, **model_kwargs(recipe), device=device, distributed=dist_info.enabled)
     torch.manual_seed(recipe.seed + dist_info.rank)
     loaders = make_loaders(bundle, **loader_kwargs(recipe), world_size=dist_info.world_size,
@@ -154,12 +151,11 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
         for epoch in range(totals.epoch, recipe.epochs):
             # Data order, crop size and worker seeds are functions of (seed, rank, epoch).
             set_data_epoch(loaders, epoch=epoch, skip_batches=totals.step, rank=dist_info.rank,
-                        **data_epoch_kwargs(recipe, epoch=epoch))
+                           **data_epoch_kwargs(recipe, epoch=epoch))
             progress.start_epoch(epoch, totals.step)
             totals.start_epoch()
 
-            # the progress bar, then --checkpoint-every
-            def after_step(done: int, epoch: int = epoch) -> None:
+            def after_step(done: int, epoch: int = epoch) -> None:  # progress, then --checkpoint-every
                 progress.step(done)
                 saver.maybe_save(parts, totals, epoch=epoch, step=done)
 

@@ -103,6 +103,12 @@ def model_build_kwargs(recipe: Recipe, *, num_classes: int, native_size: int) ->
     return {"name": recipe.model, "num_classes": num_classes, "small_input": native_size <= 64}
 
 
+def input_size_kwargs(recipe: Recipe) -> dict[str, Any]:
+    """check_input_size's arguments: every crop the run will feed the model (0: no progressive start)."""
+    return {"sizes": (recipe.train_crop_size, recipe.val_crop_size, recipe.progressive_resize),
+            "data": recipe.data}
+
+
 def model_kwargs(recipe: Recipe) -> dict[str, Any]:
     return _take(MODEL_ARGS, recipe)
 

@@ -12,7 +12,7 @@ from torch import nn
 import sotakit.train.recipe_kwargs as rk
 from sotakit.data import make_loaders, set_data_epoch
 from sotakit.evaluate import evaluate, tune_resize
-from sotakit.models import build_model
+from sotakit.models import build_model, check_input_size
 from sotakit.recipes import Recipe, make_recipe
 from sotakit.recipes.recipe import COMPATIBILITY_FIELDS, FIELDS, OPERATIONAL_FIELDS
 from sotakit.train import (
@@ -39,6 +39,7 @@ ADAPTERS = {
     "eval_kwargs": (rk.eval_kwargs(R), evaluate),
     "model_build_kwargs": (rk.model_build_kwargs(R, num_classes=10, native_size=28), build_model),
     "model_kwargs": (rk.model_kwargs(R), prepare_model),
+    "input_size_kwargs": (rk.input_size_kwargs(R), check_input_size),
     "amp_kwargs": (rk.amp_kwargs(R), amp_dtype_for),
     "backend_kwargs": (rk.backend_kwargs(R), set_backend_flags),
     "criterion_kwargs": (rk.criterion_kwargs(R), nn.CrossEntropyLoss),
