@@ -214,15 +214,21 @@ def _experiment_overrides(args) -> dict:
 def _plan_and_run(args, entries, out: Path, *, label: str) -> bool:
     """Print the plan; run what is not done yet, or (--dry-run) list the files and estimate the time."""
     from .experiments import count_runs, run_recipes
+    from .experiments.runner import runs_to_do
     runs = count_runs(entries, args.seeds)
     print(console.plan_text(entries, runs=runs, seeds=args.seeds, label=label, dry_run=args.dry_run))
-    if args.dry_run and not args.no_estimate:  # estimate_entries prints what it is timing
+    todo = len(runs_to_do(entries, out, seeds=args.seeds))
+    if not args.no_estimate and todo:  # also before a real run: how long, before it starts
         from .experiments.estimate import TooFewImagesError, estimate_entries
         try:
-            estimate = estimate_entries(entries, seeds=args.seeds, jobs=args.jobs)
-            print(console.estimate_text(*estimate, jobs=args.jobs))
-        except TooFewImagesError as e:  # the plan above stands; only the measured estimate is missing
+            total_s, per_image, startup_s = estimate_entries(entries, seeds=args.seeds, jobs=args.jobs)
+            print(console.estimate_text(total_s * todo / runs, per_image, startup_s, jobs=args.jobs,
+                                        runs=todo))
+        except TooFewImagesError as e:  # the plan stands, without an estimate
             note(f"no time estimate: {e}")
+        except Exception as e:  # a config that cannot train fails in its run, with the run's own message
+            first = (str(e).splitlines() or [""])[0]
+            note(f"no time estimate: timing a run failed ({type(e).__name__}: {first})")
     if not args.dry_run:
         run_recipes(entries, out, seeds=args.seeds, jobs=args.jobs)
     return not args.dry_run

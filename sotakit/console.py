@@ -94,15 +94,17 @@ def plan_text(entries: list[Entry], *, runs: int, seeds: int, label: str, dry_ru
     return "\n".join(lines)
 
 
-def estimate_text(total_s: float, per_image: dict[tuple, float], startup_s: float, *, jobs: int) -> str:
-    """The dry run's time estimate, with what was measured and what it leaves out."""
+def estimate_text(total_s: float, per_image: dict[tuple, float], startup_s: float, *, jobs: int,
+                  runs: int | None = None) -> str:
+    """The time estimate of the runs still to do (``runs``), with what was measured and what it leaves out."""
     from .experiments.estimate import format_duration  # imports torch: only for a dry run's estimate
     lines = [f"  measured {model} {size}px batch {batch}: {1 / sec:.0f} train img/s"
              for (model, size, batch), sec in per_image.items()]
     lines.append(f"  measured start-up per run (import + data load): {startup_s:.1f}s")
     lines.append(f"estimated total: ~{format_duration(total_s)} with --jobs {jobs} (rough: measured over "
                  "8 steps after 2 warm-up steps, eval counted at 1/3 of a training image, jobs assumed to "
-                 "share the cores perfectly, other load on the machine not known)")
+                 "share the cores perfectly, other load on the machine not known)"
+                 + (f" for the {runs} runs still to do" if runs is not None else ""))
     return "\n".join(lines)
 
 

@@ -78,6 +78,18 @@ def count_runs(entries: list[Entry], seeds: int) -> int:
     return sum(seeds * len(folds_of(load_recipe(path))) for _, _, path in entries)
 
 
+def runs_to_do(entries: list[Entry], out_dir: Path, *, seeds: int) -> list[tuple[Path, int, int | None]]:
+    """The (recipe file, seed, fold) runs of ``entries`` not yet recorded in out_dir/results.jsonl."""
+    done = finished(out_dir / "results.jsonl")
+    todo = []
+    for _, _, path in entries:
+        recipe = load_recipe(path)
+        key = config_key(recipe)
+        todo += [(path, seed, fold) for seed in range(seeds) for fold in folds_of(recipe)
+                 if (key, seed, fold) not in done]
+    return todo
+
+
 def run_one(path: Path, seed: int, out_dir: Path, threads: int, fold: int | None = None) -> dict:
     """Train one (entry, seed, fold) in its own process with ``threads`` intra-op threads; return its result.
 
@@ -140,14 +152,8 @@ def run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int = 
     runs done of the total with the time left at the pace so far."""
     say = say or logging.getLogger("sotakit.experiments").info
     results = out_dir / "results.jsonl"
-    done = finished(results)
-    planned = []
-    for _, _, path in entries:
-        recipe = load_recipe(path)
-        key = config_key(recipe)
-        planned += [(path, seed, fold, key) for seed in range(seeds) for fold in folds_of(recipe)]
-    todo = [(path, seed, fold) for path, seed, fold, h in planned if (h, seed, fold) not in done]
-    say(f"{len(todo)} runs to do, {len(planned) - len(todo)} already finished")
+    todo = runs_to_do(entries, out_dir, seeds=seeds)
+    say(f"{len(todo)} runs to do, {count_runs(entries, seeds) - len(todo)} already finished")
     threads = max(1, (os.cpu_count() or 1) // jobs)  # the machine's cores divided between the jobs
 
     failures, lock = [], threading.Lock()

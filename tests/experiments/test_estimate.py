@@ -82,3 +82,36 @@ def test_ablate_dry_run_prints_files_runs_and_estimate(image_folder, tmp_path, c
     assert "estimated total: ~" in out and "with --jobs 2 (rough:" in out
     assert main(args + ["--no-estimate"]) == 0
     assert "estimated" not in capsys.readouterr().out
+
+
+def test_ablate_prints_the_estimate_of_the_runs_still_to_do_before_it_runs(image_folder, tmp_path, capsys,
+                                                                           monkeypatch):
+    """Issue 9: the expected duration at start, for the runs not yet in results.jsonl."""
+    import json
+
+    import sotakit.experiments as experiments
+    from sotakit.cli import main
+    from sotakit.experiments.runner import config_key, runs_to_do
+    from sotakit.recipes import load_recipe
+    monkeypatch.setattr(estimate, "measure_seconds_per_image", lambda recipe, bundle: 0.01)
+    monkeypatch.setattr(estimate, "measure_startup_s", lambda data, root: 2.0)
+    ran = []
+    monkeypatch.setattr(experiments, "run_recipes", lambda entries, out, **kw: ran.append(len(entries)))
+    monkeypatch.setattr(experiments, "write_ladder_tables", lambda steps, out: "")
+    out = tmp_path / "abl"
+    args = ["ablate", "--data", str(image_folder), "--seeds", "2", "--epochs", "1",
+            "--set", "model=resnet9_w16", "--out", str(out)]
+    assert main(args + ["--dry-run"]) == 0
+    planned = capsys.readouterr().out
+    assert main(args) == 0 and ran == [13]
+    started = capsys.readouterr().out
+    total = next(line for line in planned.splitlines() if line.startswith("estimated total"))
+    assert total.endswith(" for the 26 runs still to do") and started.count(total) == 1  # the same, at start
+    # one run recorded as finished: 25 to do
+    first = sorted((out / "steps").glob("*.toml"))[0]
+    (out / "results.jsonl").write_text(json.dumps({"recipe_hash": config_key(load_recipe(first)), "seed": 0,
+                                                   "fold": None}) + "\n")
+    todo = runs_to_do(experiments.expand("torchvision", out, epochs=1,
+                                         overrides={"data": str(image_folder), "model": "resnet9_w16"}),
+                      out, seeds=2)
+    assert len(todo) == 25 and (first, 0, None) not in todo
