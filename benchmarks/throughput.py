@@ -30,6 +30,18 @@ from torch import nn
 from sotakit.data import load_data, make_loaders
 from sotakit.models import build_model
 
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo; platform.processor() is empty on Linux): machines of one
+    kind differ by up to 2x, so a result names the one it was measured on."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
 STEPS, WARMUP, REPEATS, BATCH = 24, 4, 3, 256
 
 
@@ -91,7 +103,7 @@ def main() -> None:
     base = statistics.median(results[next(iter(settings))])
     lines = [f"# Training throughput, resnet9_w16 on Fashion-MNIST 28 px, batch {BATCH}",
              "", f"`.venv/bin/python benchmarks/throughput.py` on {time.strftime('%Y-%m-%d')}",
-             f"machine: {platform.machine()} {platform.processor()}, {torch.get_num_threads()} threads; "
+             f"machine: {platform.machine()} {cpu_name()}, {torch.get_num_threads()} threads; "
              f"python {platform.python_version()}, torch {torch.__version__}, torchvision "
              f"{torchvision.__version__}",
              f"{STEPS} timed steps after {WARMUP} warm-up steps, each in a fresh process, median of "
@@ -101,7 +113,8 @@ def main() -> None:
         med = statistics.median(vals)
         lines.append(f"| {name} | {med:.0f} | {', '.join(f'{v:.0f}' for v in vals)} | {med / base:.2f} |")
     out = (Path(__file__).parent / "results"
-           / f"throughput-{platform.machine()}-torch{torch.__version__.split('+')[0]}.md")
+           / f"throughput-{platform.machine()}-{cpu_name().split()[0].lower() or 'cpu'}"
+             f"-torch{torch.__version__.split('+')[0]}.md")
     out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

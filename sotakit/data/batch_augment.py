@@ -1,8 +1,8 @@
 """Random-resized crop and flip for a whole batch of in-memory images at once.
 
 For data held as uint8 tensors (Fashion-MNIST, CIFAR) per-image transforms are a large share of a
-training step on a 2-core CPU: with them, resnet9_w16 trains at 0.76 of the speed it reaches
-with this batch path (benchmarks/results/throughput-*). Here the
+training step on a 2-core CPU: with them, resnet9_w16 trains at 0.76 (2-core EPYC) to 0.80 (2-core
+Xeon) of the speed it reaches with this batch path (benchmarks/results/throughput-*). Here the
 crop boxes are drawn for the whole batch with torchvision's RandomResizedCrop rule (10 tries of
 area and log-aspect, then the center-crop fallback), and the crops are resampled in one
 ``torchvision.ops.roi_align`` call: plain bilinear sampling where a crop is enlarged, and a mean
