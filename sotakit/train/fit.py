@@ -80,7 +80,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     # Resume: the run's own recipe and newest verified checkpoint; never a run another process trains.
     point = find_resume_point(recipe, resume=resume, force=force_resume, epochs=epochs)
     if point.finished:  # nothing to train: no re-evaluation, and the run's wall time stays as it was
-        print(point.finished_message()) if verbose else None
+        if verbose:
+            print(point.finished_message())
         return FitResult(point.run_dir, point.finished_summary())
     recipe = point.recipe
     # The backend follows the device the run will really use (gloo on CPU, NCCL on CUDA).
