@@ -207,11 +207,12 @@ def run_warnings(recipe: Recipe, steps_per_epoch: int | None = None,
         out.append(f"an epoch is only {steps_per_epoch} steps (batch {global_batch}): BatchNorm, the "
                    f"schedule and the EMA get few updates; a smaller {flag_of('batch_size')} gives "
                    f"{MIN_STEPS_PER_EPOCH} or more")
-    if steps_per_epoch and recipe.epochs * steps_per_epoch < MIN_RUN_STEPS and not recipe.weights:
-        wanted = -(-2 * MIN_RUN_STEPS // steps_per_epoch)
-        out.append(f"the whole run is only {recipe.epochs * steps_per_epoch} optimizer steps ({recipe.epochs} "
-                   f"epochs x {steps_per_epoch}): too few for a model trained from scratch to learn much; "
-                   f"{flag_of('epochs')} {wanted} gives {wanted * steps_per_epoch}")
+    spe = steps_per_epoch
+    if spe and recipe.epochs * spe < MIN_RUN_STEPS and not recipe.weights:
+        wanted = -(-2 * MIN_RUN_STEPS // spe)  # epochs for ~100 steps
+        out.append(f"the whole run is only {recipe.epochs * spe} optimizer steps ({recipe.epochs} epochs x "
+                   f"{spe}): too few for a model trained from scratch to learn much; "
+                   f"{flag_of('epochs')} {wanted} gives {wanted * spe}")
     if recipe.model_ema and steps_per_epoch:
         alpha = ema_alpha(recipe, steps_per_epoch=steps_per_epoch)
         updates = ema_updates(recipe, steps_per_epoch=steps_per_epoch)
