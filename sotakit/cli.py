@@ -197,8 +197,10 @@ def cmd_models(args) -> int:
     from .models import describe_models
     size = (peek_native_size(args.data) or 224) if args.data else 224
     small = bool(args.data) and size <= 64
+    from .models.regnet import PUBLISHED
     _show(console.models_table(describe_models(args.pattern, image_size=size, num_classes=args.num_classes,
-                                               small_input=small), size=size, small=small))
+                                               small_input=small), size=size, small=small,
+                               published=PUBLISHED if args.published else None), wide=True)
     return 0
 
 

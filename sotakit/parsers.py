@@ -105,6 +105,9 @@ def add_models_parser(sub, commands) -> None:
     m.add_argument("--data", help="count at this data set's image size, and show which models cannot run "
                    "there (default: 224 px)")
     m.add_argument("--num-classes", type=int, default=10, help="classes of the classifier head (default: 10)")
+    m.add_argument("--published", action="store_true", help="add the ImageNet top-1 of the RegNet paper and "
+                   "of the Keras reproduction, with the settings it changed ('Training RegNets for "
+                   "tf.keras.applications')")
     m.set_defaults(func=commands["models"])
 
 
