@@ -19,6 +19,7 @@ from .recipes import Recipe, dump_recipe
 
 if TYPE_CHECKING:
     from .evaluate.resize import ResizeTuning
+    from .experiments.family import FamilyRow
     from .experiments.runner import Entry
     from .experiments.sweep import SweepRow
 
@@ -98,6 +99,19 @@ def models_table(rows: list[dict], *, size: int, small: bool, published: dict | 
         note = "; ".join(x for x in (r.get("note"), r.get("error")) if x)
         table.add_row(*cells, escape(note))
     return table
+
+
+def family_table(rows: list[FamilyRow], out: Path) -> Table:
+    """After a model family's runs: one row per model by FLOPs, accuracy over seeds, time and speed."""
+    crops = "/".join(str(c) for c in sorted({r.crop for r in rows}))
+    t = Table(title=f"{out.name}: test acc@1/acc@5 over seeds (EMA model when kept); GFLOPs at {crops} px")
+    for col in ("model", "params (M)", "GFLOPs", "n", "acc@1 mean ± std", "acc@5 mean ± std",
+                "train time (s)", "img/s"):
+        t.add_column(col, justify="left" if col == "model" else "right")
+    for r in rows:
+        t.add_row(r.model, f"{r.params / 1e6:.2f}", f"{r.flops / 1e9:.3f}", str(r.acc1.n), mean_std(r.acc1),
+                  mean_std(r.acc5) if r.acc5.n else "-", _num(r.train_time_s, ".0f"), _num(r.img_s, ".0f"))
+    return t
 
 
 def plan_text(entries: list[Entry], *, runs: int, seeds: int, label: str, dry_run: bool) -> str:
