@@ -166,7 +166,8 @@ def run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int = 
     def one(job):
         path, seed, fold = job
         try:
-            rec = run_one(path, seed, out_dir=out_dir, threads=threads, fold=fold, tracker=tracker)
+            rec = run_one(path, seed, out_dir=out_dir, threads=threads, fold=fold,
+                          **({"tracker": tracker} if tracker else {}))
         except Exception as e:  # one failed run must not stop the others; it is reported at the end
             where = f" fold {fold}" if fold is not None else ""
             failures.append((f"{path.stem} seed {seed}{where}", str(e)))

@@ -61,3 +61,15 @@ def test_regnet_keras_preset_holds_the_seed_settings():
         "adamw", 5e-5, 100, 5, "cosineannealinglr")
     assert (r.crop_min_scale, r.pca_jitter, r.mixup_alpha, r.label_smoothing) == (0.08, 0.1, "auto", 0.0)
     assert r.lr * 128 / r.lr_ref_batch == pytest.approx(0.001)  # 0.001 per TPU core of 128 images
+
+
+def test_area_factor_bounds_the_crop_area():
+    """The inception crop's area ~ U(area_factor, 1) x H x W: boxes of a 0.25 factor never go below it
+    (up to the rounding of the side lengths) and some reach near it."""
+    import torch
+
+    from sotakit.data.batch_augment import sample_crop_boxes
+    boxes = sample_crop_boxes(4000, 64, 64, scale=(make_recipe(crop_min_scale=0.25).crop_min_scale, 1.0),
+                              generator=torch.Generator().manual_seed(0))
+    frac = boxes[:, 2] * boxes[:, 3] / (64 * 64)
+    assert frac.min() >= 0.25 * (1 - 2 / 16) and frac.min() < 0.27 and frac.max() <= 1.0
