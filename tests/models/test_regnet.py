@@ -19,10 +19,15 @@ def test_the_24_are_registered_under_the_keras_names():
     assert list_models("regnet[xy]_*") == sorted(PYCLS) and len(PYCLS) == 24
 
 
+def test_the_rule_gives_pycls_stages():
+    for name, want in PYCLS.items():
+        assert list(generate_stages(DESIGNS[name])) == [want["widths"], want["depths"], want["group_widths"]]
+
+
+@pytest.mark.slow  # builds and counts all 24 on meta, the 32GF ones included: ~12 s here
 @pytest.mark.parametrize("name", sorted(PYCLS))
-def test_stages_params_and_macs_match_pycls(name):
+def test_built_models_match_pycls_params_and_macs(name):
     want = PYCLS[name]
-    assert list(generate_stages(DESIGNS[name])) == [want["widths"], want["depths"], want["group_widths"]]
     model = build_meta_model(name, num_classes=1000)
     st = regnet_stages(model)
     assert (st["widths"], st["depths"], st["group_widths"]) == (want["widths"], want["depths"],
@@ -80,3 +85,14 @@ def test_models_command_shows_stages_and_the_published_table(capsys):
     assert rows["regnetx_002"][3:] == ["13", "24,56,152,368", "1,1,4,7", "8,8,8,8", "68.9", "67.15",
                                        "adamw, area_factor=0.25", "the paper's (pycls rule)"]
     assert rows["regnetx_004"][1:3] == ["4.78", "0.795"]  # 10 classes; FLOPs = 2 x pycls's 0.398 GMACs
+
+
+@pytest.mark.slow  # ~20 s for the 24
+@pytest.mark.parametrize("name", sorted(PYCLS))
+def test_forward_and_backward_at_32px_on_meta(name):
+    """All 24, also those too big for a real CPU pass in the registry sweep: autograd runs on meta."""
+    model = build_meta_model(name, num_classes=10, small_input=True).train()
+    out = model(torch.empty(2, 3, 32, 32, device="meta"))
+    assert out.shape == (2, 10)
+    out.square().mean().backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None or p.grad.shape != p.shape] == []
