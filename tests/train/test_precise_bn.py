@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -53,3 +54,25 @@ def test_number_of_batches_follows_pycls():
     assert precise_bn_batches(8192, batch_size=128, batches=1000, world_size=8) == 8
     assert precise_bn_batches(8192, batch_size=256, batches=10) == 10  # capped at the loader's length
     assert precise_bn_batches(100, batch_size=256, batches=10) == 1
+
+
+@pytest.mark.slow  # trains with fit()
+def test_fit_recomputes_model_and_ema_statistics_before_each_evaluation(image_folder, tmp_path, monkeypatch,
+                                                                         one_thread):
+    import importlib
+
+    from conftest import tiny_recipe
+    fit_module = importlib.import_module("sotakit.train.fit")  # sotakit.train.fit is also the function
+    calls, real = [], fit_module.update_precise_bn
+
+    def spy(model, loader, **kw):
+        calls.append((model, kw["samples"], real(model, loader, **kw)))
+        return calls[-1][2]
+
+    monkeypatch.setattr(fit_module, "update_precise_bn", spy)
+    fit_module.fit(tiny_recipe(image_folder, tmp_path, epochs=2, model_ema=True, model_ema_steps=1,
+                               precise_bn=16), verbose=False)
+    # each epoch: the model, then the EMA's copy, on 16 images = 2 batches of 8
+    assert [(samples, batches) for _, samples, batches in calls] == [(16, 2)] * 4
+    model, ema = calls[0][0], calls[1][0]
+    assert model is not ema and [c[0] for c in calls] == [model, ema, model, ema]
