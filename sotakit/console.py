@@ -80,10 +80,10 @@ def models_table(rows: list[dict], *, size: int, small: bool, published: dict | 
     stages = any(r.get("stages") for r in rows)
     cols = ["model", "params (M)", "GFLOPs"]
     cols += ["depth", "stage widths", "stage depths", "group w"] if stages else []
-    cols += ["paper top-1", "Keras top-1", "Keras settings"] if published else []
+    cols += ["paper top-1", "Keras top-1", "diff", "Keras settings"] if published else []
     for col in [*cols, "note"]:
         table.add_column(col, justify="right" if col in ("params (M)", "GFLOPs", "depth", "paper top-1",
-                                                         "Keras top-1") else "left")
+                                                         "Keras top-1", "diff") else "left")
     for r in rows:
         flops = r.get("flops")
         cells = [r["name"], f"{r['params'] / 1e6:.2f}" if r.get("params") is not None else "-",
@@ -95,7 +95,7 @@ def models_table(rows: list[dict], *, size: int, small: bool, published: dict | 
                       if st else ["-"] * 4)
         if published:
             paper, ours, how = published.get(r["name"], (None, None, ""))
-            cells += [_num(paper, ".1f"), _num(ours), how]
+            cells += [_num(paper, ".1f"), _num(ours), _num(paper - ours if paper else None), how]
         note = "; ".join(x for x in (r.get("note"), r.get("error")) if x)
         table.add_row(*cells, escape(note))
     return table

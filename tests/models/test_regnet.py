@@ -82,7 +82,7 @@ def test_models_command_shows_stages_and_the_published_table(capsys):
     out = capsys.readouterr().out
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[1:-1]]
             for line in out.splitlines() if line.startswith("│ regnetx")}
-    assert rows["regnetx_002"][3:] == ["13", "24,56,152,368", "1,1,4,7", "8,8,8,8", "68.9", "67.15",
+    assert rows["regnetx_002"][3:] == ["13", "24,56,152,368", "1,1,4,7", "8,8,8,8", "68.9", "67.15", "1.75",
                                        "adamw, area_factor=0.25", "the paper's (pycls rule)"]
     assert rows["regnetx_004"][1:3] == ["4.78", "0.795"]  # 10 classes; FLOPs = 2 x pycls's 0.398 GMACs
 
