@@ -26,7 +26,7 @@ LOADER_ARGS = {name: name for name in (
     "batch_size", "train_crop_size", "val_resize_size", "val_crop_size", "interpolation", "auto_augment",
     "ra_magnitude", "augmix_severity", "random_erase", "crop_min_scale", "color_jitter", "mixup_alpha",
     "cutmix_alpha", "ra_sampler", "ra_reps", "holdout", "seed", "workers", "train_limit", "test_limit",
-    "kfold", "fold", "max_decode_errors")} | {"timeout": "loader_timeout"}
+    "kfold", "fold", "max_decode_errors", "pca_jitter")} | {"timeout": "loader_timeout"}
 # param_groups (sotakit.train.optim)
 PARAM_GROUP_ARGS = {name: name for name in (
     "weight_decay", "norm_weight_decay", "bias_weight_decay", "transformer_embedding_decay")}
@@ -193,10 +193,14 @@ def data_epoch_kwargs(recipe: Recipe, *, epoch: int) -> dict[str, Any]:
 
 
 def run_warnings(recipe: Recipe, steps_per_epoch: int | None = None,
-                 train_images: int | None = None) -> list[str]:
+                 train_images: int | None = None, channels: int | None = None) -> list[str]:
     """recipes.warnings_for, plus what only the engine can tell: a batch larger than the training set,
-    epochs of fewer than ~10 steps, a run of fewer than ~50 steps, an EMA horizon longer than the run."""
+    epochs of fewer than ~10 steps, a run of fewer than ~50 steps, an EMA horizon longer than the run, PCA
+    jitter on one-channel data."""
     out = recipe_warnings(recipe)
+    if recipe.pca_jitter and channels == 1:
+        out.append(f"{flag_of('pca_jitter')} {recipe.pca_jitter:g} has no effect: the images have one "
+                   "channel and no colour to shift (drop it; --color-jitter varies brightness and contrast)")
     global_batch = recipe.batch_size * recipe.world_size
     if train_images is not None and global_batch > train_images:
         out.append(f"the global batch ({global_batch}) is larger than the training set ({train_images} "
