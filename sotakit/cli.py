@@ -122,6 +122,9 @@ def cmd_train(args) -> int:
     from .experiments.family import is_family
     if is_family(getattr(args, "model", None)) or args.seeds is not None:
         return _train_family(args)
+    if args.jobs != 1 or args.out is not None:
+        raise RecipeError("--jobs and --out are for a model family: give --model PATTERN (or a comma list) "
+                          "or --seeds N; one run goes under --output-dir")
     if resume := resume_run(args):
         return _fit(args, **resume, force_resume=args.force_resume)
     recipe = build_recipe(args, say=note)

@@ -71,6 +71,13 @@ def test_family_refuses_the_flags_it_sets_itself(image_folder, capsys):
                                                 "--seeds N, runs under --out); drop it")
 
 
+def test_jobs_or_out_without_a_family_is_refused_not_ignored(image_folder, capsys):
+    assert main(["train", "--model", "resnet18", "--jobs", "2", "--data", str(image_folder)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --jobs and --out are for a model family: give --model PATTERN (or a comma list) or --seeds N;"
+        " one run goes under --output-dir")
+
+
 def test_family_rows_are_sorted_by_flops(tmp_path, image_folder):
     base = make_recipe(data=str(image_folder), epochs=1)
     entries = expand_family(base, ["regnety_004", "regnetx_002"], tmp_path)
