@@ -107,12 +107,15 @@ def build_model(name: str, *, num_classes: int, small_input: bool = False, **kw)
             stride-2 conv becomes a 3x3 stride-1 conv and the max-pool is removed, so a 32 px
             image is not shrunk to 8 px before the first block. Other families have no such stem
             and are returned unchanged (their own size arguments, e.g. ViT's ``image_size``, go
-            in ``kw``).
+            in ``kw``). A sotakit model with its own small stem offers ``use_small_input_stem()``
+            (xresnet: stride-1 stem conv, no max-pool).
         **kw: Passed to the builder.
     """
     model = get_model_builder(name)(num_classes=num_classes, **kw)
     if small_input and isinstance(model, torchvision.models.ResNet):
         _use_small_input_stem(model)
+    elif small_input and hasattr(model, "use_small_input_stem"):
+        model.use_small_input_stem()
     return model
 
 
