@@ -21,7 +21,8 @@ def _f(default: Any, help: str, *, ref: bool = True, choices: tuple | None = Non
 
 
 OPTIMIZERS = ("sgd", "sgd-nesterov", "rmsprop", "adamw")
-SCHEDULERS = ("steplr", "cosineannealinglr", "exponentiallr")
+SCHEDULERS = ("steplr", "cosineannealinglr", "exponentiallr", "onecycle", "flatcos")
+PER_STEP_SCHEDULERS = ("onecycle", "flatcos")  # fastai's: stepped every batch (train.schedules)
 AUTO_AUGMENT = ("ta_wide", "ra", "augmix", "imagenet", "cifar10", "svhn")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 
@@ -131,6 +132,13 @@ class Recipe:
                                      "fails", ref=False)
     loader_timeout: float = _f(600.0, "seconds to wait for a DataLoader worker's batch before failing "
                                       "(workers > 0)", ref=False)
+    # --- fastai's schedules (issue 11): onecycle and flatcos, see sotakit/train/schedules.py ---
+    lr_pct_start: Optional[float] = _f(None, "onecycle: fraction of steps rising to --lr; flatcos: fraction "
+                                             "held flat (unset: fastai's 0.25 and 0.75; torch's OneCycleLR "
+                                             "uses 0.3)", ref=False)
+    lr_div: float = _f(25.0, "onecycle starts at lr/div (fastai and torch: 25)", ref=False)
+    lr_div_final: float = _f(1e5, "onecycle and flatcos end at lr/div_final (fastai: 1e5; torch's "
+                                  "OneCycleLR: 2.5e5)", ref=False)
     # --- K-fold cross-validation (issue 4): confirm a choice on data it was not chosen on ---
     kfold: int = _f(0, "split the training set into K stratified folds, one of them the validation split "
                        "(0: off); `train --kfold K` without --fold runs all K folds and reports mean ± std",
@@ -286,6 +294,13 @@ def validate(r: Recipe) -> None:
     if r.model_ema_horizon is not None and not 0.0 < r.model_ema_horizon <= 1.0:
         raise RecipeError(f"model_ema_horizon must be in (0, 1], got {r.model_ema_horizon}; e.g. 0.1 "
                           "averages over the last tenth of the run's EMA updates")
+    if r.lr_scheduler in PER_STEP_SCHEDULERS and r.lr_warmup_epochs:
+        raise RecipeError(f"{r.lr_scheduler} has its own warm-up; use --lr-warmup-epochs 0 (or "
+                          "--lr-pct-start for a longer rise)")
+    if r.lr_pct_start is not None and not 0.0 <= r.lr_pct_start <= 1.0:
+        raise RecipeError(f"lr_pct_start must be in [0, 1], got {r.lr_pct_start}")
+    if r.lr_div <= 0 or r.lr_div_final <= 0:
+        raise RecipeError("lr_div and lr_div_final must be > 0")
     if r.lr_ref_batch is not None and r.lr_ref_batch <= 0:
         raise RecipeError("lr_ref_batch must be > 0")
 

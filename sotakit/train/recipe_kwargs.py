@@ -19,7 +19,7 @@ from ..evaluate import default_sizes
 from ..recipes import Recipe
 from ..recipes import warnings_for as recipe_warnings
 from ..recipes.presets import MIN_BATCH, MIN_STEPS
-from ..recipes.recipe import checkpoint_interval, flag_of
+from ..recipes.recipe import PER_STEP_SCHEDULERS, checkpoint_interval, flag_of
 
 # make_loaders (sotakit.data): world_size, rank and pin_memory are the machine's, given by the caller.
 LOADER_ARGS = {name: name for name in (
@@ -34,7 +34,8 @@ PARAM_GROUP_ARGS = {name: name for name in (
 OPTIMIZER_ARGS = {name: name for name in ("opt", "lr", "momentum", "weight_decay")}
 # build_scheduler (sotakit.train.optim): lengths are converted to the schedule's unit in scheduler_kwargs
 SCHEDULER_ARGS = {"lr_scheduler": "lr_scheduler", "warmup_method": "lr_warmup_method",
-                  "warmup_decay": "lr_warmup_decay", "lr_min": "lr_min"}
+                  "warmup_decay": "lr_warmup_decay", "lr_min": "lr_min",
+                  "pct_start": "lr_pct_start", "div": "lr_div", "div_final": "lr_div_final"}
 # train_one_epoch (sotakit.train.loop): ema_in_warmup is derived per epoch in epoch_kwargs
 EPOCH_ARGS = {"ema_steps": "model_ema_steps", "clip_grad_norm": "clip_grad_norm",
               "channels_last": "channels_last", "print_freq": "print_freq",
@@ -81,9 +82,9 @@ def scheduler_kwargs(recipe: Recipe, *, steps_per_epoch: int) -> dict[str, Any]:
     """build_scheduler's arguments, lengths in epochs or, with --lr-per-step, in steps.
 
     ExponentialLR's gamma is per epoch in the recipe, so stepped per batch it becomes its
-    ``steps_per_epoch``-th root.
+    ``steps_per_epoch``-th root. onecycle and flatcos always count steps (``resolve`` steps them per batch).
     """
-    unit = steps_per_epoch if recipe.lr_per_step else 1
+    unit = steps_per_epoch if recipe.lr_per_step or recipe.lr_scheduler in PER_STEP_SCHEDULERS else 1
     gamma = recipe.lr_gamma ** (1 / unit) if recipe.lr_scheduler == "exponentiallr" else recipe.lr_gamma
     return {**_take(SCHEDULER_ARGS, recipe), "total": recipe.epochs * unit,
             "warmup": recipe.lr_warmup_epochs * unit, "step_size": recipe.lr_step_size * unit, "gamma": gamma}
