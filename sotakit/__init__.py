@@ -20,7 +20,9 @@ from .train import (
     save_checkpoint,
     train_one_epoch,
 )
+from .train.lr_finder import LRFindResult, lr_find
 
-__all__ = ["Recipe", "build_ema", "build_model", "build_optimizer", "build_scheduler", "evaluate", "fit",
-           "list_models", "load_checkpoint", "load_data", "load_preset", "load_recipe", "make_loaders",
-           "make_recipe", "param_groups", "register_model", "save_checkpoint", "train_one_epoch"]
+__all__ = ["LRFindResult", "Recipe", "build_ema", "build_model", "build_optimizer", "build_scheduler",
+           "evaluate", "fit", "list_models", "load_checkpoint", "load_data", "load_preset", "load_recipe",
+           "lr_find", "make_loaders", "make_recipe", "param_groups", "register_model", "save_checkpoint",
+           "train_one_epoch"]

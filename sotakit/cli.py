@@ -119,6 +119,7 @@ def cmd_train(args) -> int:
     if args.tracker:  # fail before loading data when the tracker's package is missing
         from .train.trackers import require
         require(args.tracker)
+    lr_find = lr_auto(args)
     if resume := resume_run(args):
         return _fit(args, **resume, force_resume=args.force_resume)
     recipe = build_recipe(args, say=note)
@@ -132,7 +133,28 @@ def cmd_train(args) -> int:
         return 0
     if recipe.kfold and "fold" not in overrides_from(args):
         return _train_folds(args, recipe)
-    return _fit(args, recipe)
+    return _fit(args, recipe, **({"lr_find": lr_find} if lr_find is not None else {}))
+
+
+def lr_auto(args) -> dict | None:
+    """`--lr auto`: taken out of the recipe flags; fit() runs the range test and trains at its valley."""
+    if getattr(args, "lr", None) != "auto":
+        return None
+    if getattr(args, "resume", None):
+        raise RecipeError("--lr auto chooses the lr of a new run; a resumed run keeps its own (drop --lr)")
+    del args.lr
+    return {}
+
+
+def cmd_lr_find(args) -> int:
+    from .train.lr_auto import check_one_process, lr_find_for_recipe
+    check_one_process()
+    recipe = build_recipe(args, say=note)
+    result, _ = lr_find_for_recipe(recipe, out=args.out, start_lr=args.start, end_lr=args.end,
+                                   num_it=args.steps)
+    print(result.summary())
+    print(f"wrote {Path(args.out) / 'lr_find.png'} and {Path(args.out) / 'lr_find.json'}")
+    return 0
 
 
 def _fit(args, recipe: Recipe | None = None, **kw) -> int:
@@ -296,7 +318,7 @@ def cmd_tune_resize(args) -> int:
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "recipes_list": cmd_recipes_list,
             "recipes_show": cmd_recipes_show, "models": cmd_models, "ablate": cmd_ablate, "sweep": cmd_sweep,
             "runs": cmd_runs, "runs_compare": cmd_runs_compare, "report": cmd_report,
-            "tune_resize": cmd_tune_resize}
+            "tune_resize": cmd_tune_resize, "lr_find": cmd_lr_find}
 
 
 def make_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:

@@ -195,6 +195,21 @@ def add_tune_resize_parser(sub, commands) -> None:
     z.set_defaults(func=commands["tune_resize"])
 
 
+def add_lr_find_parser(sub, commands) -> None:
+    f = _sub(sub, "lr-find", help="fastai's learning-rate range test on a recipe's model and data; writes "
+             "lr_find.png and lr_find.json and prints the suggestions (valley first)",
+             example="  sotakit lr-find --recipe fashion-mnist-demo --train-limit 5000 -o lr_find")
+    f.add_argument("--recipe", help="preset name (see `sotakit recipes`)")
+    f.add_argument("--config", help="recipe TOML file")
+    f.add_argument("--start", type=float, default=1e-7, help="first learning rate (default: 1e-7)")
+    f.add_argument("--end", type=float, default=10.0, help="learning rate the ramp heads for (default: 10)")
+    f.add_argument("--steps", type=int, default=100, help="batches of the ramp (default: 100)")
+    f.add_argument("-o", "--out", default="lr_find", help="folder for lr_find.png and lr_find.json "
+                   "(default: ./lr_find)")
+    add_recipe_arguments(f)
+    f.set_defaults(func=commands["lr_find"])
+
+
 LOG_FLAGS = ("-q", "--quiet", "-v", "--verbose")
 
 
@@ -230,6 +245,6 @@ def make_parser(commands: dict[str, Callable]) -> tuple[argparse.ArgumentParser,
     sub = p.add_subparsers(dest="command", required=True)
     train = add_train_parser(sub, commands)
     for add in (add_eval_parser, add_recipes_parser, add_models_parser, add_ablate_parser, add_runs_parser,
-                add_report_parser, add_sweep_parser, add_tune_resize_parser):
+                add_report_parser, add_sweep_parser, add_tune_resize_parser, add_lr_find_parser):
         add(sub, commands)
     return p, train

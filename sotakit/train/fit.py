@@ -28,6 +28,7 @@ from .checkpoint import load_checkpoint, state_fingerprint
 from .distributed import DistInfo, all_ranks, barrier, init_distributed
 from .ema import build_ema
 from .loop import Interrupted, train_one_epoch
+from .lr_auto import choose_lr
 from .optim import build_optimizer, build_scheduler, param_groups
 from .progress import RunProgress, TaskProgress, say_for, task_progress
 from .recipe_kwargs import (
@@ -67,7 +68,7 @@ class FitResult:
 
 def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbose: bool = True,
         stop_at: tuple[int, int] | None = None, force_resume: bool = False,
-        tracker: str | None = None, epochs: int | None = None) -> FitResult:
+        tracker: str | None = None, epochs: int | None = None, lr_find: dict | None = None) -> FitResult:
     """Train ``recipe`` (or continue the run in ``resume``, with its own recipe); return run dir and summary.
 
     ``stop_at=(epoch, steps)`` stops as a signal would once ``steps`` steps of epoch ``epoch`` (from 0)
@@ -75,6 +76,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     ``force_resume`` continues even when the checkpoint was written for other inputs (see
     ``resume.check_resume``). ``tracker`` ("mlflow" or "wandb") also sends the recipe and metrics there.
     ``epochs`` with ``resume`` extends (or shortens, if not yet trained) the run: see ``resume.extend_run``.
+    ``lr_find`` (``--lr auto``; ``lr_find``'s start_lr/end_lr/num_it, ``{}`` for its defaults) runs the range
+    test first and trains at its valley suggestion, noted in recipe.toml; see ``lr_auto.choose_lr``.
     """
     t_start = time.perf_counter()
     # Resume: the run's own recipe and newest verified checkpoint; never a run another process trains.
@@ -116,8 +119,12 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
 
     criterion = nn.CrossEntropyLoss(**criterion_kwargs(recipe))
     optimizer = build_optimizer(param_groups(model, **param_group_kwargs(recipe)), **optimizer_kwargs(recipe))
-    scheduler = build_scheduler(optimizer, **scheduler_kwargs(recipe, steps_per_epoch=steps_per_epoch))
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and device.type == "cuda" else None
+    if lr_find is not None and point.ckpt is None:  # --lr auto: before the scheduler records the lr
+        recipe, lr_note = choose_lr(recipe, model, loaders.train, optimizer, criterion=criterion,
+                                    device=device, amp_dtype=amp_dtype, scaler=scaler, **lr_find)
+        notes.append(lr_note)
+    scheduler = build_scheduler(optimizer, **scheduler_kwargs(recipe, steps_per_epoch=steps_per_epoch))
     ema = (build_ema(model, **ema_kwargs(recipe, steps_per_epoch=steps_per_epoch), device=device)
            if recipe.model_ema else None)
     train_model = wrap_ddp(model, dist_info=dist_info, device=device)

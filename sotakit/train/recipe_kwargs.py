@@ -40,6 +40,8 @@ SCHEDULER_ARGS = {"lr_scheduler": "lr_scheduler", "warmup_method": "lr_warmup_me
 EPOCH_ARGS = {"ema_steps": "model_ema_steps", "clip_grad_norm": "clip_grad_norm",
               "channels_last": "channels_last", "print_freq": "print_freq",
               "max_nonfinite_skips": "max_nonfinite_skips"}
+# lr_find (sotakit.train.lr_finder): the range test trains as the run's steps do
+LR_FIND_ARGS = {"clip_grad_norm": "clip_grad_norm", "channels_last": "channels_last"}
 # evaluate (sotakit.evaluate)
 EVAL_ARGS = {"channels_last": "channels_last"}
 # prepare_model (sotakit.train.fit)
@@ -93,6 +95,10 @@ def scheduler_kwargs(recipe: Recipe, *, steps_per_epoch: int) -> dict[str, Any]:
 def epoch_kwargs(recipe: Recipe, *, epoch: int) -> dict[str, Any]:
     """train_one_epoch's recipe arguments for epoch ``epoch``: the EMA only copies during warm-up."""
     return {**_take(EPOCH_ARGS, recipe), "ema_in_warmup": epoch < recipe.lr_warmup_epochs}
+
+
+def lr_find_kwargs(recipe: Recipe) -> dict[str, Any]:
+    return _take(LR_FIND_ARGS, recipe)
 
 
 def eval_kwargs(recipe: Recipe) -> dict[str, Any]:
