@@ -195,7 +195,8 @@ def _test_only(recipe: Recipe) -> int:
 
 def cmd_eval(args) -> int:
     from .train.evaluate_run import evaluate_checkpoint
-    out = evaluate_checkpoint(args.path, data=args.data, data_root=args.data_root, batch_size=args.batch_size)
+    out = evaluate_checkpoint(args.path, data=args.data, data_root=args.data_root, batch_size=args.batch_size,
+                              tta=args.tta, tta_beta=args.tta_beta)
     print(json.dumps(out, indent=2) if args.json else console.eval_text(out))
     return 0
 

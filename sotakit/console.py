@@ -35,7 +35,7 @@ def _num(v, fmt: str = ".2f") -> str:
 def summary_text(s: dict) -> str:
     """After `sotakit train`: the run directory, accuracy per split, timing, skipped files."""
     lines = [f"run directory: {s['run_dir']}"]
-    for split in ("holdout", "holdout_ema", "test", "test_ema"):
+    for split in ("holdout", "holdout_ema", "test", "test_ema", "test_tta", "test_ema_tta"):
         if split in s:
             m = s[split]
             lines.append(acc_line(f"{split:12s}", m))
@@ -51,7 +51,8 @@ def eval_text(out: dict) -> str:
     """`sotakit eval` and `train --test-only`: what was evaluated, then plain and EMA model."""
     lines = [f"{out['checkpoint']} (epoch {out['epoch']}) on {out['data']} test split "
              f"(resize {out['val_resize_size']}, crop {out['val_crop_size']}):"]
-    for key, label in (("test", "model"), ("test_ema", "EMA model")):
+    for key, label in (("test", "model"), ("test_ema", "EMA model"), ("test_tta", "model+TTA"),
+                       ("test_ema_tta", "EMA+TTA")):
         if key in out:
             m = out[key]
             line = acc_line(f"{label:10s}", m)

@@ -79,6 +79,11 @@ def add_eval_parser(sub, commands) -> None:
                    "$SOTAKIT_DATA)")
     e.add_argument("-b", "--batch-size", type=int, help="images per evaluation batch (default: the run's)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.add_argument("--tta", nargs="?", const="4", metavar="N|flip", help="also test-time augmentation, "
+                   "reported apart as test_tta: N passes with the training transforms blended with the plain "
+                   "view (fastai's; N defaults to 4), or 'flip' (plain + horizontal flip)")
+    e.add_argument("--tta-beta", type=float,
+                   help="weight of the plain view in the N-pass blend (default: the recipe's, 0.25)")
     e.set_defaults(func=commands["eval"])
 
 

@@ -139,6 +139,10 @@ class Recipe:
     lr_div: float = _f(25.0, "onecycle starts at lr/div (fastai and torch: 25)", ref=False)
     lr_div_final: float = _f(1e5, "onecycle and flatcos end at lr/div_final (fastai: 1e5; torch's "
                                   "OneCycleLR: 2.5e5)", ref=False)
+    tta: str = _f("", "test-time augmentation in the final report, reported apart as test_tta: N augmented "
+                      "passes with the training transforms blended with the plain view (fastai's), or 'flip' "
+                      "('': off)", ref=False)
+    tta_beta: float = _f(0.25, "weight of the plain view in the N-pass TTA blend (fastai's beta)", ref=False)
     # --- K-fold cross-validation (issue 4): confirm a choice on data it was not chosen on ---
     kfold: int = _f(0, "split the training set into K stratified folds, one of them the validation split "
                        "(0: off); `train --kfold K` without --fold runs all K folds and reports mean ± std",
@@ -238,7 +242,7 @@ _NON_NEGATIVE = ("workers", "momentum", "weight_decay", "norm_weight_decay", "bi
                  "lr_min", "start_epoch", "ra_magnitude", "clip_grad_norm", "seed", "train_limit",
                  "test_limit", "progressive_resize", "max_nonfinite_skips", "color_jitter")
 _UNIT = ("crop_min_scale", "max_decode_errors", "label_smoothing", "random_erase", "lr_warmup_decay",
-         "model_ema_decay", "lr_gamma")
+         "model_ema_decay", "lr_gamma", "tta_beta")
 
 
 def checkpoint_interval(text: str) -> tuple[int, float]:
@@ -297,6 +301,8 @@ def validate(r: Recipe) -> None:
     if r.lr_scheduler in PER_STEP_SCHEDULERS and r.lr_warmup_epochs:
         raise RecipeError(f"{r.lr_scheduler} has its own warm-up; use --lr-warmup-epochs 0 (or "
                           "--lr-pct-start for a longer rise)")
+    if r.tta and r.tta != "flip" and not (r.tta.isdigit() and int(r.tta) >= 1):
+        raise RecipeError(f"tta must be a number of passes (e.g. 4), 'flip' or '' (off), got {r.tta!r}")
     if r.lr_pct_start is not None and not 0.0 <= r.lr_pct_start <= 1.0:
         raise RecipeError(f"lr_pct_start must be in [0, 1], got {r.lr_pct_start}")
     if r.lr_div <= 0 or r.lr_div_final <= 0:

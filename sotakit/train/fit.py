@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..data import data_fingerprint, load_data, make_loaders, set_data_epoch
-from ..evaluate import evaluate
+from ..evaluate import evaluate, tta_report
 from ..models import build_model, check_input_size
 from ..recipes import Recipe, resolve, training_images
 from ..recipes.recipe import recipe_hash
@@ -49,6 +49,7 @@ from .recipe_kwargs import (
     saver_kwargs,
     scheduler_kwargs,
     train_crop_at,
+    tta_kwargs,
 )
 from .resume import ResumeMismatchError, check_resume, extend_run, find_resume_point
 from .rundir import MetricsLog, environment, finish_run, open_run_dir, run_lifecycle
@@ -198,6 +199,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     with log:
         final = final_evaluation(evaluate_on, model=model, ema=ema, holdout=loaders.holdout,
                                  test=loaders.test)
+        final.update(tta_report(model, loaders.test, ema_model=ema.module if ema is not None else None,
+                                device=device, amp_dtype=amp_dtype, **tta_kwargs(recipe)))  # apart: test_tta
         summary = run_summary(final, recipe=recipe, bundle=bundle, totals=totals, parts=parts,
                               world_size=dist_info.world_size, fingerprint=fingerprint, run_dir=run_dir)
         log.finish(final, hparams=recipe.to_dict())

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..evaluate import default_sizes
+from ..evaluate import default_sizes, parse_tta
 from ..recipes import Recipe
 from ..recipes import warnings_for as recipe_warnings
 from ..recipes.presets import MIN_BATCH, MIN_STEPS
@@ -42,6 +42,11 @@ EPOCH_ARGS = {"ema_steps": "model_ema_steps", "clip_grad_norm": "clip_grad_norm"
               "max_nonfinite_skips": "max_nonfinite_skips"}
 # lr_find (sotakit.train.lr_finder): the range test trains as the run's steps do
 LR_FIND_ARGS = {"clip_grad_norm": "clip_grad_norm", "channels_last": "channels_last"}
+# tta_report (sotakit.evaluate.tta): tta parsed and the views' transform derived in tta_kwargs
+TTA_ARGS = {"beta": "tta_beta", "seed": "seed", "channels_last": "channels_last"}
+# make_train_transform (sotakit.data) for TTA's augmented views, at the eval crop
+TTA_TRANSFORM_ARGS = {name: name for name in (
+    "interpolation", "auto_augment", "ra_magnitude", "augmix_severity", "crop_min_scale", "color_jitter")}
 # evaluate (sotakit.evaluate)
 EVAL_ARGS = {"channels_last": "channels_last"}
 # prepare_model (sotakit.train.fit)
@@ -99,6 +104,12 @@ def epoch_kwargs(recipe: Recipe, *, epoch: int) -> dict[str, Any]:
 
 def lr_find_kwargs(recipe: Recipe) -> dict[str, Any]:
     return _take(LR_FIND_ARGS, recipe)
+
+
+def tta_kwargs(recipe: Recipe) -> dict[str, Any]:
+    """tta_report's arguments: passes or "flip" (None: off) and the training augmentation at the eval crop."""
+    transform = {**_take(TTA_TRANSFORM_ARGS, recipe), "crop_size": recipe.val_crop_size}
+    return {**_take(TTA_ARGS, recipe), "tta": parse_tta(recipe.tta), "transform": transform}
 
 
 def eval_kwargs(recipe: Recipe) -> dict[str, Any]:

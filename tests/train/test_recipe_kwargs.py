@@ -11,7 +11,7 @@ from torch import nn
 
 import sotakit.train.recipe_kwargs as rk
 from sotakit.data import make_loaders, set_data_epoch
-from sotakit.evaluate import evaluate, tune_resize
+from sotakit.evaluate import evaluate, tta_report, tune_resize
 from sotakit.models import build_model, check_input_size
 from sotakit.recipes import Recipe, make_recipe
 from sotakit.recipes.recipe import COMPATIBILITY_FIELDS, FIELDS, OPERATIONAL_FIELDS
@@ -50,6 +50,7 @@ ADAPTERS = {
     "saver_kwargs": (rk.saver_kwargs(R), CheckpointSaver),
     "data_epoch_kwargs": (rk.data_epoch_kwargs(R, epoch=0), set_data_epoch),
     "lr_find_kwargs": (rk.lr_find_kwargs(R), lr_find),
+    "tta_kwargs": (rk.tta_kwargs(R), tta_report),
 }
 
 
