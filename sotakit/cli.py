@@ -146,6 +146,29 @@ def lr_auto(args) -> dict | None:
     return {}
 
 
+def cmd_data_stats(args) -> int:
+    from .data import color_stats, load_data
+    from .train.progress import TaskProgress, task_progress
+    bundle = load_data(args.data, args.data_root, progress=task_progress)
+    stats, cached = color_stats(bundle, refresh=args.refresh,
+                                progress=TaskProgress("measuring colour statistics", unit="images"))
+    print(json.dumps(stats.to_dict(), indent=1) if args.json else console.color_stats_text(stats, bundle.name,
+                                                                                          cached=cached))
+    return 0
+
+
+def cmd_data_show(args) -> int:
+    from .experiments.inspect import write_sample_grid
+    print(f"wrote {write_sample_grid(build_recipe(args, say=note), args.out, count=args.count)}")
+    return 0
+
+
+def cmd_interpret(args) -> int:
+    from .experiments.inspect import interpret_run
+    print(console.interpret_text(interpret_run(args.run_dir, out=args.out, top=args.top)))
+    return 0
+
+
 def cmd_lr_find(args) -> int:
     from .train.lr_auto import check_one_process, lr_find_for_recipe
     check_one_process()
@@ -319,7 +342,9 @@ def cmd_tune_resize(args) -> int:
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "recipes_list": cmd_recipes_list,
             "recipes_show": cmd_recipes_show, "models": cmd_models, "ablate": cmd_ablate, "sweep": cmd_sweep,
             "runs": cmd_runs, "runs_compare": cmd_runs_compare, "report": cmd_report,
-            "tune_resize": cmd_tune_resize, "lr_find": cmd_lr_find}
+            "tune_resize": cmd_tune_resize, "lr_find": cmd_lr_find,
+            "data_stats": cmd_data_stats, "data_show": cmd_data_show,
+            "interpret": cmd_interpret}
 
 
 def make_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:

@@ -60,6 +60,30 @@ def eval_text(out: dict) -> str:
     return "\n".join(lines)
 
 
+def color_stats_text(stats, name: str, *, cached: bool = False) -> str:
+    """`sotakit data stats`: mean and std per channel, then the covariance's eigenpairs (PCA lighting)."""
+    fmt = lambda v: "(" + ", ".join(f"{x:.4f}" for x in v) + ")"  # noqa: E731
+    lines = [f"{name}: {stats.images} training images, {stats.pixels} pixels (RGB, [0, 1])"
+             + (" [cached]" if cached else ""),
+             f"  mean {fmt(stats.mean)}", f"  std  {fmt(stats.std)}",
+             "  covariance eigenvalues, eigenvectors:"]
+    lines += [f"    {v:.6f}  {fmt(vec)}" for v, vec in zip(stats.eigenvalues, stats.eigenvectors)]
+    lines.append(f"  use them: --normalize data (fingerprint {stats.fingerprint[:12]})")
+    return "\n".join(lines)
+
+
+def interpret_text(doc: dict) -> str:
+    """`sotakit interpret`: accuracy, the most confused pairs, the highest losses, the files written."""
+    lines = [f"{doc['model']} on {doc['images']} test images: acc@1 {doc['acc1']:.2f}", "most confused "
+             "(true -> predicted: images):"]
+    lines += [f"  {t} -> {p}: {n}" for t, p, n in doc["most_confused"][:10]] or ["  none"]
+    lines.append("highest losses (predicted / true, loss, probability):")
+    lines += [f"  #{t['index']}: {t['predicted']} / {t['true']}, {t['loss']:.2f}, {t['probability']:.2f}"
+              for t in doc["top_losses"]]
+    lines.append(f"wrote confusion.png, top_losses.png, interpret.json in {doc['out']}")
+    return "\n".join(lines)
+
+
 def presets_text(presets: list[tuple[str, dict]]) -> str:
     """`sotakit recipes`: one line per preset, name and title."""
     return "\n".join(f"{name:28s} {meta.get('title', '')}" for name, meta in presets)

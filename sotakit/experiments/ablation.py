@@ -31,7 +31,10 @@ def budget(recipe: Recipe, *, epochs: int, long: bool, long_factor: float = DEFA
     step = {"lr_step_size": max(1, round(recipe.lr_step_size * scale))} if steplr else {}
     ema = ({"model_ema_horizon": SMALL_DATA_EMA_HORIZON}
            if recipe.model_ema and recipe.model_ema_horizon is None else {})
-    return make_recipe(recipe, epochs=target, lr_warmup_epochs=max(0, warmup), **step, **ema)
+    # Two-phase progressive resizing keeps its share too, with at least one epoch at full size.
+    small = recipe.progressive_resize_epochs
+    phases = {"progressive_resize_epochs": min(target - 1, max(1, round(small * scale)))} if small else {}
+    return make_recipe(recipe, epochs=target, lr_warmup_epochs=max(0, warmup), **step, **ema, **phases)
 
 
 def expand(ladder: str, out_dir: Path, *, epochs: int, long_factor: float = DEFAULT_LONG_FACTOR,

@@ -114,6 +114,9 @@ class Recipe:
     progressive_resize: int = _f(0, "fastai's progressive resizing: the train crop starts at this size and "
                                     "grows linearly to --train-crop-size by three quarters of the epochs "
                                     "(0: off)", ref=False)
+    progressive_resize_epochs: int = _f(0, "with --progressive-resize S: fastbook ch. 7's two phases instead "
+                                           "of the ramp: the first this many epochs train at S, the rest at "
+                                           "--train-crop-size (0: the linear ramp)", ref=False)
     crop_min_scale: float = _f(0.08, "smallest area fraction of the training random-resized crop", ref=False)
     color_jitter: float = _f(0.0, "colour jitter strength f: brightness, contrast and saturation each scaled "
                                   "by a random factor in [1-f, 1+f] per image "
@@ -143,6 +146,10 @@ class Recipe:
                       "passes with the training transforms blended with the plain view (fastai's), or 'flip' "
                       "('': off)", ref=False)
     tta_beta: float = _f(0.25, "weight of the plain view in the N-pass TTA blend (fastai's beta)", ref=False)
+    normalize: str = _f("", "Normalize statistics: data (mean/std measured on the training split, "
+                            "`sotakit data stats`), imagenet, none (raw [0, 1] pixels); '': the data set's "
+                            "own (catalog figures, ImageNet's for folders)", ref=False,
+                        choices=("", "data", "imagenet", "none"))
     # --- K-fold cross-validation (issue 4): confirm a choice on data it was not chosen on ---
     kfold: int = _f(0, "split the training set into K stratified folds, one of them the validation split "
                        "(0: off); `train --kfold K` without --fold runs all K folds and reports mean ± std",
@@ -240,7 +247,8 @@ _POSITIVE = ("batch_size", "epochs", "lr", "model_ema_steps", "val_resize_size",
 _NON_NEGATIVE = ("workers", "momentum", "weight_decay", "norm_weight_decay", "bias_weight_decay",
                  "transformer_embedding_decay", "mixup_alpha", "cutmix_alpha", "lr_warmup_epochs",
                  "lr_min", "start_epoch", "ra_magnitude", "clip_grad_norm", "seed", "train_limit",
-                 "test_limit", "progressive_resize", "max_nonfinite_skips", "color_jitter")
+                 "test_limit", "progressive_resize", "max_nonfinite_skips", "color_jitter",
+                 "progressive_resize_epochs")
 _UNIT = ("crop_min_scale", "max_decode_errors", "label_smoothing", "random_erase", "lr_warmup_decay",
          "model_ema_decay", "lr_gamma", "tta_beta")
 
@@ -288,6 +296,10 @@ def validate(r: Recipe) -> None:
     if r.progressive_resize > r.train_crop_size:
         raise RecipeError(f"progressive_resize ({r.progressive_resize}) must not exceed train_crop_size "
                           f"({r.train_crop_size})")
+    if r.progressive_resize_epochs and not (r.progressive_resize and r.progressive_resize_epochs < r.epochs):
+        raise RecipeError(f"progressive_resize_epochs ({r.progressive_resize_epochs}) needs "
+                          f"--progressive-resize SIZE and fewer epochs than --epochs ({r.epochs}): the rest "
+                          "train at full size")
     if r.kfold == 1 or r.kfold < 0:
         raise RecipeError(f"kfold must be 0 (off) or at least 2, got {r.kfold}")
     if r.kfold and not 0 <= r.fold < r.kfold:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data import DataBundle, Loaders, load_data, make_loaders
+from ..data import DataBundle, Loaders, load_data, make_loaders, normalized
 from ..evaluate import ResizeTuning, evaluate, tta_report, tune_resize
 from ..models import build_model
 from ..recipes import Recipe, dump_recipe, load_recipe, make_recipe
@@ -17,7 +17,14 @@ from .checkpoint import choose_checkpoint, load_checkpoint, write_text_atomic
 from .ema import build_ema
 from .fit import backend_for, validation_split
 from .progress import TaskProgress, task_progress
-from .recipe_kwargs import eval_kwargs, loader_kwargs, model_build_kwargs, resize_tuning_kwargs, tta_kwargs
+from .recipe_kwargs import (
+    eval_kwargs,
+    loader_kwargs,
+    model_build_kwargs,
+    normalize_kwargs,
+    resize_tuning_kwargs,
+    tta_kwargs,
+)
 from .rundir import write_json
 
 
@@ -47,7 +54,8 @@ def load_run(path: str | Path, *, data: str | None = None, data_root: str | None
     recipe = make_recipe(**{k: v for k, v in ckpt["recipe"].items()})
     if path.is_dir() and (path / "recipe.toml").exists():
         recipe = recipe.replace(val_resize_size=load_recipe(path / "recipe.toml").val_resize_size)
-    bundle = load_data(data or recipe.data, data_root or recipe.data_root, progress=task_progress)
+    bundle = normalized(load_data(data or recipe.data, data_root or recipe.data_root, progress=task_progress),
+                        **normalize_kwargs(recipe))
     if list(bundle.classes) != list(ckpt["classes"]):
         raise ValueError(f"{ckpt_path} was trained on classes {ckpt['classes'][:5]}... "
                          f"({len(ckpt['classes'])}); {bundle.name} has {bundle.classes[:5]}... "

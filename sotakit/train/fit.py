@@ -19,7 +19,7 @@ from statistics import median
 import torch
 from torch import nn
 
-from ..data import data_fingerprint, load_data, make_loaders, set_data_epoch
+from ..data import data_fingerprint, load_data, make_loaders, normalized, set_data_epoch
 from ..evaluate import evaluate, tta_report
 from ..models import build_model, check_input_size
 from ..recipes import Recipe, resolve, training_images
@@ -43,6 +43,7 @@ from .recipe_kwargs import (
     loader_kwargs,
     model_build_kwargs,
     model_kwargs,
+    normalize_kwargs,
     optimizer_kwargs,
     param_group_kwargs,
     run_warnings,
@@ -93,7 +94,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     say = say_for(verbose and dist_info.is_main)  # the "sotakit" logger (CLI: stderr), else print
 
     # Data first: the recipe's sizes depend on the data's native resolution.
-    bundle = load_data(recipe.data, recipe.data_root, progress=task_progress)
+    bundle = normalized(load_data(recipe.data, recipe.data_root, progress=task_progress),
+                        **normalize_kwargs(recipe))
     recipe, notes = resolve(recipe, native_size=bundle.native_size, world_size=dist_info.world_size,
                             cuda_available=torch.cuda.is_available(),
                             train_images=training_images(len(bundle.train), recipe))

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data import load_data, make_loaders, set_data_epoch
+from ..data import load_data, make_loaders, normalized, set_data_epoch
 from ..models import build_model
 from ..recipes import Recipe, resolve, training_images
 from .lr_finder import LRFindError, LRFindResult, lr_find, shared_lr_find, write_lr_find
@@ -22,6 +22,7 @@ from .recipe_kwargs import (
     lr_find_kwargs,
     model_build_kwargs,
     model_kwargs,
+    normalize_kwargs,
     optimizer_kwargs,
     param_group_kwargs,
 )
@@ -57,7 +58,8 @@ def lr_find_for_recipe(recipe: Recipe, *, out: str | Path | None = None,
     ``recipe`` (resolved for the data and machine); lr_find.json and lr_find.png go to ``out``."""
     from .fit import amp_dtype_for, prepare_model, run_device  # fit imports this module for --lr auto
     check_one_process()
-    bundle = load_data(recipe.data, recipe.data_root, progress=task_progress)
+    bundle = normalized(load_data(recipe.data, recipe.data_root, progress=task_progress),
+                        **normalize_kwargs(recipe))
     recipe, _ = resolve(recipe, native_size=bundle.native_size, cuda_available=torch.cuda.is_available(),
                         train_images=training_images(len(bundle.train), recipe))
     device = run_device(recipe.device)

@@ -47,6 +47,8 @@ TTA_ARGS = {"beta": "tta_beta", "seed": "seed", "channels_last": "channels_last"
 # make_train_transform (sotakit.data) for TTA's augmented views, at the eval crop
 TTA_TRANSFORM_ARGS = {name: name for name in (
     "interpolation", "auto_augment", "ra_magnitude", "augmix_severity", "crop_min_scale", "color_jitter")}
+# normalized (sotakit.data): the Normalize statistics of the run's bundle
+NORMALIZE_ARGS = {"normalize": "normalize"}
 # evaluate (sotakit.evaluate)
 EVAL_ARGS = {"channels_last": "channels_last"}
 # prepare_model (sotakit.train.fit)
@@ -110,6 +112,10 @@ def tta_kwargs(recipe: Recipe) -> dict[str, Any]:
     """tta_report's arguments: passes or "flip" (None: off) and the training augmentation at the eval crop."""
     transform = {**_take(TTA_TRANSFORM_ARGS, recipe), "crop_size": recipe.val_crop_size}
     return {**_take(TTA_ARGS, recipe), "tta": parse_tta(recipe.tta), "transform": transform}
+
+
+def normalize_kwargs(recipe: Recipe) -> dict[str, Any]:
+    return _take(NORMALIZE_ARGS, recipe)
 
 
 def eval_kwargs(recipe: Recipe) -> dict[str, Any]:
@@ -193,9 +199,13 @@ def train_crop_at(recipe: Recipe, epoch: int) -> int:
 
     Linear from ``progressive_resize`` at epoch 0 to ``train_crop_size`` at 3/4 of the run, then
     constant, so the last quarter trains at the size the model is evaluated near (fastbook ch. 7).
+    With ``progressive_resize_epochs`` E, the chapter's two phases instead: E epochs small, then full size.
     """
     if not recipe.progressive_resize:
         return recipe.train_crop_size
+    if recipe.progressive_resize_epochs:
+        small = epoch < recipe.progressive_resize_epochs
+        return recipe.progressive_resize if small else recipe.train_crop_size
     ramp = max(1, round(0.75 * recipe.epochs) - 1)
     t = min(1.0, epoch / ramp)
     return round(recipe.progressive_resize + t * (recipe.train_crop_size - recipe.progressive_resize))

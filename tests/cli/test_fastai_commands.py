@@ -43,3 +43,35 @@ def test_lr_auto_under_torchrun_runs_on_rank_0_and_every_rank_trains_at_it(image
     lr = load_checkpoint(run / "checkpoint-last.pt")["recipe"]["lr"]
     assert f"training at the valley, lr {lr:.4g}" in (run / "recipe.toml").read_text()
     assert r.stderr.count("--lr auto: lr-find over") == 1  # said once, by rank 0
+
+
+def test_data_stats_prints_and_caches(image_folder, capsys):
+    from sotakit.cli import main
+    assert main(["data", "stats", "--data", str(image_folder), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert len(doc["eigenvalues"]) == 3 and len(doc["eigenvectors"]) == 3 and doc["images"] == 36
+    assert main(["data", "stats", "--data", str(image_folder)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"{image_folder.name}: 36 training images, 36864 pixels (RGB, [0, 1]) [cached]"
+    assert f"  mean ({', '.join(f'{m:.4f}' for m in doc['mean'])})" in out
+
+
+@pytest.mark.slow  # a tiny fit(), then data show and interpret in-process
+def test_data_show_and_interpret_write_their_files(image_folder, tmp_path, capsys, one_thread):
+    from conftest import tiny_recipe
+    from sotakit.cli import main
+    from sotakit.train import fit
+    grid = tmp_path / "grid.png"
+    assert main(["data", "show", "--data", str(image_folder), "--mixup-alpha", "0.4", "-o", str(grid),
+                 "--count", "8"]) == 0
+    assert grid.read_bytes()[:4] == b"\x89PNG" and f"wrote {grid}" in capsys.readouterr().out
+    run = fit(tiny_recipe(image_folder, tmp_path, epochs=1), verbose=False).run_dir
+    assert main(["interpret", str(run), "--top", "4"]) == 0
+    out = capsys.readouterr().out
+    doc = json.loads((run / "interpret.json").read_text())
+    assert len(doc["top_losses"]) == 4 and doc["images"] == 12
+    losses = [t["loss"] for t in doc["top_losses"]]
+    assert losses == sorted(losses, reverse=True)
+    assert sum(n for _, _, n in doc["most_confused"]) == round(12 * (1 - doc["acc1"] / 100))
+    assert out.startswith(f"model on 12 test images: acc@1 {doc['acc1']:.2f}")
+    assert all((run / f).read_bytes()[:4] == b"\x89PNG" for f in ("confusion.png", "top_losses.png"))

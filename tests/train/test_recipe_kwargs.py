@@ -10,7 +10,7 @@ import pytest
 from torch import nn
 
 import sotakit.train.recipe_kwargs as rk
-from sotakit.data import make_loaders, set_data_epoch
+from sotakit.data import make_loaders, normalized, set_data_epoch
 from sotakit.evaluate import evaluate, tta_report, tune_resize
 from sotakit.models import build_model, check_input_size
 from sotakit.recipes import Recipe, make_recipe
@@ -51,6 +51,7 @@ ADAPTERS = {
     "data_epoch_kwargs": (rk.data_epoch_kwargs(R, epoch=0), set_data_epoch),
     "lr_find_kwargs": (rk.lr_find_kwargs(R), lr_find),
     "tta_kwargs": (rk.tta_kwargs(R), tta_report),
+    "normalize_kwargs": (rk.normalize_kwargs(R), normalized),
 }
 
 
