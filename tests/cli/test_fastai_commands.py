@@ -52,7 +52,8 @@ def test_data_stats_prints_and_caches(image_folder, capsys):
     assert len(doc["eigenvalues"]) == 3 and len(doc["eigenvectors"]) == 3 and doc["images"] == 36
     assert main(["data", "stats", "--data", str(image_folder)]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0] == f"{image_folder.name}: 36 training images, 36864 pixels (RGB, [0, 1]) [cached]"
+    first = f"{image_folder.name}: 36 training images, 36864 pixels (RGB, [0, 1]) [cached]"
+    assert out.splitlines()[0] == first
     assert f"  mean ({', '.join(f'{m:.4f}' for m in doc['mean'])})" in out
 
 
