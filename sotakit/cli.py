@@ -119,7 +119,7 @@ def cmd_train(args) -> int:
     if args.tracker:  # fail before loading data when the tracker's package is missing
         from .train.trackers import require
         require(args.tracker)
-    lr_find = lr_auto(args)
+    lr_auto(args)
     if resume := resume_run(args):
         return _fit(args, **resume, force_resume=args.force_resume)
     recipe = build_recipe(args, say=note)
@@ -133,17 +133,17 @@ def cmd_train(args) -> int:
         return 0
     if recipe.kfold and "fold" not in overrides_from(args):
         return _train_folds(args, recipe)
-    return _fit(args, recipe, **({"lr_find": lr_find} if lr_find is not None else {}))
+    return _fit(args, recipe)
 
 
-def lr_auto(args) -> dict | None:
-    """`--lr auto`: taken out of the recipe flags; fit() runs the range test and trains at its valley."""
+def lr_auto(args) -> None:
+    """`--lr auto` is `--lr-auto`: fit() runs the range test and trains at its valley."""
     if getattr(args, "lr", None) != "auto":
-        return None
+        return
     if getattr(args, "resume", None):
         raise RecipeError("--lr auto chooses the lr of a new run; a resumed run keeps its own (drop --lr)")
     del args.lr
-    return {}
+    args.lr_auto = True
 
 
 def cmd_data_stats(args) -> int:

@@ -135,6 +135,10 @@ class Recipe:
                                      "fails", ref=False)
     loader_timeout: float = _f(600.0, "seconds to wait for a DataLoader worker's batch before failing "
                                       "(workers > 0)", ref=False)
+    lr_auto: bool = _f(False, "run the LR range test (`sotakit lr-find`) before training and train at its "
+                              "valley suggestion instead of --lr (`--lr auto` sets this); noted in "
+                              "recipe.toml",
+                       ref=False)
     # --- fastai's schedules (issue 11): onecycle and flatcos, see sotakit/train/schedules.py ---
     lr_pct_start: Optional[float] = _f(None, "onecycle: fraction of steps rising to --lr; flatcos: fraction "
                                              "held flat (unset: fastai's 0.25 and 0.75; torch's OneCycleLR "

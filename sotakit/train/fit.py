@@ -78,8 +78,9 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     ``force_resume`` continues even when the checkpoint was written for other inputs (see
     ``resume.check_resume``). ``tracker`` ("mlflow" or "wandb") also sends the recipe and metrics there.
     ``epochs`` with ``resume`` extends (or shortens, if not yet trained) the run: see ``resume.extend_run``.
-    ``lr_find`` (``--lr auto``; ``lr_find``'s start_lr/end_lr/num_it, ``{}`` for its defaults) runs the range
-    test first and trains at its valley suggestion, noted in recipe.toml; see ``lr_auto.choose_lr``.
+    ``lr_find`` (``lr_find``'s start_lr/end_lr/num_it) runs the range test first, as ``recipe.lr_auto``
+    (``--lr auto``) does with the defaults, and trains at its valley, noted in recipe.toml
+    (``lr_auto.choose_lr``).
     """
     t_start = time.perf_counter()
     # Resume: the run's own recipe and newest verified checkpoint; never a run another process trains.
@@ -123,9 +124,9 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     criterion = nn.CrossEntropyLoss(**criterion_kwargs(recipe))
     optimizer = build_optimizer(param_groups(model, **param_group_kwargs(recipe)), **optimizer_kwargs(recipe))
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and device.type == "cuda" else None
-    if lr_find is not None and point.ckpt is None:  # --lr auto: before the scheduler records the lr
+    if (recipe.lr_auto or lr_find is not None) and point.ckpt is None:  # --lr auto: before the scheduler
         recipe, lr_note = choose_lr(recipe, model, loaders.train, optimizer, criterion=criterion,
-                                    device=device, amp_dtype=amp_dtype, scaler=scaler, **lr_find)
+                                    device=device, amp_dtype=amp_dtype, scaler=scaler, **(lr_find or {}))
         notes.append(lr_note)
     scheduler = build_scheduler(optimizer, **scheduler_kwargs(recipe, steps_per_epoch=steps_per_epoch))
     ema = (build_ema(model, **ema_kwargs(recipe, steps_per_epoch=steps_per_epoch), device=device)

@@ -123,4 +123,4 @@ def test_help_lists_choices_and_the_right_default():
     assert helps["seed"].endswith("(default: 0)")  # sotakit's own field: no "reference"
     root, _ = cli.make_parser()
     ablate = next(p for path, p in _parsers(root) if path == ("ablate",))
-    assert "--ladder {torchvision" in ablate.format_help()
+    assert "--ladder {fastai-ch7,nn-tools,torchvision}" in ablate.format_help()
