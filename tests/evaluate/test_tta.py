@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -78,7 +80,8 @@ def test_parse_tta_names_what_it_takes():
 
 
 @pytest.mark.slow  # a tiny fit() and an eval
-def test_final_report_and_eval_give_test_tta_beside_the_plain_test(image_folder, tmp_path, one_thread):
+def test_final_report_and_eval_give_test_tta_beside_the_plain_test(image_folder, tmp_path, capsys,
+                                                                   one_thread):
     from conftest import tiny_recipe
     from sotakit.train import fit
     from sotakit.train.evaluate_run import evaluate_checkpoint
@@ -91,3 +94,7 @@ def test_final_report_and_eval_give_test_tta_beside_the_plain_test(image_folder,
     assert out["test_tta"]["tta"] == "plain + horizontal flip"
     again = evaluate_checkpoint(res.run_dir)  # the recipe's own TTA, deterministic for its seed
     assert again["test_tta"] == s["test_tta"]
+    from sotakit.cli import main
+    assert main(["eval", str(res.run_dir), "--json", "--tta", "--tta-beta", "0.5"]) == 0  # --tta: 4 passes
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["test_tta"]["tta"] == "4 augmented + plain, beta 0.5" and doc["test"] == out["test"]
