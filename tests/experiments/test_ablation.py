@@ -141,14 +141,19 @@ def test_fastai_ladder_runs_and_tabulates_like_torchvision_s(tmp_path, monkeypat
     assert len(steps) == 8 and load_recipe(steps[3][2]).progressive_resize_epochs == 1  # 4 of 9 -> 1 of 2
 
     def fake_run_one(path, seed, out_dir, threads, fold=None):
-        return {"step": path.stem, "seed": seed, "recipe_hash": config_key(load_recipe(path)),
-                "acc1": 60.0 + seed, "acc5": None, "ema_acc1": None, "ema_acc5": None, "wall_time_s": 1.0}
+        r = load_recipe(path)
+        summary = {"test": {"acc1": 60.0 + seed}, **({"test_tta": {"acc1": 62.0 + seed}} if r.tta else {})}
+        return {"step": path.stem, "seed": seed, "recipe_hash": config_key(r),
+                **runner.result_metrics(summary), "wall_time_s": 1.0}
 
     monkeypatch.setattr(runner, "run_one", fake_run_one)
     runner.run_recipes(steps, tmp_path, seeds=2, say=lambda *a: None)
-    table = ablation.write_ladder_tables(steps, tmp_path)
+    table, tta = ablation.write_ladder_tables(steps, tmp_path).split("Test-time augmentation, reported apart")
     rows = [line for line in table.splitlines() if line.startswith("| ") and "| 2 |" in line]
     assert [r.split(" | ")[0].removeprefix("| ") for r in rows] == [t for _, t, _ in steps]
+    assert all("| 60.50 ± 0.71 |" in r for r in rows)  # the plain accuracy: TTA never mixed in
+    tta_rows = [line for line in tta.splitlines() if line.startswith("| +") or line.startswith("| all")]
+    assert len(tta_rows) == 4 and all(r.endswith("| 62.50 ± 0.71 | 60.50 ± 0.71 | +2.00 |") for r in tta_rows)
 
 
 @pytest.mark.slow  # one real run of the nn-tools ladder's LR-finder step
