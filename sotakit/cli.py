@@ -120,6 +120,9 @@ def cmd_train(args) -> int:
         from .train.trackers import require
         require(args.tracker)
     lr_auto(args)
+    from .experiments.family import is_family
+    if is_family(getattr(args, "model", None)) or args.seeds is not None:
+        return _train_family(args)
     if resume := resume_run(args):
         return _fit(args, **resume, force_resume=args.force_resume)
     recipe = build_recipe(args, say=note)
@@ -177,6 +180,31 @@ def cmd_lr_find(args) -> int:
                                    num_it=args.steps)
     print(result.summary())
     print(f"wrote {Path(args.out) / 'lr_find.png'} and {Path(args.out) / 'lr_find.json'}")
+    return 0
+
+
+def _train_family(args) -> int:
+    """`train --model PATTERN|A,B --seeds N [--jobs J]`: every match with the same recipe over seeds 0..N-1,
+    in one family folder (a re-run skips finished runs), then the family table and plot."""
+    from .experiments.family import expand_family, match_models, write_family
+    own = {"seed", "output_dir", "run_name", "resume", "test_only", "fold"}
+    if typed := sorted(set(overrides_from(args)) & own):
+        raise RecipeError(f"a model family sets {', '.join('--' + k.replace('_', '-') for k in typed)} "
+                          "itself (seeds 0..N-1 with --seeds N, runs under --out); drop it")
+    spec = getattr(args, "model", None) or build_recipe(args).model
+    models = match_models(spec)
+    args.seeds = args.seeds or 1
+    base = build_recipe(argparse.Namespace(**{**vars(args), "model": models[0]}), say=note)
+    label = f"{spec.replace('*', 'x').replace(',', '+')}-{Path(base.data).name}"
+    key = [sorted((k, str(v)) for k, v in overrides_from(args).items()), args.recipe, args.config]
+    out = Path(args.out or out_dir_for("families", "".join(c if c.isalnum() or c in "+-_." else "_"
+                                                            for c in label), key))
+    entries = expand_family(base, models, out)
+    if _plan_and_run(args, entries, out, label="models"):
+        rows, _ = write_family(entries, out)
+        _show(console.family_table(rows, out), f"written: {out / 'family.md'}, {out / 'family.csv'}, "
+              f"{out / 'family.png'}; runs: `sotakit runs --root {out}`, TensorBoard: --logdir "
+              f"{out / 'runs'}", wide=True)
     return 0
 
 
@@ -243,8 +271,10 @@ def cmd_models(args) -> int:
     from .models import describe_models
     size = (peek_native_size(args.data) or 224) if args.data else 224
     small = bool(args.data) and size <= 64
+    from .models.regnet import PUBLISHED
     _show(console.models_table(describe_models(args.pattern, image_size=size, num_classes=args.num_classes,
-                                               small_input=small), size=size, small=small))
+                                               small_input=small), size=size, small=small,
+                               published=PUBLISHED if args.published else None), wide=True)
     return 0
 
 
@@ -276,7 +306,7 @@ def _plan_and_run(args, entries, out: Path, *, label: str) -> bool:
             first = (str(e).splitlines() or [""])[0]
             note(f"no time estimate: timing a run failed ({type(e).__name__}: {first})")
     if not args.dry_run:
-        run_recipes(entries, out, seeds=args.seeds, jobs=args.jobs)
+        run_recipes(entries, out, seeds=args.seeds, jobs=args.jobs, tracker=getattr(args, "tracker", None))
     return not args.dry_run
 
 

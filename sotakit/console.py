@@ -19,6 +19,7 @@ from .recipes import Recipe, dump_recipe
 
 if TYPE_CHECKING:
     from .evaluate.resize import ResizeTuning
+    from .experiments.family import FamilyRow
     from .experiments.runner import Entry
     from .experiments.sweep import SweepRow
 
@@ -97,16 +98,45 @@ def preset_text(recipe: Recipe, meta: dict, *, data: str | None = None, notes: l
     return dump_recipe(recipe, meta)
 
 
-def models_table(rows: list[dict], *, size: int, small: bool) -> Table:
-    """`sotakit models`: parameters and FLOPs per model (rows of ``describe_models``)."""
+def models_table(rows: list[dict], *, size: int, small: bool, published: dict | None = None) -> Table:
+    """`sotakit models`: parameters and FLOPs per model (rows of ``describe_models``); RegNets add their
+    stages, and ``published`` (name -> (paper top-1, reproduced top-1, settings)) the seed's results."""
     table = Table(title=f"models at {size}px" + (" (small-image stem)" if small else ""))
-    for col in ("model", "params (M)", "GFLOPs", "note"):
-        table.add_column(col, justify="left" if col in ("model", "note") else "right")
+    stages = any(r.get("stages") for r in rows)
+    cols = ["model", "params (M)", "GFLOPs"]
+    cols += ["depth", "stage widths", "stage depths", "group w"] if stages else []
+    cols += ["paper top-1", "Keras top-1", "diff", "Keras settings"] if published else []
+    for col in [*cols, "note"]:
+        table.add_column(col, justify="right" if col in ("params (M)", "GFLOPs", "depth", "paper top-1",
+                                                         "Keras top-1", "diff") else "left")
     for r in rows:
         flops = r.get("flops")
-        table.add_row(r["name"], f"{r['params'] / 1e6:.2f}" if r.get("params") is not None else "-",
-                      f"{flops / 1e9:.3f}" if flops else "-", escape(r.get("error") or ""))
+        cells = [r["name"], f"{r['params'] / 1e6:.2f}" if r.get("params") is not None else "-",
+                 f"{flops / 1e9:.3f}" if flops else "-"]
+        if stages:
+            st = r.get("stages")
+            cells += ([str(st["depth"]), *(",".join(map(str, st[k])) for k in ("widths", "depths",
+                                                                               "group_widths"))]
+                      if st else ["-"] * 4)
+        if published:
+            paper, ours, how = published.get(r["name"], (None, None, ""))
+            cells += [_num(paper, ".1f"), _num(ours), _num(paper - ours if paper else None), how]
+        note = "; ".join(x for x in (r.get("note"), r.get("error")) if x)
+        table.add_row(*cells, escape(note))
     return table
+
+
+def family_table(rows: list[FamilyRow], out: Path) -> Table:
+    """After a model family's runs: one row per model by FLOPs, accuracy over seeds, time and speed."""
+    crops = "/".join(str(c) for c in sorted({r.crop for r in rows}))
+    t = Table(title=f"{out.name}: test acc@1/acc@5 over seeds (EMA model when kept); GFLOPs at {crops} px")
+    for col in ("model", "params (M)", "GFLOPs", "n", "acc@1 mean ± std", "acc@5 mean ± std",
+                "train time (s)", "img/s"):
+        t.add_column(col, justify="left" if col == "model" else "right")
+    for r in rows:
+        t.add_row(r.model, f"{r.params / 1e6:.2f}", f"{r.flops / 1e9:.3f}", str(r.acc1.n), mean_std(r.acc1),
+                  mean_std(r.acc5) if r.acc5.n else "-", _num(r.train_time_s, ".0f"), _num(r.img_s, ".0f"))
+    return t
 
 
 def plan_text(entries: list[Entry], *, runs: int, seeds: int, label: str, dry_run: bool) -> str:

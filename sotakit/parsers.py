@@ -65,6 +65,13 @@ def add_train_parser(sub, commands) -> argparse.ArgumentParser:
                    help="also log the recipe and metrics to MLflow or W&B (offline)")
     t.add_argument("--run-dir-file", metavar="FILE", help="when the run has finished, write its directory "
                    "to FILE (for scripts; the ablate and sweep runner reads it)")
+    f = t.add_argument_group("model families (--model PATTERN or A,B: each match with the same recipe)")
+    f.add_argument("--seeds", type=int, help="seeds 0..N-1 of every model, one run each (default 1 with a "
+                   "pattern; with one --model, that model over N seeds)")
+    f.add_argument("--jobs", type=int, default=1, help="trainings at once (cores divided between them)")
+    f.add_argument("--out", help="family folder (default: families/<pattern>-<data>-<hash>; a re-run "
+                   "resumes)")
+    f.add_argument("--no-estimate", action="store_true", help="skip the measured time estimate")
     add_recipe_arguments(t)
     t.set_defaults(func=commands["train"])
     return t
@@ -110,6 +117,9 @@ def add_models_parser(sub, commands) -> None:
     m.add_argument("--data", help="count at this data set's image size, and show which models cannot run "
                    "there (default: 224 px)")
     m.add_argument("--num-classes", type=int, default=10, help="classes of the classifier head (default: 10)")
+    m.add_argument("--published", action="store_true", help="add the ImageNet top-1 of the RegNet paper and "
+                   "of the Keras reproduction, with the settings it changed ('Training RegNets for "
+                   "tf.keras.applications')")
     m.set_defaults(func=commands["models"])
 
 

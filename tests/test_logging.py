@@ -119,9 +119,10 @@ def test_quiet_train_prints_only_the_results(image_folder, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert err == ""
     assert "test " in out and "step 1/" not in out and "run: " not in out
-    assert main(args[1:]) == 0  # without -q: the banner and notes on stderr, step lines as before
+    assert main(args[1:]) == 0  # without -q: the banner, notes and step lines on stderr, results on stdout
     out, err = capsys.readouterr()
-    assert "run: " in err and "run: " not in out and "step 1/" in out
+    assert "run: " in err and "step 1/" in err and "run: " not in out and "step 1/" not in out
+    assert "test " in out
 
 
 @pytest.mark.slow

@@ -107,6 +107,13 @@ class DataBundle:
     report: list[dict] = field(default_factory=list)  # rows of data_report.csv (image folders only)
 
     @property
+    def channels(self) -> int:
+        """Channels of the stored images: 1 for grayscale tensors (made RGB per batch), else 3
+        (image folders are decoded to RGB)."""
+        images = getattr(self.train, "images", None)
+        return images.shape[1] if images is not None else 3
+
+    @property
     def skipped(self) -> list[tuple[str, str]]:
         """(path, reason) of the files the index pass excluded."""
         return [(r["path"], r["reason"]) for r in self.report if r["status"] != "loaded"]

@@ -43,6 +43,11 @@ class ColorStats:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def pca_parameters(self) -> tuple[tuple[float, ...], tuple[tuple[float, ...], ...]]:
+        """(eigval, eigvec) in AlexNet's layout, ``eigvec[:, j]`` the j-th eigenvector: what
+        ``make_loaders(pca_eigval=..., pca_eigvec=...)`` and ``PCALighting`` take."""
+        return self.eigenvalues, tuple(zip(*self.eigenvectors))
+
 
 def _sums(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(sum, sum of outer products, pixel count) of a uint8 (N, C, H, W) batch, as RGB in [0, 1], float64."""

@@ -60,17 +60,50 @@ def make_eval_transform(*, resize_size: int, crop_size: int, interpolation: str 
     ])
 
 
-class BatchFinish:
-    """uint8 batch (B, C, H, W) -> normalized float RGB batch, with per-image random erasing."""
+# AlexNet's PCA of ImageNet's RGB pixels in [0, 1] (fb.resnet.torch datasets/imagenet.lua, copied by
+# pycls and the Keras RegNet trainer): eigenvalues, and eigenvectors as the COLUMNS (rows are R, G, B).
+IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
+                       (-0.5808, -0.0045, -0.8140),
+                       (-0.5836, -0.6948, 0.4203))
 
-    def __init__(self, mean, std, random_erase: float = 0.0, crop=None):
+
+class PCALighting:
+    """AlexNet's PCA colour jitter on a float RGB batch in [0, 1]: each image gets the colour offset
+    ``sum_j eigvec[:, j] * alpha_j * eigval_j``, ``alpha_j ~ N(0, std)`` drawn per image, then the
+    batch is clipped to [0, 1] (the Keras RegNet trainer's uint8 cast). Hand-written: torchvision has
+    no lighting transform. ``eigval``/``eigvec`` default to ImageNet's; a data set's own fit as well.
+    """
+
+    def __init__(self, std: float, eigval=IMAGENET_PCA_EIGVAL, eigvec=IMAGENET_PCA_EIGVEC):
+        self.std = std
+        self.eigval = torch.tensor(eigval, dtype=torch.float32)
+        self.eigvec = torch.tensor(eigvec, dtype=torch.float32)
+
+    def offsets(self, alpha: torch.Tensor) -> torch.Tensor:
+        """(B, 3) RGB offsets for (B, 3) draws ``alpha``: row b is ``eigvec @ (alpha[b] * eigval)``."""
+        return (alpha * self.eigval) @ self.eigvec.T
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        alpha = torch.randn(len(x), 3) * self.std
+        return (x + self.offsets(alpha).view(-1, 3, 1, 1)).clamp_(0, 1)
+
+
+class BatchFinish:
+    """uint8 batch (B, C, H, W) -> normalized float RGB batch, with PCA lighting (RGB data only) and
+    per-image random erasing."""
+
+    def __init__(self, mean, std, random_erase: float = 0.0, crop=None, lighting: PCALighting | None = None):
         self.crop = crop  # an optional BatchCropFlip done first, for in-memory data
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         self.erase = v2.RandomErasing(p=random_erase) if random_erase > 0 else None
+        self.lighting = lighting
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = (self.crop(images) if self.crop is not None else images.float()).div_(255)
+        if self.lighting is not None and x.shape[1] == 3:  # grayscale has no colour to shift (run note)
+            x = self.lighting(x)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)  # grayscale as RGB, so every architecture takes it
         x = (x - self.mean) / self.std

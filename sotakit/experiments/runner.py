@@ -90,11 +90,12 @@ def runs_to_do(entries: list[Entry], out_dir: Path, *, seeds: int) -> list[tuple
     return todo
 
 
-def run_one(path: Path, seed: int, out_dir: Path, threads: int, fold: int | None = None) -> dict:
+def run_one(path: Path, seed: int, out_dir: Path, threads: int, fold: int | None = None,
+            tracker: str | None = None) -> dict:
     """Train one (entry, seed, fold) in its own process with ``threads`` intra-op threads; return its result.
 
     The child names its run directory in a file given by ``--run-dir-file`` (its printed output is
-    for people and may change).
+    for people and may change); ``tracker`` ("mlflow", "wandb") is passed on as ``--tracker``.
     """
     recipe = load_recipe(path)
     name = f"{path.stem}-s{seed}" + (f"-f{fold}" if fold is not None else "")
@@ -104,6 +105,7 @@ def run_one(path: Path, seed: int, out_dir: Path, threads: int, fold: int | None
         run_dir_file = Path(tmp) / "run_dir"
         cmd = [sys.executable, "-m", "sotakit", "train", "--config", str(path), "--seed", str(seed),
                "--output-dir", str(out_dir), "--run-name", name, "--run-dir-file", str(run_dir_file)]
+        cmd += ["--tracker", tracker] if tracker else []
         proc = subprocess.run(cmd + (["--fold", str(fold)] if fold is not None else []),
                               capture_output=True, text=True, env=env)
         if proc.returncode != 0:
@@ -115,7 +117,8 @@ def run_one(path: Path, seed: int, out_dir: Path, threads: int, fold: int | None
     s = json.loads((run_dir / "summary.json").read_text())
     return {"step": path.stem, "seed": seed, "fold": fold, "recipe_hash": config_key(recipe),
             "run_dir": str(run_dir), **result_metrics(s),
-            "wall_time_s": time.time() - t0, "img_s": s["median_img_s"], "environment": s["environment"]}
+            "wall_time_s": time.time() - t0, "train_time_s": s.get("train_time_s"),
+            "img_s": s["median_img_s"], "environment": s["environment"]}
 
 
 def result_metrics(summary: dict) -> dict:
@@ -148,7 +151,8 @@ class RunsFailedError(RuntimeError):
     """Some runs of an ablation or sweep failed; the others' results are kept. The first line names them."""
 
 
-def run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int = 1, say=None) -> list[dict]:
+def run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int = 1, say=None,
+                tracker: str | None = None) -> list[dict]:
     """Run every (entry, seed, fold) not yet in results.jsonl, ``jobs`` at a time; return all results.
 
     ``say`` gets a line per finished run (default: the "sotakit" logger), and the progress display the
@@ -165,7 +169,8 @@ def run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int = 
     def one(job):
         path, seed, fold = job
         try:
-            rec = run_one(path, seed, out_dir=out_dir, threads=threads, fold=fold)
+            rec = run_one(path, seed, out_dir=out_dir, threads=threads, fold=fold,
+                          **({"tracker": tracker} if tracker else {}))
         except Exception as e:  # one failed run must not stop the others; it is reported at the end
             where = f" fold {fold}" if fold is not None else ""
             failures.append((f"{path.stem} seed {seed}{where}", str(e)))

@@ -6,6 +6,7 @@ of sotakit can depend on it without cycles.
 
 import importlib
 
+from . import regnet  # noqa: F401  registers the paper's 24 RegNetX/RegNetY models
 from .complexity import (
     InputSizeError,
     build_meta_model,

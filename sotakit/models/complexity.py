@@ -17,9 +17,11 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
+import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 from .registry import build_model, list_models
+from .regnet import regnet_note, regnet_stages
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -91,7 +93,8 @@ def _register_on_meta() -> Iterator[None]:
 def describe_models(
     pattern: str | None = None, image_size: int = 224, num_classes: int = 1000, small_input: bool = False
 ) -> list[dict]:
-    """One row per model matching ``pattern``: name, params, flops, macs and error.
+    """One row per model matching ``pattern``: name, params, flops, macs, error, and for RegNets
+    ``stages`` (depth, stage widths and depths, group widths) and ``note`` (whose definition it is).
 
     A model that cannot run at ``image_size`` (vit_b_16 is fixed to 224 unless built with
     ``image_size``, inception_v3 needs >= 75 px, alexnet >= 64 px) gets its error message in
@@ -99,9 +102,12 @@ def describe_models(
     """
     rows = []
     for name in list_models(pattern):
-        row: dict = {"name": name, "params": None, "flops": None, "macs": None, "error": None}
+        row: dict = {"name": name, "params": None, "flops": None, "macs": None, "error": None,
+                     "stages": None, "note": regnet_note(name)}
         try:
             model = build_meta_model(name, num_classes=num_classes, small_input=small_input)
+            if isinstance(model, torchvision.models.RegNet):
+                row["stages"] = regnet_stages(model)
             row["params"] = count_parameters(model)
             row["flops"] = count_flops(model, image_size)
             row["macs"] = row["flops"] // 2

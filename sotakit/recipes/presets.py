@@ -22,6 +22,7 @@ from typing import Any
 
 import tomlkit
 
+from .model_size import auto_mixup_alpha
 from .recipe import FIELDS, PER_STEP_SCHEDULERS, Recipe, RecipeError, closest, make_recipe
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -203,6 +204,8 @@ def resolve(recipe: Recipe, *, native_size: int | None, world_size: int = 1,
         written for ImageNet's 1.28 M images, would average over more updates than the run makes;
       * learning rate: with ``lr_ref_batch`` set, lr scales linearly with the global batch
         (``lr * batch_size * world_size / lr_ref_batch``, Goyal et al. 2017);
+      * mixup: ``--mixup-alpha auto`` becomes the Keras RegNets' alpha for the model's size
+        (``model_size.auto_mixup_alpha``);
       * device: ``cuda`` without a GPU becomes ``cpu``;
       * workers: capped at the cores left after the training process's own; on a CPU device with
         at most 2 cores the reference default (16) becomes 0: a worker gained nothing measurable
@@ -236,6 +239,10 @@ def resolve(recipe: Recipe, *, native_size: int | None, world_size: int = 1,
             changes.update(lr=lr, lr_ref_batch=global_batch)
             notes.append(f"lr {recipe.lr:g} for global batch {recipe.lr_ref_batch} -> {lr:g} for global "
                          f"batch {global_batch} (linear scaling)")
+    if recipe.mixup_alpha == "auto":
+        changes["mixup_alpha"] = auto_mixup_alpha(recipe.model)
+        notes.append(f"--mixup-alpha auto: {changes['mixup_alpha']:g} for {recipe.model} (the Keras RegNets' "
+                     "alpha for this size)")
     if recipe.lr_scheduler in PER_STEP_SCHEDULERS and not recipe.lr_per_step:
         changes["lr_per_step"] = True  # fastai's schedules move every batch
         notes.append(f"--lr-scheduler {recipe.lr_scheduler} is stepped every batch (lr_per_step on)")

@@ -50,7 +50,9 @@ class Recipe:
     transformer_embedding_decay: Optional[float] = _f(None, "weight decay for class token, position "
                                                             "embeddings and relative position bias tables")
     label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy loss")
-    mixup_alpha: float = _f(0.0, "mixup Beta(alpha, alpha); 0 disables")
+    mixup_alpha: float | str = _f(0.0, "mixup Beta(alpha, alpha); 0 disables; 'auto': by model size as the "
+                                        "Keras RegNet training chose it (RegNets only; the run notes the "
+                                        "value)")
     cutmix_alpha: float = _f(0.0, "cutmix Beta(alpha, alpha); 0 disables; with mixup, one of the two per "
                                   "batch")
     lr_scheduler: str = _f("steplr", "learning-rate schedule after warm-up", choices=SCHEDULERS)
@@ -117,7 +119,9 @@ class Recipe:
     progressive_resize_epochs: int = _f(0, "with --progressive-resize S: fastbook ch. 7's two phases instead "
                                            "of the ramp: the first this many epochs train at S, the rest at "
                                            "--train-crop-size (0: the linear ramp)", ref=False)
-    crop_min_scale: float = _f(0.08, "smallest area fraction of the training random-resized crop", ref=False)
+    crop_min_scale: float = _f(0.08, "smallest area fraction of the training random-resized crop (the "
+                                     "inception crop's area factor: the Keras RegNets used 0.08, 0.16, 0.25)",
+                               ref=False, aliases=("--area-factor",))
     color_jitter: float = _f(0.0, "colour jitter strength f: brightness, contrast and saturation each scaled "
                                   "by a random factor in [1-f, 1+f] per image "
                                   "(timm's --color-jitter, e.g. 0.4; 0: off)",
@@ -126,6 +130,12 @@ class Recipe:
                                                   "updates: decay = 1 - 1/(F x updates) (unset: the "
                                                   "reference's decay adjustment; ~0.04 on its ImageNet run)",
                                             ref=False)
+    pca_jitter: float = _f(0.0, "AlexNet's PCA colour jitter: std of the per-image weights of the colour "
+                                "eigenvectors (ImageNet's eigen-decomposition; 0.1 in AlexNet, pycls and the "
+                                "Keras RegNets; 0: off; no effect on one-channel images)", ref=False)
+    precise_bn: int = _f(0, "before each evaluation, set BatchNorm statistics (model and EMA) to the average "
+                            "of the batch statistics of this many training images, as pycls (8192; 0: off)",
+                         ref=False)
     # Reliability (issue 3): how often state is saved and how failures are bounded.
     checkpoint_every: str = _f("", "also checkpoint every N steps ('500'), M minutes ('10m') or S seconds "
                                    "('90s'); empty: at epoch ends only", ref=False)
@@ -197,11 +207,17 @@ def closest(name: str, candidates) -> str:
     return f" Did you mean {match[0]!r}?" if match else ""
 
 
+# Fields that also take the word "auto": resolve() turns it into a number for the model (model_size).
+AUTO_FIELDS = ("mixup_alpha",)
+
+
 def coerce(name: str, value: Any) -> Any:
     """Check one key/value against the Recipe schema and return the typed value."""
     if name not in FIELDS:
         from .flags import key_hint  # flags imports this module; the synonyms table lives there
         raise RecipeError(f"unknown recipe key {name!r}.{key_hint(name)}")
+    if name in AUTO_FIELDS and isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
     if value is None:
         if FIELDS[name].default is not None:
             raise RecipeError(f"{name} cannot be empty")
@@ -251,8 +267,8 @@ _POSITIVE = ("batch_size", "epochs", "lr", "model_ema_steps", "val_resize_size",
 _NON_NEGATIVE = ("workers", "momentum", "weight_decay", "norm_weight_decay", "bias_weight_decay",
                  "transformer_embedding_decay", "mixup_alpha", "cutmix_alpha", "lr_warmup_epochs",
                  "lr_min", "start_epoch", "ra_magnitude", "clip_grad_norm", "seed", "train_limit",
-                 "test_limit", "progressive_resize", "max_nonfinite_skips", "color_jitter",
-                 "progressive_resize_epochs")
+                 "test_limit", "progressive_resize", "max_nonfinite_skips", "color_jitter", "pca_jitter",
+                 "precise_bn", "progressive_resize_epochs")
 _UNIT = ("crop_min_scale", "max_decode_errors", "label_smoothing", "random_erase", "lr_warmup_decay",
          "model_ema_decay", "lr_gamma", "tta_beta")
 
@@ -284,7 +300,7 @@ def validate(r: Recipe) -> None:
             raise RecipeError(f"{name} must be > 0, got {getattr(r, name)}")
     for name in _NON_NEGATIVE:
         v = getattr(r, name)
-        if v is not None and v < 0:
+        if v is not None and v != "auto" and v < 0:
             raise RecipeError(f"{name} must be >= 0, got {v}")
     for name in _UNIT:
         if not 0.0 <= getattr(r, name) <= 1.0:
@@ -325,6 +341,9 @@ def validate(r: Recipe) -> None:
         raise RecipeError("lr_div and lr_div_final must be > 0")
     if r.lr_ref_batch is not None and r.lr_ref_batch <= 0:
         raise RecipeError("lr_ref_batch must be > 0")
+    if r.mixup_alpha == "auto":
+        from .model_size import auto_mixup_alpha  # raises for a model the rule has no size for
+        auto_mixup_alpha(r.model)
 
 
 def warnings_for(r: Recipe, typed: set[str] | None = None) -> list[str]:
@@ -341,7 +360,7 @@ def warnings_for(r: Recipe, typed: set[str] | None = None) -> list[str]:
                    "drop --ra-sampler")
     if not r.ra_sampler and r.ra_reps != FIELDS["ra_reps"].default and "ra_reps" in chosen:
         out.append(f"--ra-reps {r.ra_reps} has no effect without --ra-sampler")
-    if (r.mixup_alpha > 0 or r.cutmix_alpha > 0) and r.batch_size < 2:
+    if (r.mixup_alpha != 0 or r.cutmix_alpha > 0) and r.batch_size < 2:
         out.append("mixup/cutmix mix images within a batch; with --batch-size 1 each image is mixed with "
                    "itself")
     if r.val_crop_size > r.val_resize_size:

@@ -30,6 +30,7 @@ from .ema import build_ema
 from .loop import Interrupted, train_one_epoch
 from .lr_auto import choose_lr
 from .optim import build_optimizer, build_scheduler, param_groups
+from .precise_bn import update_precise_bn
 from .progress import RunProgress, TaskProgress, say_for, task_progress
 from .recipe_kwargs import (
     amp_kwargs,
@@ -119,7 +120,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     loaders = make_loaders(bundle, **loader_kwargs(recipe), world_size=dist_info.world_size,
                            rank=dist_info.rank, pin_memory=device.type == "cuda")
     steps_per_epoch = len(loaders.train)
-    notes += run_warnings(recipe, steps_per_epoch, train_images=len(loaders.train.dataset))
+    notes += run_warnings(recipe, steps_per_epoch, train_images=len(loaders.train.dataset),
+                          channels=bundle.channels)
 
     criterion = nn.CrossEntropyLoss(**criterion_kwargs(recipe))
     optimizer = build_optimizer(param_groups(model, **param_group_kwargs(recipe)), **optimizer_kwargs(recipe))
@@ -187,6 +189,10 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
             lr = optimizer.param_groups[0]["lr"]  # the lr this epoch ended with, before the epoch step
             if not recipe.lr_per_step:
                 scheduler.step()
+            if recipe.precise_bn:  # pycls: BatchNorm statistics of N training images, then evaluate
+                for m in [model] + ([ema.module] if ema is not None else []):
+                    update_precise_bn(m, loaders.train, samples=recipe.precise_bn, device=device,
+                                      world_size=dist_info.world_size)
             rec = epoch_record(epoch, stats, lr=lr, train_crop=train_crop_at(recipe, epoch), split=val_split,
                                val=evaluate_on(model, val_loader),
                                ema=evaluate_on(ema.module, val_loader) if ema is not None else None)

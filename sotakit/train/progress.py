@@ -69,11 +69,12 @@ class RunProgress:
     """Epoch and step bars with loss, lr and img/s; falls back to one line per log interval.
 
     After the first timed steps of the session it prints once how long the rest of the run should take.
+    Everything goes to stderr (progress, not results), so stdout holds only the run's results.
     """
 
     def __init__(self, epochs: int, steps_per_epoch: int, *, enabled: bool = True, start_epoch: int = 0):
-        self.console = Console(stderr=False)
-        self.live = enabled and sys.stdout.isatty()
+        self.console = Console(stderr=True)
+        self.live = enabled and sys.stderr.isatty()
         self.enabled, self.steps, self.epochs = enabled, steps_per_epoch, epochs
         self.epoch, self.timer, self.eta = start_epoch, StepTimer(), None
         self.progress = None
@@ -117,7 +118,7 @@ class RunProgress:
             self.progress.update(self.step_task, completed=rec["step"], info=info)
         elif self.enabled:
             print(f"{time.strftime('%H:%M:%S')} epoch {rec['epoch'] + 1}/{self.epochs} "
-                  f"step {rec['step']}/{self.steps} {info}", flush=True)
+                  f"step {rec['step']}/{self.steps} {info}", file=sys.stderr, flush=True)
 
     def end_epoch(self, line: str) -> None:
         if self.eta is None and self.timer.last is not None:  # an epoch shorter than the timed steps
@@ -126,11 +127,14 @@ class RunProgress:
             self.progress.advance(self.epoch_task)
             self.progress.console.print(line)
         elif self.enabled:
-            print(line, flush=True)
+            print(line, file=sys.stderr, flush=True)
 
     def message(self, line: str) -> None:
         if self.enabled:
-            (self.progress.console.print if self.live else print)(line)
+            if self.live:
+                self.progress.console.print(line)
+            else:
+                print(line, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.live:
@@ -150,7 +154,7 @@ def say_for(enabled: bool) -> Callable[[str], None]:
         if not enabled:
             return
         if not log.handlers:
-            print(msg, flush=True)
+            print(msg, file=sys.stderr, flush=True)
             return
         log.log(logging.WARNING if str(msg).startswith("warning") else logging.INFO, msg)
     return say

@@ -26,7 +26,7 @@ LOADER_ARGS = {name: name for name in (
     "batch_size", "train_crop_size", "val_resize_size", "val_crop_size", "interpolation", "auto_augment",
     "ra_magnitude", "augmix_severity", "random_erase", "crop_min_scale", "color_jitter", "mixup_alpha",
     "cutmix_alpha", "ra_sampler", "ra_reps", "holdout", "seed", "workers", "train_limit", "test_limit",
-    "kfold", "fold", "max_decode_errors")} | {"timeout": "loader_timeout"}
+    "kfold", "fold", "max_decode_errors", "pca_jitter")} | {"timeout": "loader_timeout"}
 # param_groups (sotakit.train.optim)
 PARAM_GROUP_ARGS = {name: name for name in (
     "weight_decay", "norm_weight_decay", "bias_weight_decay", "transformer_embedding_decay")}
@@ -186,6 +186,10 @@ def ema_alpha(recipe: Recipe, *, steps_per_epoch: int | None = None) -> float:
 
 
 MIN_STEPS_PER_EPOCH = MIN_STEPS  # fewer, and BatchNorm, the schedule and the EMA have little to work with
+# Fewer optimizer steps in a whole run and a model trained from scratch stays near chance (measured: the
+# torchvision-v2 preset, 2 epochs of 9 steps on 72 photos, ends at 33.3% of 3 classes; the small-folder
+# preset's 72 steps reach 80% and more, tests/recipes/test_first_hour.py).
+MIN_RUN_STEPS = 50
 
 
 def saver_kwargs(recipe: Recipe) -> dict[str, Any]:
@@ -217,10 +221,14 @@ def data_epoch_kwargs(recipe: Recipe, *, epoch: int) -> dict[str, Any]:
 
 
 def run_warnings(recipe: Recipe, steps_per_epoch: int | None = None,
-                 train_images: int | None = None) -> list[str]:
+                 train_images: int | None = None, channels: int | None = None) -> list[str]:
     """recipes.warnings_for, plus what only the engine can tell: a batch larger than the training set,
-    epochs of fewer than ~10 steps, an EMA horizon longer than the run."""
+    epochs of fewer than ~10 steps, a run of fewer than ~50 steps, an EMA horizon longer than the run, PCA
+    jitter on one-channel data."""
     out = recipe_warnings(recipe)
+    if recipe.pca_jitter and channels == 1:
+        out.append(f"{flag_of('pca_jitter')} {recipe.pca_jitter:g} has no effect: the images have one "
+                   "channel and no colour to shift (drop it; --color-jitter varies brightness and contrast)")
     global_batch = recipe.batch_size * recipe.world_size
     if train_images is not None and global_batch > train_images:
         out.append(f"the global batch ({global_batch}) is larger than the training set ({train_images} "
@@ -231,6 +239,12 @@ def run_warnings(recipe: Recipe, steps_per_epoch: int | None = None,
         out.append(f"an epoch is only {steps_per_epoch} steps (batch {global_batch}): BatchNorm, the "
                    f"schedule and the EMA get few updates; a smaller {flag_of('batch_size')} gives "
                    f"{MIN_STEPS_PER_EPOCH} or more")
+    spe = steps_per_epoch
+    if spe and recipe.epochs * spe < MIN_RUN_STEPS and not recipe.weights:
+        wanted = -(-2 * MIN_RUN_STEPS // spe)  # epochs for ~100 steps
+        out.append(f"the whole run is only {recipe.epochs * spe} optimizer steps ({recipe.epochs} epochs x "
+                   f"{spe}): too few for a model trained from scratch to learn much; "
+                   f"{flag_of('epochs')} {wanted} gives {wanted * spe}")
     if recipe.model_ema and steps_per_epoch:
         alpha = ema_alpha(recipe, steps_per_epoch=steps_per_epoch)
         updates = ema_updates(recipe, steps_per_epoch=steps_per_epoch)

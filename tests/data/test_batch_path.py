@@ -14,7 +14,7 @@ from sotakit.train.recipe_kwargs import LOADER_ARGS, loader_kwargs
 BASE = Recipe(batch_size=8, train_crop_size=12, val_resize_size=12, val_crop_size=12, workers=0, seed=0)
 # An augmentation field and a value that must change the first training batch.
 AUGMENTATIONS = {"auto_augment": "ta_wide", "random_erase": 0.5, "mixup_alpha": 0.4, "cutmix_alpha": 1.0,
-                 "color_jitter": 0.4, "crop_min_scale": 0.5, "interpolation": "bicubic"}
+                 "color_jitter": 0.4, "crop_min_scale": 0.5, "interpolation": "bicubic", "pca_jitter": 0.1}
 # Loader fields that are not augmentations of the first batch (sizes, splits, machinery), or only
 # parameters of one (the policies' magnitude and severity, the RA sampler's repetitions).
 NOT_AUGMENTATIONS = {"batch_size", "train_crop_size", "val_resize_size", "val_crop_size", "holdout", "seed",

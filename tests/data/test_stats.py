@@ -76,3 +76,17 @@ def test_fashion_mnist_figures_equal_the_catalog(fmnist_root):
     stats, _ = color_stats(bundle)
     assert stats.mean == pytest.approx(bundle.mean, abs=5e-5)
     assert stats.std == pytest.approx(bundle.std, abs=5e-5)
+
+
+def test_pca_parameters_are_in_alexnet_s_layout_for_the_pca_lighting():
+    from sotakit.data.transforms import PCALighting
+    g = torch.Generator().manual_seed(2)
+    images = torch.randint(0, 256, (4, 3, 5, 5), dtype=torch.uint8, generator=g)
+    stats = compute_color_stats(TensorSource(images, torch.zeros(4)))
+    eigval, eigvec = stats.pca_parameters()
+    v = torch.tensor(eigvec, dtype=torch.float64)
+    assert torch.allclose(v @ torch.diag(torch.tensor(eigval, dtype=torch.float64)) @ v.T,
+                          torch.tensor(stats.covariance, dtype=torch.float64), atol=1e-12)  # columns
+    lighting = PCALighting(0.1, eigval, eigvec)
+    alpha = torch.tensor([[1.0, 0.0, 0.0]])
+    assert torch.allclose(lighting.offsets(alpha)[0], torch.tensor(stats.eigenvectors[0]).float() * eigval[0])

@@ -30,7 +30,7 @@ def test_estimate_and_epoch_count_in_plain_lines(monkeypatch, capsys):
     for done in range(1, 13):
         p.step(done)
     p.log_step({"epoch": 1, "step": 10, "loss": 1.0, "acc1": 50.0, "lr": 0.1, "img_s": 100.0})
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # progress goes to stderr
     left = (600 - 1) * 469 - 12
     assert eta_line(steps_left=left, rate=2.0, epochs=600, first=3, last=12) in out
     assert "about 39h01m left for 600 epochs at 2.0 steps/s (measured over steps 3-12" in out
@@ -45,5 +45,5 @@ def test_an_epoch_shorter_than_the_timed_steps_estimates_at_its_end(capsys):
     for done in range(1, 6):
         p.step(done)
     p.end_epoch("epoch 1/4 ...")
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # progress goes to stderr
     assert "for 4 epochs at" in out and "(measured over steps 3-5" in out

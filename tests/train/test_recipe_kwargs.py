@@ -145,3 +145,12 @@ def test_linter_warns_on_a_batch_larger_than_the_data_and_short_epochs():
     assert not any("steps" in x or "batch" in x for x in rk.run_warnings(r, 10, train_images=1280))
     ema = make_recipe(model_ema=True, batch_size=128, epochs=2)
     assert any("the EMA is never updated" in x for x in rk.run_warnings(ema, 1, train_images=72))
+
+
+def test_linter_warns_on_a_run_too_short_to_learn_and_says_how_many_epochs_give_100_steps():
+    short = rk.run_warnings(make_recipe(batch_size=8, epochs=2), 9, train_images=72)
+    assert ("the whole run is only 18 optimizer steps (2 epochs x 9): too few for a model trained from "
+            "scratch to learn much; --epochs 12 gives 108") in short
+    assert not any("whole run" in x for x in rk.run_warnings(make_recipe(batch_size=8, epochs=6), 9, 72))
+    tuned = make_recipe(batch_size=8, epochs=2, weights="w.pt")  # fine-tuning: a few steps can be enough
+    assert not any("whole run" in x for x in rk.run_warnings(tuned, 9, train_images=72))

@@ -23,7 +23,8 @@ def test_resuming_a_finished_run_says_so_and_exits_0_without_evaluating(image_fo
     out = run_cli("train", "--resume", d, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert f"{d} is finished: all 2 epochs trained and evaluated" in out.stdout
-    assert "resuming " not in out.stdout and "epoch 3" not in out.stdout
+    said = out.stdout + out.stderr
+    assert "resuming " not in said and "epoch 3" not in said
     assert (d / "summary.json").read_text() == summary  # no re-evaluation, wall time as it was
 
 
@@ -33,7 +34,7 @@ def test_extending_a_finished_2_epoch_run_to_3_epochs_stretches_the_cosine(image
             verbose=False).run_dir
     capsys.readouterr()
     r = fit(resume=d, epochs=3)
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # notes go to stderr
     assert "--epochs 3 extends the run from 2 to 3 epochs" in out and "lr 0 -> 0.0125" in out
     epochs = [rec for rec in read_metrics(d) if rec["kind"] == "epoch"]
     assert [rec["epoch"] for rec in epochs] == [0, 1, 2]
