@@ -3,6 +3,10 @@
 The public helper API, for people who write their own loop::
 
     from sotakit import build_model, make_loaders, build_optimizer, train_one_epoch, evaluate
+
+and the helpers around a loop of your own (examples/own_loop.py, examples/lr_find.py): ``lr_find``,
+``MetricAggregator``, ``MetricLogger``, ``Checkpoints`` with ``save_if=improved("val.acc1")``,
+``ProgressBars``.
 """
 
 from ._version import __version__ as __version__  # `as`: an explicit re-export (F401)
@@ -20,7 +24,11 @@ from .train import (
     save_checkpoint,
     train_one_epoch,
 )
+from .train.loop_helpers import Checkpoints, MetricAggregator, MetricLogger, ProgressBars, improved, prefixed
+from .train.lr_finder import LRFindResult, lr_find
 
-__all__ = ["Recipe", "build_ema", "build_model", "build_optimizer", "build_scheduler", "evaluate", "fit",
-           "list_models", "load_checkpoint", "load_data", "load_preset", "load_recipe", "make_loaders",
-           "make_recipe", "param_groups", "register_model", "save_checkpoint", "train_one_epoch"]
+__all__ = ["Checkpoints", "LRFindResult", "MetricAggregator", "MetricLogger", "ProgressBars", "Recipe",
+           "build_ema", "build_model", "build_optimizer", "build_scheduler", "evaluate", "fit", "improved",
+           "list_models", "load_checkpoint", "load_data", "load_preset", "load_recipe", "lr_find",
+           "make_loaders", "make_recipe", "param_groups", "prefixed", "register_model", "save_checkpoint",
+           "train_one_epoch"]

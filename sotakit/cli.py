@@ -119,6 +119,7 @@ def cmd_train(args) -> int:
     if args.tracker:  # fail before loading data when the tracker's package is missing
         from .train.trackers import require
         require(args.tracker)
+    lr_auto(args)
     from .experiments.family import is_family
     if is_family(getattr(args, "model", None)) or args.seeds is not None:
         return _train_family(args)
@@ -139,6 +140,50 @@ def cmd_train(args) -> int:
     if recipe.kfold and "fold" not in overrides_from(args):
         return _train_folds(args, recipe)
     return _fit(args, recipe)
+
+
+def lr_auto(args) -> None:
+    """`--lr auto` is `--lr-auto`: fit() runs the range test and trains at its valley."""
+    if getattr(args, "lr", None) != "auto":
+        return
+    if getattr(args, "resume", None):
+        raise RecipeError("--lr auto chooses the lr of a new run; a resumed run keeps its own (drop --lr)")
+    del args.lr
+    args.lr_auto = True
+
+
+def cmd_data_stats(args) -> int:
+    from .data import color_stats, load_data
+    from .train.progress import TaskProgress, task_progress
+    bundle = load_data(args.data, args.data_root, progress=task_progress)
+    stats, cached = color_stats(bundle, refresh=args.refresh,
+                                progress=TaskProgress("measuring colour statistics", unit="images"))
+    print(json.dumps(stats.to_dict(), indent=1) if args.json else console.color_stats_text(stats, bundle.name,
+                                                                                          cached=cached))
+    return 0
+
+
+def cmd_data_show(args) -> int:
+    from .experiments.inspect import write_sample_grid
+    print(f"wrote {write_sample_grid(build_recipe(args, say=note), args.out, count=args.count)}")
+    return 0
+
+
+def cmd_interpret(args) -> int:
+    from .experiments.inspect import interpret_run
+    print(console.interpret_text(interpret_run(args.run_dir, out=args.out, top=args.top)))
+    return 0
+
+
+def cmd_lr_find(args) -> int:
+    from .train.lr_auto import check_one_process, lr_find_for_recipe
+    check_one_process()
+    recipe = build_recipe(args, say=note)
+    result, _ = lr_find_for_recipe(recipe, out=args.out, start_lr=args.start, end_lr=args.end,
+                                   num_it=args.steps)
+    print(result.summary())
+    print(f"wrote {Path(args.out) / 'lr_find.png'} and {Path(args.out) / 'lr_find.json'}")
+    return 0
 
 
 def _train_family(args) -> int:
@@ -204,7 +249,8 @@ def _test_only(recipe: Recipe) -> int:
 
 def cmd_eval(args) -> int:
     from .train.evaluate_run import evaluate_checkpoint
-    out = evaluate_checkpoint(args.path, data=args.data, data_root=args.data_root, batch_size=args.batch_size)
+    out = evaluate_checkpoint(args.path, data=args.data, data_root=args.data_root, batch_size=args.batch_size,
+                              tta=args.tta, tta_beta=args.tta_beta)
     print(json.dumps(out, indent=2) if args.json else console.eval_text(out))
     return 0
 
@@ -329,7 +375,9 @@ def cmd_tune_resize(args) -> int:
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "recipes_list": cmd_recipes_list,
             "recipes_show": cmd_recipes_show, "models": cmd_models, "ablate": cmd_ablate, "sweep": cmd_sweep,
             "runs": cmd_runs, "runs_compare": cmd_runs_compare, "report": cmd_report,
-            "tune_resize": cmd_tune_resize}
+            "tune_resize": cmd_tune_resize, "lr_find": cmd_lr_find,
+            "data_stats": cmd_data_stats, "data_show": cmd_data_show,
+            "interpret": cmd_interpret}
 
 
 def make_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:

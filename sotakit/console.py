@@ -36,7 +36,7 @@ def _num(v, fmt: str = ".2f") -> str:
 def summary_text(s: dict) -> str:
     """After `sotakit train`: the run directory, accuracy per split, timing, skipped files."""
     lines = [f"run directory: {s['run_dir']}"]
-    for split in ("holdout", "holdout_ema", "test", "test_ema"):
+    for split in ("holdout", "holdout_ema", "test", "test_ema", "test_tta", "test_ema_tta"):
         if split in s:
             m = s[split]
             lines.append(acc_line(f"{split:12s}", m))
@@ -52,11 +52,36 @@ def eval_text(out: dict) -> str:
     """`sotakit eval` and `train --test-only`: what was evaluated, then plain and EMA model."""
     lines = [f"{out['checkpoint']} (epoch {out['epoch']}) on {out['data']} test split "
              f"(resize {out['val_resize_size']}, crop {out['val_crop_size']}):"]
-    for key, label in (("test", "model"), ("test_ema", "EMA model")):
+    for key, label in (("test", "model"), ("test_ema", "EMA model"), ("test_tta", "model+TTA"),
+                       ("test_ema_tta", "EMA+TTA")):
         if key in out:
             m = out[key]
             line = acc_line(f"{label:10s}", m)
             lines.append(f"  {line}")
+    return "\n".join(lines)
+
+
+def color_stats_text(stats, name: str, *, cached: bool = False) -> str:
+    """`sotakit data stats`: mean and std per channel, then the covariance's eigenpairs (PCA lighting)."""
+    fmt = lambda v: "(" + ", ".join(f"{x:.4f}" for x in v) + ")"  # noqa: E731
+    lines = [f"{name}: {stats.images} training images, {stats.pixels} pixels (RGB, [0, 1])"
+             + (" [cached]" if cached else ""),
+             f"  mean {fmt(stats.mean)}", f"  std  {fmt(stats.std)}",
+             "  covariance eigenvalues, eigenvectors:"]
+    lines += [f"    {v:.6f}  {fmt(vec)}" for v, vec in zip(stats.eigenvalues, stats.eigenvectors)]
+    lines.append(f"  use them: --normalize data (fingerprint {stats.fingerprint[:12]})")
+    return "\n".join(lines)
+
+
+def interpret_text(doc: dict) -> str:
+    """`sotakit interpret`: accuracy, the most confused pairs, the highest losses, the files written."""
+    lines = [f"{doc['model']} on {doc['images']} test images: acc@1 {doc['acc1']:.2f}", "most confused "
+             "(true -> predicted: images):"]
+    lines += [f"  {t} -> {p}: {n}" for t, p, n in doc["most_confused"][:10]] or ["  none"]
+    lines.append("highest losses (predicted / true, loss, probability):")
+    lines += [f"  #{t['index']}: {t['predicted']} / {t['true']}, {t['loss']:.2f}, {t['probability']:.2f}"
+              for t in doc["top_losses"]]
+    lines.append(f"wrote confusion.png, top_losses.png, interpret.json in {doc['out']}")
     return "\n".join(lines)
 
 

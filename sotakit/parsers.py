@@ -86,6 +86,11 @@ def add_eval_parser(sub, commands) -> None:
                    "$SOTAKIT_DATA)")
     e.add_argument("-b", "--batch-size", type=int, help="images per evaluation batch (default: the run's)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.add_argument("--tta", nargs="?", const="4", metavar="N|flip", help="also test-time augmentation, "
+                   "reported apart as test_tta: N passes with the training transforms blended with the plain "
+                   "view (fastai's; N defaults to 4), or 'flip' (plain + horizontal flip)")
+    e.add_argument("--tta-beta", type=float,
+                   help="weight of the plain view in the N-pass blend (default: the recipe's, 0.25)")
     e.set_defaults(func=commands["eval"])
 
 
@@ -205,6 +210,54 @@ def add_tune_resize_parser(sub, commands) -> None:
     z.set_defaults(func=commands["tune_resize"])
 
 
+def add_lr_find_parser(sub, commands) -> None:
+    f = _sub(sub, "lr-find", help="fastai's learning-rate range test on a recipe's model and data; writes "
+             "lr_find.png and lr_find.json and prints the suggestions (valley first)",
+             example="  sotakit lr-find --recipe fashion-mnist-demo --train-limit 5000 -o lr_find")
+    f.add_argument("--recipe", help="preset name (see `sotakit recipes`)")
+    f.add_argument("--config", help="recipe TOML file")
+    f.add_argument("--start", type=float, default=1e-7, help="first learning rate (default: 1e-7)")
+    f.add_argument("--end", type=float, default=10.0, help="learning rate the ramp heads for (default: 10)")
+    f.add_argument("--steps", type=int, default=100, help="batches of the ramp (default: 100)")
+    f.add_argument("-o", "--out", default="lr_find", help="folder for lr_find.png and lr_find.json "
+                   "(default: ./lr_find)")
+    add_recipe_arguments(f)
+    f.set_defaults(func=commands["lr_find"])
+
+
+def add_interpret_parser(sub, commands) -> None:
+    i = _sub(sub, "interpret", help="what a run gets wrong: confusion matrix, most confused class pairs and "
+             "the test images with the highest loss (fastai's ClassificationInterpretation)",
+             example="  sotakit interpret runs/20250101-120000-resnet18 --top 16")
+    i.add_argument("run_dir", metavar="RUN_DIR", help="the run whose last checkpoint is interpreted")
+    i.add_argument("-o", "--out", help="folder for confusion.png, top_losses.png, interpret.json (default: "
+                   "RUN_DIR)")
+    i.add_argument("--top", type=int, default=9, help="top-loss images in the grid (default: 9)")
+    i.set_defaults(func=commands["interpret"])
+
+
+def add_data_parser(sub, commands) -> None:
+    d = _sub(sub, "data", help="look at a data set: colour statistics, or a grid of augmented training "
+             "samples", example="  sotakit data stats --data fashion-mnist\n  sotakit data show --recipe "
+                                "fastai-imagenette --data imagenette-160 -o grid.png")
+    actions = d.add_subparsers(dest="action", metavar="{stats,show}", required=True)
+    s = actions.add_parser("stats", help="per-channel mean and std and the RGB covariance's eigenvalues and "
+                           "eigenvectors of the training split, cached by the data fingerprint")
+    s.add_argument("--data", required=True, help="data set name or folder")
+    s.add_argument("--data-root", help="where named data sets are looked up (default: $SOTAKIT_DATA)")
+    s.add_argument("--refresh", action="store_true", help="compute again instead of reading the cache")
+    s.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    s.set_defaults(func=commands["data_stats"])
+    w = actions.add_parser("show", help="a grid of augmented training samples with their (mixed) labels, "
+                           "as the recipe's first batch")
+    w.add_argument("--recipe", help="preset name (see `sotakit recipes`)")
+    w.add_argument("--config", help="recipe TOML file")
+    w.add_argument("-o", "--out", default="grid.png", help="PNG file (default: grid.png)")
+    w.add_argument("--count", type=int, default=16, help="images in the grid (default: 16)")
+    add_recipe_arguments(w)
+    w.set_defaults(func=commands["data_show"])
+
+
 LOG_FLAGS = ("-q", "--quiet", "-v", "--verbose")
 
 
@@ -240,6 +293,7 @@ def make_parser(commands: dict[str, Callable]) -> tuple[argparse.ArgumentParser,
     sub = p.add_subparsers(dest="command", required=True)
     train = add_train_parser(sub, commands)
     for add in (add_eval_parser, add_recipes_parser, add_models_parser, add_ablate_parser, add_runs_parser,
-                add_report_parser, add_sweep_parser, add_tune_resize_parser):
+                add_report_parser, add_sweep_parser, add_tune_resize_parser, add_lr_find_parser,
+                add_data_parser, add_interpret_parser):
         add(sub, commands)
     return p, train

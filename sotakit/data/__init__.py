@@ -17,9 +17,11 @@ from .loaders import (
 )
 from .mixing import Collate
 from .samplers import RASampler, sample_seed, worker_seed
+from .stats import ColorStats, color_stats, compute_color_stats, normalization, normalized
 from .transforms import BatchFinish, make_eval_transform, make_train_transform
 
-__all__ = ["BatchCropFlip", "BatchFinish", "Collate", "DataBundle", "DecodeErrorLimit", "FolderSource",
+__all__ = ["BatchCropFlip", "BatchFinish", "ColorStats", "Collate", "color_stats", "compute_color_stats",
+           "normalization", "normalized", "DataBundle", "DecodeErrorLimit", "FolderSource",
            "Loaders", "RASampler", "SampleDataset", "TensorSource", "batch_crop_for", "data_fingerprint",
            "kill_loader_workers", "load_data", "load_image_folder", "make_eval_transform", "make_loaders",
            "make_train_transform", "sample_seed", "set_train_crop_size", "set_data_epoch", "split_indices",

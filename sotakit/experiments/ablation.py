@@ -11,7 +11,7 @@ from pathlib import Path
 from ..recipes import Recipe, dump_recipe, load_ladder, make_recipe
 from ..recipes.presets import SMALL_DATA_EMA_HORIZON
 from .runner import fold_table, reported_acc, results_for
-from .stats import format_table, ladder_table
+from .stats import format_table, ladder_table, mean_std, summarize
 
 DEFAULT_LONG_FACTOR = 600 / 90  # the blog's long-training step: 90 -> 600 epochs
 
@@ -31,7 +31,10 @@ def budget(recipe: Recipe, *, epochs: int, long: bool, long_factor: float = DEFA
     step = {"lr_step_size": max(1, round(recipe.lr_step_size * scale))} if steplr else {}
     ema = ({"model_ema_horizon": SMALL_DATA_EMA_HORIZON}
            if recipe.model_ema and recipe.model_ema_horizon is None else {})
-    return make_recipe(recipe, epochs=target, lr_warmup_epochs=max(0, warmup), **step, **ema)
+    # Two-phase progressive resizing keeps its share too, with at least one epoch at full size.
+    small = recipe.progressive_resize_epochs
+    phases = {"progressive_resize_epochs": min(target - 1, max(1, round(small * scale)))} if small else {}
+    return make_recipe(recipe, epochs=target, lr_warmup_epochs=max(0, warmup), **step, **ema, **phases)
 
 
 def expand(ladder: str, out_dir: Path, *, epochs: int, long_factor: float = DEFAULT_LONG_FACTOR,
@@ -63,6 +66,10 @@ def write_ladder_tables(steps: list[tuple[str, str, Path]], out_dir: Path) -> st
     if folds:
         table += ("\n\nK-fold validation acc@1 per fold (the table above is over these folds x seeds):\n\n"
                   + folds)
+    tta = tta_table(steps, recs)
+    if tta:
+        table += ("\n\nTest-time augmentation, reported apart (test_tta; the table above is without it):"
+                  "\n\n" + tta)
     (out_dir / "ablation.md").write_text(table + "\n")
     csv = ["step,n,acc1_mean,acc1_std,acc1_median,acc1_max,acc5_mean,acc5_std,incremental,absolute,p_value"]
     csv += [f"{r.step},{r.acc1.n},{r.acc1.mean:.4f},{r.acc1.std:.4f},{r.acc1.median:.4f},{r.acc1.max:.4f},"
@@ -71,6 +78,22 @@ def write_ladder_tables(steps: list[tuple[str, str, Path]], out_dir: Path) -> st
     (out_dir / "ablation.csv").write_text("\n".join(csv) + "\n")
     _plot(rows, out_dir / "ablation.png")
     return table
+
+
+def tta_table(steps: list[tuple[str, str, Path]], recs: list[dict]) -> str:
+    """TTA acc@1 beside the plain acc@1 of the same runs, for the steps whose runs report test_tta."""
+    lines = []
+    for name, title, _ in steps:
+        mine = [r for r in recs if r["step"] == name and r.get("tta_acc1") is not None]
+        if mine:
+            tta = summarize([r["tta_acc1"] for r in mine])
+            plain = summarize([reported_acc(r)[0] for r in mine])
+            gain = tta.mean - plain.mean
+            lines.append(f"| {title} | {tta.n} | {mean_std(tta)} | {mean_std(plain)} | {gain:+.2f} |")
+    if not lines:
+        return ""
+    head = "| step | n | TTA acc@1 mean ± std | plain acc@1 mean ± std | TTA gain |"
+    return "\n".join([head, "|" + "---|" * 5, *lines])
 
 
 def _plot(rows, path: Path) -> None:

@@ -23,9 +23,8 @@ import jinja2
 import torch
 
 from ..data import data_fingerprint, set_data_epoch
-from ..evaluate import confusion, per_class_accuracy
+from ..evaluate import per_class_accuracy
 from ..train.evaluate_run import load_run, run_loaders
-from ..train.progress import TaskProgress
 from ..train.recipe_kwargs import data_epoch_kwargs
 from ..train.rundir import curves_figure, environment, read_metrics
 from .runner import read_results
@@ -186,14 +185,17 @@ def _test_context(run_dir: Path, *, samples: int, say) -> dict:
     for label, model in (("model", run.model), ("EMA model", run.ema_model)):
         if model is None:
             continue
-        cm = confusion(model, loaders.test, num_classes=len(classes), device=run.device,
-                       progress=TaskProgress(f"{run_dir.name}: {label} on test", unit="batches"))
+        from .inspect import interpretation, top_losses_figure  # inspect draws with this module's figures
+        _, found = interpretation(model, loaders.test, classes, device=run.device)
+        cm, losses_fig = found["cm"], top_losses_figure(loaders.test.dataset, found["top_losses"], classes)
         acc = per_class_accuracy(cm)
         models.append({
             "label": label, "acc1": f"{100 * cm.diagonal().sum().item() / max(1, cm.sum().item()):.2f}",
             "png": figure_png(confusion_figure(cm, classes, f"{label} (rows: true class)")),
             "per_class": [[c, int(cm[i].sum()), int(cm[i, i]), _fmt(acc[i].item())]
                           for i, c in enumerate(classes)],
+            "confused": [list(c) for c in found["most_confused"][:10]],
+            "top_losses_png": figure_png(losses_fig),
         })
     say(f"{run_dir.name}: augmented training samples")
     grid = sample_grid_figure(loaders, classes, run.bundle.mean, run.bundle.std,

@@ -128,6 +128,9 @@ def result_metrics(summary: dict) -> dict:
         for model, suffix in (("", ""), ("ema_", "_ema")):
             m = summary.get(split + suffix, {})
             out.update({f"{prefix}{model}acc1": m.get("acc1"), f"{prefix}{model}acc5": m.get("acc5")})
+    tta = summary.get("test_ema_tta") or summary.get("test_tta")  # the model reported_acc reports
+    if tta:
+        out["tta_acc1"] = tta["acc1"]  # kept apart from acc1: a table of its own (ablation.tta_table)
     return out
 
 

@@ -17,14 +17,16 @@ from .complexity import (
 )
 from .registry import UnknownModelError, build_model, get_model_builder, list_models, register_model
 
-try:
-    # Registers sotakit's own models. import_module rather than ``from . import compact``: the
-    # latter reports a missing submodule as a plain ImportError, indistinguishable from others.
-    importlib.import_module(f"{__name__}.compact")
-except ModuleNotFoundError as err:
-    # Only a missing compact module is optional; a missing import inside it is a real error.
-    if err.name != f"{__name__}.compact":
-        raise
+for _module in ("compact", "xresnet"):
+    try:
+        # Registers sotakit's own models. import_module rather than ``from . import compact``: the
+        # latter reports a missing submodule as a plain ImportError, indistinguishable from others.
+        importlib.import_module(f"{__name__}.{_module}")
+    except ModuleNotFoundError as err:
+        # Only a missing model module is optional; a missing import inside it is a real error.
+        if err.name != f"{__name__}.{_module}":
+            raise
+del _module
 
 __all__ = [
     "InputSizeError",

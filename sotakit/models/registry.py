@@ -108,7 +108,8 @@ def build_model(name: str, *, num_classes: int, small_input: bool = False, **kw)
             image is not shrunk to 8 px before the first block; on RegNets (regnet*, any
             ``torchvision.models.RegNet``) the 3x3 stem conv's stride becomes 1. Other families
             have no such stem and are returned unchanged (their own size arguments, e.g. ViT's
-            ``image_size``, go in ``kw``).
+            ``image_size``, go in ``kw``). A sotakit model with its own small stem offers
+            ``use_small_input_stem()`` (xresnet: stride-1 stem conv, no max-pool).
         **kw: Passed to the builder.
     """
     model = get_model_builder(name)(num_classes=num_classes, **kw)
@@ -118,6 +119,8 @@ def build_model(name: str, *, num_classes: int, small_input: bool = False, **kw)
         # RegNet's stem is already a 3x3 conv: only its stride 2 goes, as in pycls's CIFAR stem
         # (res_stem_cifar), so the parameters stay those of the ImageNet model.
         model.stem[0].stride = (1, 1)
+    elif small_input and hasattr(model, "use_small_input_stem"):
+        model.use_small_input_stem()
     return model
 
 

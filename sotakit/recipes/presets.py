@@ -23,7 +23,7 @@ from typing import Any
 import tomlkit
 
 from .model_size import auto_mixup_alpha
-from .recipe import FIELDS, Recipe, RecipeError, closest, make_recipe
+from .recipe import FIELDS, PER_STEP_SCHEDULERS, Recipe, RecipeError, closest, make_recipe
 
 PRESET_DIR = Path(__file__).parent / "presets"
 LADDER_DIR = Path(__file__).parent / "ladders"
@@ -243,6 +243,9 @@ def resolve(recipe: Recipe, *, native_size: int | None, world_size: int = 1,
         changes["mixup_alpha"] = auto_mixup_alpha(recipe.model)
         notes.append(f"--mixup-alpha auto: {changes['mixup_alpha']:g} for {recipe.model} (the Keras RegNets' "
                      "alpha for this size)")
+    if recipe.lr_scheduler in PER_STEP_SCHEDULERS and not recipe.lr_per_step:
+        changes["lr_per_step"] = True  # fastai's schedules move every batch
+        notes.append(f"--lr-scheduler {recipe.lr_scheduler} is stepped every batch (lr_per_step on)")
     if recipe.device.startswith("cuda") and not cuda_available:
         changes["device"] = "cpu"
         notes.append("no CUDA device: running on cpu")

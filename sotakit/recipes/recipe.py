@@ -21,7 +21,8 @@ def _f(default: Any, help: str, *, ref: bool = True, choices: tuple | None = Non
 
 
 OPTIMIZERS = ("sgd", "sgd-nesterov", "rmsprop", "adamw")
-SCHEDULERS = ("steplr", "cosineannealinglr", "exponentiallr")
+SCHEDULERS = ("steplr", "cosineannealinglr", "exponentiallr", "onecycle", "flatcos")
+PER_STEP_SCHEDULERS = ("onecycle", "flatcos")  # fastai's: stepped every batch (train.schedules)
 AUTO_AUGMENT = ("ta_wide", "ra", "augmix", "imagenet", "cifar10", "svhn")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 
@@ -115,6 +116,9 @@ class Recipe:
     progressive_resize: int = _f(0, "fastai's progressive resizing: the train crop starts at this size and "
                                     "grows linearly to --train-crop-size by three quarters of the epochs "
                                     "(0: off)", ref=False)
+    progressive_resize_epochs: int = _f(0, "with --progressive-resize S: fastbook ch. 7's two phases instead "
+                                           "of the ramp: the first this many epochs train at S, the rest at "
+                                           "--train-crop-size (0: the linear ramp)", ref=False)
     crop_min_scale: float = _f(0.08, "smallest area fraction of the training random-resized crop (the "
                                      "inception crop's area factor: the Keras RegNets used 0.08, 0.16, 0.25)",
                                ref=False, aliases=("--area-factor",))
@@ -141,6 +145,25 @@ class Recipe:
                                      "fails", ref=False)
     loader_timeout: float = _f(600.0, "seconds to wait for a DataLoader worker's batch before failing "
                                       "(workers > 0)", ref=False)
+    lr_auto: bool = _f(False, "run the LR range test (`sotakit lr-find`) before training and train at its "
+                              "valley suggestion instead of --lr (`--lr auto` sets this); noted in "
+                              "recipe.toml",
+                       ref=False)
+    # --- fastai's schedules (issue 11): onecycle and flatcos, see sotakit/train/schedules.py ---
+    lr_pct_start: Optional[float] = _f(None, "onecycle: fraction of steps rising to --lr; flatcos: fraction "
+                                             "held flat (unset: fastai's 0.25 and 0.75; torch's OneCycleLR "
+                                             "uses 0.3)", ref=False)
+    lr_div: float = _f(25.0, "onecycle starts at lr/div (fastai and torch: 25)", ref=False)
+    lr_div_final: float = _f(1e5, "onecycle and flatcos end at lr/div_final (fastai: 1e5; torch's "
+                                  "OneCycleLR: 2.5e5)", ref=False)
+    tta: str = _f("", "test-time augmentation in the final report, reported apart as test_tta: N augmented "
+                      "passes with the training transforms blended with the plain view (fastai's), or 'flip' "
+                      "('': off)", ref=False)
+    tta_beta: float = _f(0.25, "weight of the plain view in the N-pass TTA blend (fastai's beta)", ref=False)
+    normalize: str = _f("", "Normalize statistics: data (mean/std measured on the training split, "
+                            "`sotakit data stats`), imagenet, none (raw [0, 1] pixels); '': the data set's "
+                            "own (catalog figures, ImageNet's for folders)", ref=False,
+                        choices=("", "data", "imagenet", "none"))
     # --- K-fold cross-validation (issue 4): confirm a choice on data it was not chosen on ---
     kfold: int = _f(0, "split the training set into K stratified folds, one of them the validation split "
                        "(0: off); `train --kfold K` without --fold runs all K folds and reports mean ± std",
@@ -245,9 +268,9 @@ _NON_NEGATIVE = ("workers", "momentum", "weight_decay", "norm_weight_decay", "bi
                  "transformer_embedding_decay", "mixup_alpha", "cutmix_alpha", "lr_warmup_epochs",
                  "lr_min", "start_epoch", "ra_magnitude", "clip_grad_norm", "seed", "train_limit",
                  "test_limit", "progressive_resize", "max_nonfinite_skips", "color_jitter", "pca_jitter",
-                 "precise_bn")
+                 "precise_bn", "progressive_resize_epochs")
 _UNIT = ("crop_min_scale", "max_decode_errors", "label_smoothing", "random_erase", "lr_warmup_decay",
-         "model_ema_decay", "lr_gamma")
+         "model_ema_decay", "lr_gamma", "tta_beta")
 
 
 def checkpoint_interval(text: str) -> tuple[int, float]:
@@ -293,6 +316,10 @@ def validate(r: Recipe) -> None:
     if r.progressive_resize > r.train_crop_size:
         raise RecipeError(f"progressive_resize ({r.progressive_resize}) must not exceed train_crop_size "
                           f"({r.train_crop_size})")
+    if r.progressive_resize_epochs and not (r.progressive_resize and r.progressive_resize_epochs < r.epochs):
+        raise RecipeError(f"progressive_resize_epochs ({r.progressive_resize_epochs}) needs "
+                          f"--progressive-resize SIZE and fewer epochs than --epochs ({r.epochs}): the rest "
+                          "train at full size")
     if r.kfold == 1 or r.kfold < 0:
         raise RecipeError(f"kfold must be 0 (off) or at least 2, got {r.kfold}")
     if r.kfold and not 0 <= r.fold < r.kfold:
@@ -303,6 +330,15 @@ def validate(r: Recipe) -> None:
     if r.model_ema_horizon is not None and not 0.0 < r.model_ema_horizon <= 1.0:
         raise RecipeError(f"model_ema_horizon must be in (0, 1], got {r.model_ema_horizon}; e.g. 0.1 "
                           "averages over the last tenth of the run's EMA updates")
+    if r.lr_scheduler in PER_STEP_SCHEDULERS and r.lr_warmup_epochs:
+        raise RecipeError(f"{r.lr_scheduler} has its own warm-up; use --lr-warmup-epochs 0 (or "
+                          "--lr-pct-start for a longer rise)")
+    if r.tta and r.tta != "flip" and not (r.tta.isdigit() and int(r.tta) >= 1):
+        raise RecipeError(f"tta must be a number of passes (e.g. 4), 'flip' or '' (off), got {r.tta!r}")
+    if r.lr_pct_start is not None and not 0.0 <= r.lr_pct_start <= 1.0:
+        raise RecipeError(f"lr_pct_start must be in [0, 1], got {r.lr_pct_start}")
+    if r.lr_div <= 0 or r.lr_div_final <= 0:
+        raise RecipeError("lr_div and lr_div_final must be > 0")
     if r.lr_ref_batch is not None and r.lr_ref_batch <= 0:
         raise RecipeError("lr_ref_batch must be > 0")
     if r.mixup_alpha == "auto":

@@ -9,15 +9,22 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data import DataBundle, Loaders, load_data, make_loaders
-from ..evaluate import ResizeTuning, evaluate, tune_resize
+from ..data import DataBundle, Loaders, load_data, make_loaders, normalized
+from ..evaluate import ResizeTuning, evaluate, tta_report, tune_resize
 from ..models import build_model
 from ..recipes import Recipe, dump_recipe, load_recipe, make_recipe
 from .checkpoint import choose_checkpoint, load_checkpoint, write_text_atomic
 from .ema import build_ema
 from .fit import backend_for, validation_split
 from .progress import TaskProgress, task_progress
-from .recipe_kwargs import eval_kwargs, loader_kwargs, model_build_kwargs, resize_tuning_kwargs
+from .recipe_kwargs import (
+    eval_kwargs,
+    loader_kwargs,
+    model_build_kwargs,
+    normalize_kwargs,
+    resize_tuning_kwargs,
+    tta_kwargs,
+)
 from .rundir import write_json
 
 
@@ -47,7 +54,8 @@ def load_run(path: str | Path, *, data: str | None = None, data_root: str | None
     recipe = make_recipe(**{k: v for k, v in ckpt["recipe"].items()})
     if path.is_dir() and (path / "recipe.toml").exists():
         recipe = recipe.replace(val_resize_size=load_recipe(path / "recipe.toml").val_resize_size)
-    bundle = load_data(data or recipe.data, data_root or recipe.data_root, progress=task_progress)
+    bundle = normalized(load_data(data or recipe.data, data_root or recipe.data_root, progress=task_progress),
+                        **normalize_kwargs(recipe))
     if list(bundle.classes) != list(ckpt["classes"]):
         raise ValueError(f"{ckpt_path} was trained on classes {ckpt['classes'][:5]}... "
                          f"({len(ckpt['classes'])}); {bundle.name} has {bundle.classes[:5]}... "
@@ -76,8 +84,13 @@ def run_loaders(recipe: Recipe, bundle: DataBundle, *, batch_size: int | None = 
 
 
 def evaluate_checkpoint(path: str | Path, *, data: str | None = None, data_root: str | None = None,
-                        batch_size: int | None = None, val_resize_size: int | None = None) -> dict:
-    """acc@1/acc@5 of the checkpoint's model (and EMA) on the test split of its data (or ``data``)."""
+                        batch_size: int | None = None, val_resize_size: int | None = None,
+                        tta: str | None = None, tta_beta: float | None = None) -> dict:
+    """acc@1/acc@5 of the checkpoint's model (and EMA) on the test split of its data (or ``data``).
+
+    ``tta`` (N passes or "flip"; default: the recipe's) adds ``test_tta`` (and ``test_ema_tta``) beside the
+    plain figures, never in place of them.
+    """
     run = load_run(path, data=data, data_root=data_root)
     resize = val_resize_size or run.recipe.val_resize_size
     loaders = run_loaders(run.recipe, run.bundle, batch_size=batch_size, val_resize_size=resize)
@@ -88,6 +101,9 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, data_root:
     if run.ema_model is not None:
         out["test_ema"] = evaluate(run.ema_model, loaders.test, device=run.device, **eval_kwargs(run.recipe),
                                    progress=TaskProgress("evaluating the EMA model on test", unit="batches"))
+    changes = {k: v for k, v in (("tta", tta), ("tta_beta", tta_beta)) if v is not None}
+    out.update(tta_report(run.model, loaders.test, ema_model=run.ema_model, device=run.device,
+                          **tta_kwargs(make_recipe(run.recipe, **changes))))
     return out
 
 

@@ -19,8 +19,8 @@ from statistics import median
 import torch
 from torch import nn
 
-from ..data import data_fingerprint, load_data, make_loaders, set_data_epoch
-from ..evaluate import evaluate
+from ..data import data_fingerprint, load_data, make_loaders, normalized, set_data_epoch
+from ..evaluate import evaluate, tta_report
 from ..models import build_model, check_input_size
 from ..recipes import Recipe, resolve, training_images
 from ..recipes.recipe import recipe_hash
@@ -28,6 +28,7 @@ from .checkpoint import load_checkpoint, state_fingerprint
 from .distributed import DistInfo, all_ranks, barrier, init_distributed
 from .ema import build_ema
 from .loop import Interrupted, train_one_epoch
+from .lr_auto import choose_lr
 from .optim import build_optimizer, build_scheduler, param_groups
 from .precise_bn import update_precise_bn
 from .progress import RunProgress, TaskProgress, say_for, task_progress
@@ -43,12 +44,14 @@ from .recipe_kwargs import (
     loader_kwargs,
     model_build_kwargs,
     model_kwargs,
+    normalize_kwargs,
     optimizer_kwargs,
     param_group_kwargs,
     run_warnings,
     saver_kwargs,
     scheduler_kwargs,
     train_crop_at,
+    tta_kwargs,
 )
 from .resume import ResumeMismatchError, check_resume, extend_run, find_resume_point
 from .rundir import MetricsLog, environment, finish_run, open_run_dir, run_lifecycle
@@ -68,7 +71,7 @@ class FitResult:
 
 def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbose: bool = True,
         stop_at: tuple[int, int] | None = None, force_resume: bool = False,
-        tracker: str | None = None, epochs: int | None = None) -> FitResult:
+        tracker: str | None = None, epochs: int | None = None, lr_find: dict | None = None) -> FitResult:
     """Train ``recipe`` (or continue the run in ``resume``, with its own recipe); return run dir and summary.
 
     ``stop_at=(epoch, steps)`` stops as a signal would once ``steps`` steps of epoch ``epoch`` (from 0)
@@ -76,6 +79,9 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     ``force_resume`` continues even when the checkpoint was written for other inputs (see
     ``resume.check_resume``). ``tracker`` ("mlflow" or "wandb") also sends the recipe and metrics there.
     ``epochs`` with ``resume`` extends (or shortens, if not yet trained) the run: see ``resume.extend_run``.
+    ``lr_find`` (``lr_find``'s start_lr/end_lr/num_it) runs the range test first, as ``recipe.lr_auto``
+    (``--lr auto``) does with the defaults, and trains at its valley, noted in recipe.toml
+    (``lr_auto.choose_lr``).
     """
     t_start = time.perf_counter()
     # Resume: the run's own recipe and newest verified checkpoint; never a run another process trains.
@@ -90,7 +96,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     say = say_for(verbose and dist_info.is_main)  # the "sotakit" logger (CLI: stderr), else print
 
     # Data first: the recipe's sizes depend on the data's native resolution.
-    bundle = load_data(recipe.data, recipe.data_root, progress=task_progress)
+    bundle = normalized(load_data(recipe.data, recipe.data_root, progress=task_progress),
+                        **normalize_kwargs(recipe))
     recipe, notes = resolve(recipe, native_size=bundle.native_size, world_size=dist_info.world_size,
                             cuda_available=torch.cuda.is_available(),
                             train_images=training_images(len(bundle.train), recipe))
@@ -118,8 +125,12 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
 
     criterion = nn.CrossEntropyLoss(**criterion_kwargs(recipe))
     optimizer = build_optimizer(param_groups(model, **param_group_kwargs(recipe)), **optimizer_kwargs(recipe))
-    scheduler = build_scheduler(optimizer, **scheduler_kwargs(recipe, steps_per_epoch=steps_per_epoch))
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and device.type == "cuda" else None
+    if (recipe.lr_auto or lr_find is not None) and point.ckpt is None:  # --lr auto: before the scheduler
+        recipe, lr_note = choose_lr(recipe, model, loaders.train, optimizer, criterion=criterion,
+                                    device=device, amp_dtype=amp_dtype, scaler=scaler, **(lr_find or {}))
+        notes.append(lr_note)
+    scheduler = build_scheduler(optimizer, **scheduler_kwargs(recipe, steps_per_epoch=steps_per_epoch))
     ema = (build_ema(model, **ema_kwargs(recipe, steps_per_epoch=steps_per_epoch), device=device)
            if recipe.model_ema else None)
     train_model = wrap_ddp(model, dist_info=dist_info, device=device)
@@ -197,6 +208,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     with log:
         final = final_evaluation(evaluate_on, model=model, ema=ema, holdout=loaders.holdout,
                                  test=loaders.test)
+        final.update(tta_report(model, loaders.test, ema_model=ema.module if ema is not None else None,
+                                device=device, amp_dtype=amp_dtype, **tta_kwargs(recipe)))  # apart: test_tta
         summary = run_summary(final, recipe=recipe, bundle=bundle, totals=totals, parts=parts,
                               world_size=dist_info.world_size, fingerprint=fingerprint, run_dir=run_dir)
         log.finish(final, hparams=recipe.to_dict())

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .schedules import PER_STEP_SCHEDULERS, build_fastai_scheduler
+
 NORM_CLASSES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm,
                 nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm)
 EMBEDDING_KEYS = ("class_token", "position_embedding", "relative_position_bias_table")
@@ -58,11 +60,19 @@ def build_optimizer(params, *, opt: str, lr: float, momentum: float = 0.9,
 
 def build_scheduler(optimizer: torch.optim.Optimizer, *, lr_scheduler: str, total: int, warmup: int = 0,
                     warmup_method: str = "constant", warmup_decay: float = 0.01, step_size: int = 30,
-                    gamma: float = 0.1, lr_min: float = 0.0) -> torch.optim.lr_scheduler.LRScheduler:
+                    gamma: float = 0.1, lr_min: float = 0.0, pct_start: float | None = None,
+                    div: float = 25.0, div_final: float = 1e5) -> torch.optim.lr_scheduler.LRScheduler:
     """The schedule over ``total`` units (epochs, or steps when the caller steps per batch).
 
     ``warmup``, ``step_size`` and ``total`` are in the same unit. Cosine runs over ``total - warmup``.
+    ``onecycle`` and ``flatcos`` (fastai's, per step; ``pct_start``, ``div``, ``div_final``) are in
+    ``schedules``; they bring their own warm-up.
     """
+    if lr_scheduler in PER_STEP_SCHEDULERS:
+        if warmup > 0:
+            raise ValueError(f"{lr_scheduler} has its own warm-up; drop the warm-up ({warmup})")
+        return build_fastai_scheduler(optimizer, lr_scheduler=lr_scheduler, total=total, pct_start=pct_start,
+                                      div=div, div_final=div_final)
     if lr_scheduler == "steplr":
         main = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
     elif lr_scheduler == "cosineannealinglr":
@@ -71,8 +81,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, *, lr_scheduler: str, tota
     elif lr_scheduler == "exponentiallr":
         main = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
     else:
-        raise ValueError(f"unknown lr_scheduler {lr_scheduler!r}: use steplr, cosineannealinglr or "
-                         "exponentiallr")
+        raise ValueError(f"unknown lr_scheduler {lr_scheduler!r}: use steplr, cosineannealinglr, "
+                         "exponentiallr, onecycle or flatcos")
     if warmup <= 0:
         return main
     if warmup_method == "linear":

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..evaluate import default_sizes
+from ..evaluate import default_sizes, parse_tta
 from ..recipes import Recipe
 from ..recipes import warnings_for as recipe_warnings
 from ..recipes.presets import MIN_BATCH, MIN_STEPS
-from ..recipes.recipe import checkpoint_interval, flag_of
+from ..recipes.recipe import PER_STEP_SCHEDULERS, checkpoint_interval, flag_of
 
 # make_loaders (sotakit.data): world_size, rank and pin_memory are the machine's, given by the caller.
 LOADER_ARGS = {name: name for name in (
@@ -34,11 +34,21 @@ PARAM_GROUP_ARGS = {name: name for name in (
 OPTIMIZER_ARGS = {name: name for name in ("opt", "lr", "momentum", "weight_decay")}
 # build_scheduler (sotakit.train.optim): lengths are converted to the schedule's unit in scheduler_kwargs
 SCHEDULER_ARGS = {"lr_scheduler": "lr_scheduler", "warmup_method": "lr_warmup_method",
-                  "warmup_decay": "lr_warmup_decay", "lr_min": "lr_min"}
+                  "warmup_decay": "lr_warmup_decay", "lr_min": "lr_min",
+                  "pct_start": "lr_pct_start", "div": "lr_div", "div_final": "lr_div_final"}
 # train_one_epoch (sotakit.train.loop): ema_in_warmup is derived per epoch in epoch_kwargs
 EPOCH_ARGS = {"ema_steps": "model_ema_steps", "clip_grad_norm": "clip_grad_norm",
               "channels_last": "channels_last", "print_freq": "print_freq",
               "max_nonfinite_skips": "max_nonfinite_skips"}
+# lr_find (sotakit.train.lr_finder): the range test trains as the run's steps do
+LR_FIND_ARGS = {"clip_grad_norm": "clip_grad_norm", "channels_last": "channels_last"}
+# tta_report (sotakit.evaluate.tta): tta parsed and the views' transform derived in tta_kwargs
+TTA_ARGS = {"beta": "tta_beta", "seed": "seed", "channels_last": "channels_last"}
+# make_train_transform (sotakit.data) for TTA's augmented views, at the eval crop
+TTA_TRANSFORM_ARGS = {name: name for name in (
+    "interpolation", "auto_augment", "ra_magnitude", "augmix_severity", "crop_min_scale", "color_jitter")}
+# normalized (sotakit.data): the Normalize statistics of the run's bundle
+NORMALIZE_ARGS = {"normalize": "normalize"}
 # evaluate (sotakit.evaluate)
 EVAL_ARGS = {"channels_last": "channels_last"}
 # prepare_model (sotakit.train.fit)
@@ -81,9 +91,9 @@ def scheduler_kwargs(recipe: Recipe, *, steps_per_epoch: int) -> dict[str, Any]:
     """build_scheduler's arguments, lengths in epochs or, with --lr-per-step, in steps.
 
     ExponentialLR's gamma is per epoch in the recipe, so stepped per batch it becomes its
-    ``steps_per_epoch``-th root.
+    ``steps_per_epoch``-th root. onecycle and flatcos always count steps (``resolve`` steps them per batch).
     """
-    unit = steps_per_epoch if recipe.lr_per_step else 1
+    unit = steps_per_epoch if recipe.lr_per_step or recipe.lr_scheduler in PER_STEP_SCHEDULERS else 1
     gamma = recipe.lr_gamma ** (1 / unit) if recipe.lr_scheduler == "exponentiallr" else recipe.lr_gamma
     return {**_take(SCHEDULER_ARGS, recipe), "total": recipe.epochs * unit,
             "warmup": recipe.lr_warmup_epochs * unit, "step_size": recipe.lr_step_size * unit, "gamma": gamma}
@@ -92,6 +102,20 @@ def scheduler_kwargs(recipe: Recipe, *, steps_per_epoch: int) -> dict[str, Any]:
 def epoch_kwargs(recipe: Recipe, *, epoch: int) -> dict[str, Any]:
     """train_one_epoch's recipe arguments for epoch ``epoch``: the EMA only copies during warm-up."""
     return {**_take(EPOCH_ARGS, recipe), "ema_in_warmup": epoch < recipe.lr_warmup_epochs}
+
+
+def lr_find_kwargs(recipe: Recipe) -> dict[str, Any]:
+    return _take(LR_FIND_ARGS, recipe)
+
+
+def tta_kwargs(recipe: Recipe) -> dict[str, Any]:
+    """tta_report's arguments: passes or "flip" (None: off) and the training augmentation at the eval crop."""
+    transform = {**_take(TTA_TRANSFORM_ARGS, recipe), "crop_size": recipe.val_crop_size}
+    return {**_take(TTA_ARGS, recipe), "tta": parse_tta(recipe.tta), "transform": transform}
+
+
+def normalize_kwargs(recipe: Recipe) -> dict[str, Any]:
+    return _take(NORMALIZE_ARGS, recipe)
 
 
 def eval_kwargs(recipe: Recipe) -> dict[str, Any]:
@@ -179,9 +203,13 @@ def train_crop_at(recipe: Recipe, epoch: int) -> int:
 
     Linear from ``progressive_resize`` at epoch 0 to ``train_crop_size`` at 3/4 of the run, then
     constant, so the last quarter trains at the size the model is evaluated near (fastbook ch. 7).
+    With ``progressive_resize_epochs`` E, the chapter's two phases instead: E epochs small, then full size.
     """
     if not recipe.progressive_resize:
         return recipe.train_crop_size
+    if recipe.progressive_resize_epochs:
+        small = epoch < recipe.progressive_resize_epochs
+        return recipe.progressive_resize if small else recipe.train_crop_size
     ramp = max(1, round(0.75 * recipe.epochs) - 1)
     t = min(1.0, epoch / ramp)
     return round(recipe.progressive_resize + t * (recipe.train_crop_size - recipe.progressive_resize))

@@ -134,3 +134,34 @@ def test_budget_gives_the_ema_a_horizon_of_a_tenth_of_its_updates():
     """Issue 9.2: a short-cycle budget is not ImageNet's: the EMA averages over 0.1 of the run."""
     assert budget(load_preset("tv-ema"), epochs=4, long=False).model_ema_horizon == 0.1
     assert load_preset("tv-ema").model_ema_horizon is None  # the preset itself keeps the reference formula
+
+
+def test_fastai_ladder_runs_and_tabulates_like_torchvision_s(tmp_path, monkeypatch):
+    steps = expand("fastai-ch7", tmp_path, epochs=2, overrides={"model": "resnet9_w16"})
+    assert len(steps) == 8 and load_recipe(steps[3][2]).progressive_resize_epochs == 1  # 4 of 9 -> 1 of 2
+
+    def fake_run_one(path, seed, out_dir, threads, fold=None):
+        r = load_recipe(path)
+        summary = {"test": {"acc1": 60.0 + seed}, **({"test_tta": {"acc1": 62.0 + seed}} if r.tta else {})}
+        return {"step": path.stem, "seed": seed, "recipe_hash": config_key(r),
+                **runner.result_metrics(summary), "wall_time_s": 1.0}
+
+    monkeypatch.setattr(runner, "run_one", fake_run_one)
+    runner.run_recipes(steps, tmp_path, seeds=2, say=lambda *a: None)
+    table, tta = ablation.write_ladder_tables(steps, tmp_path).split("Test-time augmentation, reported apart")
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "| 2 |" in line]
+    assert [r.split(" | ")[0].removeprefix("| ") for r in rows] == [t for _, t, _ in steps]
+    assert all("| 60.50 ± 0.71 |" in r for r in rows)  # the plain accuracy: TTA never mixed in
+    tta_rows = [line for line in tta.splitlines() if line.startswith("| +") or line.startswith("| all")]
+    assert len(tta_rows) == 4 and all(r.endswith("| 62.50 ± 0.71 | 60.50 ± 0.71 | +2.00 |") for r in tta_rows)
+
+
+@pytest.mark.slow  # one real run of the nn-tools ladder's LR-finder step
+def test_nn_tools_lr_finder_step_runs_the_range_test(image_folder, tmp_path):
+    tiny = {"model": "resnet9_w16", "data": str(image_folder), "batch_size": 8, "device": "cpu"}
+    steps = expand("nn-tools", tmp_path, epochs=1, overrides=tiny)
+    runner.run_recipes(steps[1:2], tmp_path, seeds=1, say=lambda *a: None)
+    (rec,) = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    run_dir = tmp_path / "runs" / rec["run_dir"].rsplit("/", 1)[1]
+    assert rec["step"] == "nn-lr-finder"
+    assert "--lr auto: lr-find over" in (run_dir / "recipe.toml").read_text()

@@ -69,8 +69,8 @@ def test_run_report_content(run, tmp_path):
         "Environment", "Test split: confusion matrix and per-class accuracy"} <= set(page.h2)
     # the run name is text, not markup
     assert "i" not in page.tags and f"Run {run['dir'].name}" in page.text and "x&lt;i&gt;&amp;y" in text
-    # five figures: curves, throughput, confusion (model, EMA), samples; each a real PNG, all inline
-    assert len(page.srcs) == 5 and all(s.startswith("data:image/png;base64,") for s in page.srcs)
+    # seven figures: curves, throughput, confusion and top losses (model, EMA), samples; real PNGs, inline
+    assert len(page.srcs) == 7 and all(s.startswith("data:image/png;base64,") for s in page.srcs)
     for s in page.srcs:
         with Image.open(io.BytesIO(base64.b64decode(s.split(",", 1)[1]))) as im:
             assert im.format == "PNG" and im.size[0] > 100
@@ -83,11 +83,19 @@ def test_run_report_content(run, tmp_path):
     # the confusion matrix comes from evaluating the checkpoint: its acc@1 is the summary's,
     # 4 test images a class
     s = run["summary"]
-    assert page.h3 == [f"model: acc@1 {s['test']['acc1']:.2f}",
-                       f"EMA model: acc@1 {s['test_ema']['acc1']:.2f}"]
-    rows = [page.cells[i:i + 4] for i, c in enumerate(page.cells) if c in ("cat", "dog", "fox")]
+    assert page.h3 == [f"model: acc@1 {s['test']['acc1']:.2f}", "model: most confused and highest losses",
+                       f"EMA model: acc@1 {s['test_ema']['acc1']:.2f}",
+                       "EMA model: most confused and highest losses"]
+    classes = ("cat", "dog", "fox")
+    rows = [page.cells[i:i + 4] for i, c in enumerate(page.cells)
+            if c in classes and page.cells[i + 1].isdigit() and "." in page.cells[i + 3]]  # per-class rows
     assert len(rows) == 6 and all(r[1] == "4" for r in rows)
     assert all(float(r[3]) == pytest.approx(100 * int(r[2]) / 4) for r in rows)
+    # the most-confused tables count every misclassified test image: (true, predicted, images) rows
+    confused = [page.cells[i:i + 3] for i, c in enumerate(page.cells[:-2])
+                if c in classes and page.cells[i + 1] in classes and page.cells[i + 2].isdigit()]
+    wrong = sum(4 - int(r[2]) for r in rows)
+    assert sum(int(r[2]) for r in confused) == wrong
 
 
 def test_mixed_target_labels():
@@ -152,10 +160,12 @@ def test_class_folder_names_are_text_never_markup(tmp_path):
     page = Page(text)
     assert "&lt;img src=x onerror=alert(1)&gt;" in text and "a&amp;b&#34;" in text
     assert "onerror=alert(1)>" not in text and 'a&b"' not in text
-    # The only <img> tags are the four figures (curves, throughput, confusion, samples), none from a class.
-    assert page.tags.count("img") == len(page.srcs) == 4
+    # The only <img> tags are the five figures (curves, throughput, confusion, top losses, samples), none
+    # from a class.
+    assert page.tags.count("img") == len(page.srcs) == 5
     assert all(s.startswith("data:image/png;base64,") for s in page.srcs)
-    rows = [page.cells[i:i + 4] for i, c in enumerate(page.cells) if c in MARKUP_CLASSES]
+    rows = [page.cells[i:i + 4] for i, c in enumerate(page.cells)
+            if c in MARKUP_CLASSES and page.cells[i + 1].isdigit() and "." in page.cells[i + 3]]
     assert [r[0] for r in rows] == sorted(MARKUP_CLASSES) and all(r[1] == "2" for r in rows)
 
 
@@ -168,7 +178,8 @@ def test_every_value_in_the_template_is_escaped():
            "test": {"epoch": evil, "step": evil, "images": evil, "samples_png": "AA==",
                     "data": [[evil, evil]],
                     "models": [{"label": evil, "acc1": evil, "png": "AA==",
-                                "per_class": [[evil, 1, 1, evil]]}]},
+                                "per_class": [[evil, 1, 1, evil]], "confused": [[evil, evil, 1]],
+                                "top_losses_png": "AA=="}]},
            "recipe_text": evil, "environment_note": evil, "environment": [[evil, evil]]}
     ablation = {"table": {"header": [evil], "rows": [[evil]], "paragraphs": [evil]}, "plot_png": "AA==",
                 "finished": 1, "runs": [{"cells": [evil], "href": evil, "last": evil},

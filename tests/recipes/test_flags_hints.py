@@ -116,11 +116,11 @@ def test_help_lists_choices_and_the_right_default():
     _, train = cli.make_parser()
     text = train.format_help()
     assert "--opt {sgd,sgd-nesterov,rmsprop,adamw}" in text
-    assert "--lr-scheduler {steplr,cosineannealinglr,exponentiallr}" in text
+    assert "--lr-scheduler {steplr,cosineannealinglr,exponentiallr,onecycle,flatcos}" in text
     assert "--auto-augment {ta_wide,ra,augmix,imagenet,cifar10,svhn}" in text
     helps = {a.dest: a.help for a in train._actions}
     assert helps["lr"].endswith("(reference default: 0.1)")
     assert helps["seed"].endswith("(default: 0)")  # sotakit's own field: no "reference"
     root, _ = cli.make_parser()
     ablate = next(p for path, p in _parsers(root) if path == ("ablate",))
-    assert "--ladder {torchvision" in ablate.format_help()
+    assert "--ladder {fastai-ch7,nn-tools,torchvision}" in ablate.format_help()

@@ -212,3 +212,22 @@ def test_warmup_as_long_as_the_run_is_accepted_with_one_note():
                      "it)"]
     assert parse_train("--recipe torchvision-v2 --epochs 2").lr_warmup_epochs == 5
     assert not any("warm-up" in w for w in warnings_for(parse_train("--recipe torchvision-v2 --epochs 6")))
+
+
+def test_fastai_ladders_stack_in_the_seeds_order_and_end_at_the_chapter_s_recipe():
+    ch7 = load_ladder("fastai-ch7")
+    assert [s.name.removeprefix("fastai-") for s in ch7] == [
+        "baseline", "mixed-precision", "normalization", "progressive-resizing", "tta", "mixup",
+        "label-smoothing", "all-combined"]
+    assert ch7[-1].recipe.replace(recipe_name="") == load_preset("fastai-imagenette").replace(recipe_name="")
+    first = ch7[0].recipe
+    assert (first.model, first.lr_scheduler, first.lr, first.normalize, first.amp) == (
+        "xresnet50", "onecycle", 3e-3, "none", False)
+    assert ch7[2].recipe.normalize == "imagenet" and ch7[4].recipe.tta == "4"
+    assert [s.long for s in ch7].index(True) == 5  # mixup: 15 epochs against the baseline's 5
+    nn = load_ladder("nn-tools")
+    assert [s.name for s in nn] == ["nn-sgd-step", "nn-lr-finder", "nn-one-cycle", "nn-adamw"]
+    sgd, finder = nn[0].recipe, nn[1].recipe
+    assert (sgd.lr_scheduler, sgd.lr_step_size, sgd.lr, finder.lr_auto) == ("steplr", 30, 0.1, True)
+    assert (nn[2].recipe.lr_pct_start, nn[2].recipe.lr_div_final, nn[3].recipe.opt) == (0.3, 2.5e5, "adamw")
+    assert [s.paper_acc1 for s in nn] == [69.0, 78.0, 79.5, 82.6]

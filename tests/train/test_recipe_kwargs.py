@@ -10,8 +10,8 @@ import pytest
 from torch import nn
 
 import sotakit.train.recipe_kwargs as rk
-from sotakit.data import make_loaders, set_data_epoch
-from sotakit.evaluate import evaluate, tune_resize
+from sotakit.data import make_loaders, normalized, set_data_epoch
+from sotakit.evaluate import evaluate, tta_report, tune_resize
 from sotakit.models import build_model, check_input_size
 from sotakit.recipes import Recipe, make_recipe
 from sotakit.recipes.recipe import COMPATIBILITY_FIELDS, FIELDS, OPERATIONAL_FIELDS
@@ -26,6 +26,7 @@ from sotakit.train import (
     set_backend_flags,
     train_one_epoch,
 )
+from sotakit.train.lr_finder import lr_find
 from sotakit.train.rundir import create_run_dir
 
 R = Recipe(model_ema=True)
@@ -48,6 +49,9 @@ ADAPTERS = {
     "ema_kwargs": (rk.ema_kwargs(R, steps_per_epoch=7), build_ema),
     "saver_kwargs": (rk.saver_kwargs(R), CheckpointSaver),
     "data_epoch_kwargs": (rk.data_epoch_kwargs(R, epoch=0), set_data_epoch),
+    "lr_find_kwargs": (rk.lr_find_kwargs(R), lr_find),
+    "tta_kwargs": (rk.tta_kwargs(R), tta_report),
+    "normalize_kwargs": (rk.normalize_kwargs(R), normalized),
 }
 
 
