@@ -14,6 +14,7 @@ from .batch_augment import batch_crop_for
 from .datasets import DataBundle, DecodeErrorLimit, TensorSource
 from .mixing import Collate
 from .samplers import RASampler, ResumableSampler, worker_seed
+from .stats import color_stats
 from .transforms import (
     IMAGENET_PCA_EIGVAL,
     IMAGENET_PCA_EIGVEC,
@@ -149,13 +150,15 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
                  rank: int = 0, pin_memory: bool = False, eval_batch_size: int | None = None,
                  train_limit: int = 0, test_limit: int = 0, batch_augment: bool = True, timeout: float = 0.0,
                  kfold: int = 0, fold: int = 0, max_decode_errors: float = 0.01, pca_jitter: float = 0.0,
-                 pca_eigval=IMAGENET_PCA_EIGVAL, pca_eigvec=IMAGENET_PCA_EIGVEC) -> Loaders:
+                 pca_stats: str = "imagenet", pca_eigval=IMAGENET_PCA_EIGVAL,
+                 pca_eigvec=IMAGENET_PCA_EIGVEC) -> Loaders:
     """Train, holdout and test loaders for one process (rank ``rank`` of ``world_size``).
 
     The split is ``split_indices``'. When the per-image transform is exactly crop + flip and the data
     is in memory, crop and flip run on whole batches (``batch_crop_for``; ``batch_augment=False``
     forces the per-image path). ``pca_jitter`` std of AlexNet's PCA lighting per training batch, with
-    the eigen-decomposition ``pca_eigval``/``pca_eigvec`` (ImageNet's by default). ``timeout``
+    the eigen-decomposition ``pca_eigval``/``pca_eigvec`` (ImageNet's by default; ``pca_stats="data"``:
+    the training split's own, from ``color_stats``, cached by the data fingerprint). ``timeout``
     (seconds, workers > 0) turns a hung or killed worker into an error instead of a stall.
     """
     train_tf = make_train_transform(
@@ -168,6 +171,8 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
         train_tf = v2.ToPureTensor()  # crop and flip happen in the collate function, per batch
     eval_tf = make_eval_transform(resize_size=val_resize_size, crop_size=val_crop_size,
                                   interpolation=interpolation)
+    if pca_jitter > 0 and pca_stats == "data":
+        pca_eigval, pca_eigvec = color_stats(bundle)[0].pca_parameters()
     lighting = PCALighting(pca_jitter, pca_eigval, pca_eigvec) if pca_jitter > 0 else None
     train_collate = Collate(BatchFinish(bundle.mean, bundle.std, random_erase, crop, lighting),
                             len(bundle.classes), mixup_alpha, cutmix_alpha)

@@ -133,6 +133,9 @@ class Recipe:
     pca_jitter: float = _f(0.0, "AlexNet's PCA colour jitter: std of the per-image weights of the colour "
                                 "eigenvectors (ImageNet's eigen-decomposition; 0.1 in AlexNet, pycls and the "
                                 "Keras RegNets; 0: off; no effect on one-channel images)", ref=False)
+    pca_stats: str = _f("imagenet", "the colour eigen-decomposition --pca-jitter uses: ImageNet's, or the "
+                                    "training split's own ('data': `sotakit data stats`, cached)", ref=False,
+                        choices=("imagenet", "data"))
     precise_bn: int = _f(0, "before each evaluation, set BatchNorm statistics (model and EMA) to the average "
                             "of the batch statistics of this many training images, as pycls (8192; 0: off)",
                          ref=False)

@@ -19,7 +19,8 @@ AUGMENTATIONS = {"auto_augment": "ta_wide", "random_erase": 0.5, "mixup_alpha": 
 # parameters of one (the policies' magnitude and severity, the RA sampler's repetitions).
 NOT_AUGMENTATIONS = {"batch_size", "train_crop_size", "val_resize_size", "val_crop_size", "holdout", "seed",
                      "workers", "train_limit", "test_limit", "kfold", "fold", "max_decode_errors",
-                     "loader_timeout", "ra_magnitude", "augmix_severity", "ra_sampler", "ra_reps"}
+                     "loader_timeout", "ra_magnitude", "augmix_severity", "ra_sampler", "ra_reps",
+                     "pca_stats"}
 
 
 def rgb_bundle():

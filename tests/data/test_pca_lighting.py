@@ -51,3 +51,23 @@ def test_batch_finish_jitters_rgb_before_normalizing_and_leaves_grayscale_alone(
     assert torch.allclose(out, want.expand_as(out), atol=1e-5)
     gray = torch.full((2, 1, 4, 4), 128, dtype=torch.uint8)
     assert BatchFinish(mean, std, lighting=light)(gray).equal(BatchFinish(mean, std)(gray))
+
+
+def test_pca_stats_data_jitters_along_the_training_splits_own_eigenvectors(monkeypatch, tmp_path):
+    """Issue 12.2: --pca-stats data takes the eigen-decomposition `sotakit data stats` computes (cached)."""
+    from conftest import tensor_bundle
+    from sotakit.data import make_loaders
+    from sotakit.data.stats import color_stats
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    g = torch.Generator().manual_seed(0)
+    gray = torch.randint(0, 256, (40, 1, 12, 12), generator=g, dtype=torch.uint8)
+    images = torch.cat([gray, gray // 2, 255 - gray], dim=1)  # correlated channels: one dominant axis
+    bundle = tensor_bundle(images=images, targets=torch.arange(40) % 4)
+    sizes = {"batch_size": 8, "train_crop_size": 12, "val_resize_size": 12, "val_crop_size": 12}
+    eigval, eigvec = color_stats(bundle)[0].pca_parameters()
+    own = make_loaders(bundle, **sizes, pca_jitter=0.1, pca_stats="data").train.collate_fn.finish.lighting
+    assert torch.allclose(own.eigval, torch.tensor(eigval, dtype=torch.float32))
+    assert torch.allclose(own.eigvec, torch.tensor(eigvec, dtype=torch.float32))
+    assert own.eigval.tolist() != pytest.approx(list(IMAGENET_PCA_EIGVAL))
+    imagenet = make_loaders(bundle, **sizes, pca_jitter=0.1).train.collate_fn.finish.lighting
+    assert imagenet.eigval.tolist() == pytest.approx(list(IMAGENET_PCA_EIGVAL))
