@@ -3,12 +3,20 @@
 The public helper API, for people who write their own loop::
 
     from sotakit import build_model, make_loaders, build_optimizer, train_one_epoch, evaluate
+
+and the weights of a finished run, as torchvision's multi-weight API::
+
+    w = sotakit.Weights.from_file("runs/<run>/weights.safetensors")
+    model = sotakit.build_model(w.meta["arch"], weights=w).eval()
+    batch = w.transforms()(image).unsqueeze(0)
 """
 
 from ._version import __version__ as __version__  # `as`: an explicit re-export (F401)
 from .data import load_data, make_loaders
 from .evaluate import evaluate
-from .models import build_model, list_models, register_model
+from .evaluate.predict import predict
+from .evaluate.weights import Weights, build_model, load_model
+from .models import list_models, register_model
 from .recipes import Recipe, load_preset, load_recipe, make_recipe
 from .train import (
     build_ema,
@@ -21,6 +29,7 @@ from .train import (
     train_one_epoch,
 )
 
-__all__ = ["Recipe", "build_ema", "build_model", "build_optimizer", "build_scheduler", "evaluate", "fit",
-           "list_models", "load_checkpoint", "load_data", "load_preset", "load_recipe", "make_loaders",
-           "make_recipe", "param_groups", "register_model", "save_checkpoint", "train_one_epoch"]
+__all__ = ["Recipe", "Weights", "build_ema", "build_model", "build_optimizer", "build_scheduler", "evaluate",
+           "fit", "list_models", "load_checkpoint", "load_data", "load_model", "load_preset", "load_recipe",
+           "make_loaders", "make_recipe", "param_groups", "predict", "register_model", "save_checkpoint",
+           "train_one_epoch"]

@@ -70,7 +70,10 @@ class BatchFinish:
         self.erase = v2.RandomErasing(p=random_erase) if random_erase > 0 else None
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = (self.crop(images) if self.crop is not None else images.float()).div_(255)
+        # to_dtype(scale=True) multiplies by 1/255, as v2.ToDtype does in ``make_preprocess_transform``:
+        # one image through that transform gets the floats the eval batch gets here, bit for bit.
+        x = (self.crop(images).mul_(1.0 / 255) if self.crop is not None
+             else v2.functional.to_dtype(images, torch.float32, scale=True))
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)  # grayscale as RGB, so every architecture takes it
         x = (x - self.mean) / self.std
@@ -78,3 +81,39 @@ class BatchFinish:
             # After Normalize as in the reference; one call per image so each gets its own box.
             x = torch.stack([self.erase(img) for img in x])
         return x
+
+
+class GrayAsRGB(v2.Transform):
+    """uint8 image -> its luminance (ITU-R 601, as ``v2.Grayscale``) in 3 equal channels, rounded.
+
+    Hand-written because ``v2.Grayscale`` truncates: its weights sum to 0.9999, so a gray pixel v of
+    an RGB file comes out as v - 1, and a grayscale file would not give the values a model trained on
+    one-channel tensors saw. Rounding gives v back exactly; a one-channel input is only replicated.
+    """
+
+    _transformed_types = (torch.Tensor,)
+
+    def transform(self, inpt, params):
+        if inpt.shape[-3] == 1:
+            return inpt.expand(*inpt.shape[:-3], 3, *inpt.shape[-2:]).clone()
+        r, g, b = inpt.float().unbind(-3)
+        gray = (0.2989 * r + 0.587 * g + 0.114 * b).round_().clamp_(0, 255).to(inpt.dtype)
+        return torch.stack([gray] * 3, dim=-3)
+
+
+def make_preprocess_transform(*, resize_size: int, crop_size: int, mean, std, interpolation: str = "bilinear",
+                              antialias: bool = True, channels: int = 3) -> v2.Compose:
+    """The eval preprocessing of one image as a single v2 transform (what ``Weights.transforms()`` returns).
+
+    The steps of torchvision's ``ImageClassification`` preset (resize the short side, center crop,
+    to float in [0, 1], normalize), with this run's sizes and statistics, and the same values as the
+    eval loader's ``make_eval_transform`` + ``BatchFinish``. A model trained on one-channel images
+    (``channels`` 1) sees colour input as grayscale, replicated to the 3 channels it was trained on.
+    """
+    steps = [v2.ToImage(),
+             v2.Resize(resize_size, interpolation=INTERPOLATION[interpolation], antialias=antialias),
+             v2.CenterCrop(crop_size)]
+    if channels == 1:
+        steps.append(GrayAsRGB())
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std)), v2.ToPureTensor()]
+    return v2.Compose(steps)
