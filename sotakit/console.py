@@ -28,6 +28,13 @@ def acc_line(label: str, m: dict) -> str:
     return f"{label} acc@1 {m['acc1']:.2f}{acc5}  ({m['n']} images)"
 
 
+def calibration_suffix(m: dict) -> str:
+    """``  ECE x%  NLL y  Brier z`` when the metrics hold them (evaluation does since issue 13)."""
+    if m.get("ece") is None:
+        return ""
+    return f"  ECE {m['ece']:.2f}%  NLL {m['nll']:.4f}  Brier {m['brier']:.4f}"
+
+
 def _num(v, fmt: str = ".2f") -> str:
     return "-" if v is None else format(v, fmt)
 
@@ -54,7 +61,7 @@ def eval_text(out: dict) -> str:
     for key, label in (("test", "model"), ("test_ema", "EMA model")):
         if key in out:
             m = out[key]
-            line = acc_line(f"{label:10s}", m)
+            line = acc_line(f"{label:10s}", m) + calibration_suffix(m)
             lines.append(f"  {line}")
     return "\n".join(lines)
 

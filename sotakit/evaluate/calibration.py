@@ -87,7 +87,7 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, *, max_iter: in
     Optimised over log T with L-BFGS (T stays positive; the NLL is smooth and, in 1/T, convex), on
     float64 so the optimum is exact to ~1e-6 for the tests' hand-built logits.
     """
-    z = logits.detach().double()
+    z = logits.detach().clone().double()  # clone: logits made under inference_mode cannot enter autograd
     y = targets.long()
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, tolerance_grad=1e-12,
@@ -102,13 +102,16 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, *, max_iter: in
     return float(log_t.exp().item())
 
 
-@torch.inference_mode()
-def collect_logits(model: torch.nn.Module, loader, *,
-                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, targets) of ``model`` over ``loader``, on the CPU in float32 (one process)."""
+@torch.no_grad()  # not inference_mode: the temperature fit differentiates through these logits
+def collect_logits(model: torch.nn.Module, loader, *, device: torch.device | str = "cpu",
+                   progress=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, targets) of ``model`` over ``loader``, on the CPU in float32 (one process);
+    ``progress(batches_done, batches_total)`` after each batch."""
     model.eval()
     logits, targets = [], []
-    for images, y in loader:
+    for i, (images, y) in enumerate(loader, 1):
         logits.append(model(images.to(device)).float().cpu())
         targets.append(y.argmax(dim=1) if y.ndim == 2 else y)
+        if progress is not None:
+            progress(i, len(loader))
     return torch.cat(logits), torch.cat(targets)

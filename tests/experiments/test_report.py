@@ -69,8 +69,8 @@ def test_run_report_content(run, tmp_path):
         "Environment", "Test split: confusion matrix and per-class accuracy"} <= set(page.h2)
     # the run name is text, not markup
     assert "i" not in page.tags and f"Run {run['dir'].name}" in page.text and "x&lt;i&gt;&amp;y" in text
-    # five figures: curves, throughput, confusion (model, EMA), samples; each a real PNG, all inline
-    assert len(page.srcs) == 5 and all(s.startswith("data:image/png;base64,") for s in page.srcs)
+    # seven figures: curves, throughput, confusion and reliability (model, EMA), samples; real PNGs, inline
+    assert len(page.srcs) == 7 and all(s.startswith("data:image/png;base64,") for s in page.srcs)
     for s in page.srcs:
         with Image.open(io.BytesIO(base64.b64decode(s.split(",", 1)[1]))) as im:
             assert im.format == "PNG" and im.size[0] > 100
@@ -88,6 +88,11 @@ def test_run_report_content(run, tmp_path):
     rows = [page.cells[i:i + 4] for i, c in enumerate(page.cells) if c in ("cat", "dog", "fox")]
     assert len(rows) == 6 and all(r[1] == "4" for r in rows)
     assert all(float(r[3]) == pytest.approx(100 * int(r[2]) / 4) for r in rows)
+    # calibration beside it, the numbers summary.json has for the same checkpoint and split
+    for key in ("test", "test_ema"):
+        m = s[key]
+        line = f"ECE {m['ece']:.2f}% (15 bins), NLL {m['nll']:.4f}, Brier {m['brier']:.4f}"
+        assert f"Calibration on test: {line}." in body
 
 
 def test_mixed_target_labels():
@@ -152,8 +157,8 @@ def test_class_folder_names_are_text_never_markup(tmp_path):
     page = Page(text)
     assert "&lt;img src=x onerror=alert(1)&gt;" in text and "a&amp;b&#34;" in text
     assert "onerror=alert(1)>" not in text and 'a&b"' not in text
-    # The only <img> tags are the four figures (curves, throughput, confusion, samples), none from a class.
-    assert page.tags.count("img") == len(page.srcs) == 4
+    # The only <img> tags are the five figures (curves, throughput, confusion, reliability, samples).
+    assert page.tags.count("img") == len(page.srcs) == 5
     assert all(s.startswith("data:image/png;base64,") for s in page.srcs)
     rows = [page.cells[i:i + 4] for i, c in enumerate(page.cells) if c in MARKUP_CLASSES]
     assert [r[0] for r in rows] == sorted(MARKUP_CLASSES) and all(r[1] == "2" for r in rows)
