@@ -24,7 +24,7 @@ from ..evaluate import evaluate
 from ..models import build_model, check_input_size
 from ..recipes import Recipe, resolve, training_images
 from ..recipes.recipe import recipe_hash
-from .checkpoint import load_checkpoint, state_fingerprint
+from .checkpoint import state_fingerprint
 from .distributed import DistInfo, all_ranks, barrier, init_distributed
 from .ema import build_ema
 from .loop import Interrupted, train_one_epoch
@@ -53,6 +53,7 @@ from .resume import ResumeMismatchError, check_resume, extend_run, find_resume_p
 from .rundir import MetricsLog, environment, finish_run, open_run_dir, run_lifecycle
 from .state import CheckpointSaver, restore_state, run_meta
 from .stops import RunError, StopRequest, failures_as_run_errors
+from .transfer import load_start_weights
 
 __all__ = ["FitResult", "ResumeMismatchError", "RunError", "amp_dtype_for", "backend_for", "epoch_line",
            "epoch_record", "final_evaluation", "fit", "log_step", "prepare_model", "run_banner", "run_device",
@@ -107,7 +108,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     built = model_build_kwargs(recipe, num_classes=len(bundle.classes), native_size=bundle.native_size)
     model = build_model(**built)
     check_input_size(**built, **input_size_kwargs(recipe))  # before the run directory exists (vit at 28 px)
-    model = prepare_model(model, **model_kwargs(recipe), device=device, distributed=dist_info.enabled)
+    model = prepare_model(model, **model_kwargs(recipe), device=device, distributed=dist_info.enabled,
+                          classes=bundle.classes, say=notes.append)  # --weights: what was loaded, as a note
     torch.manual_seed(recipe.seed + dist_info.rank)
     loaders = make_loaders(bundle, **loader_kwargs(recipe), world_size=dist_info.world_size,
                            rank=dist_info.rank, pin_memory=device.type == "cuda")
@@ -235,45 +237,21 @@ def set_backend_flags(device: torch.device, *, deterministic: bool = False) -> N
 
 
 def prepare_model(model: nn.Module, *, weights: str | None = None, channels_last: bool = False,
-                  device: torch.device | str = "cpu", sync_bn: bool = False,
-                  distributed: bool = False) -> nn.Module:
-    """Start from ``weights`` (a sotakit checkpoint or state dict), set the memory format, move to
-    ``device``; SyncBatchNorm only under DDP."""
+                  device: torch.device | str = "cpu", sync_bn: bool = False, distributed: bool = False,
+                  classes: list[str] | None = None, say=None) -> nn.Module:
+    """Start from ``weights`` (train/transfer.py: onto ``classes``, head rows copied by class name; ``say``
+    gets the line saying what was loaded), set the memory format, move to ``device``; SyncBatchNorm only
+    under DDP."""
     if weights:
-        saved = load_checkpoint(weights)
-        load_weights(model, saved["model"] if "model" in saved else saved, where=weights)
+        report = load_start_weights(model, weights, classes=classes)
+        if say is not None:
+            say(report)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.to(device)
     if distributed and sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return model
-
-
-class WeightsMismatchError(ValueError):
-    """--weights do not fit the model (other classes or another architecture); the message says what to do."""
-
-
-def load_weights(model: nn.Module, state: dict, *, where: str) -> None:
-    """``model.load_state_dict(state)``, failing with the reason a user can act on: other classes or another
-    model, rather than torch's list of tensor names."""
-    own = model.state_dict()
-    differ = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
-    if differ:
-        k = differ[-1]  # the classifier comes last
-        saved, here = tuple(state[k].shape), tuple(own[k].shape)
-        if all(state[d].shape[1:] == own[d].shape[1:] for d in differ):  # only the output rows differ
-            raise WeightsMismatchError(
-                f"--weights {where} were trained for {saved[0]} classes and this data has {here[0]} "
-                f"({k}: {saved} vs {here}); use weights trained on the same classes, or train without "
-                "--weights")
-        raise WeightsMismatchError(f"--weights {where} do not fit this model: {len(differ)} tensors differ "
-                                   f"in shape ({k}: {saved} vs {here}); was it saved from another --model?")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:  # missing or unexpected keys: another architecture
-        raise WeightsMismatchError(f"--weights {where} do not fit this model ({str(e).splitlines()[0]}); was "
-                                   "it saved from another --model?") from None
 
 
 def wrap_ddp(model: nn.Module, *, dist_info: DistInfo, device: torch.device) -> nn.Module:
