@@ -27,6 +27,7 @@ from ..recipes.recipe import recipe_hash
 from .checkpoint import state_fingerprint
 from .distributed import DistInfo, all_ranks, barrier, init_distributed
 from .ema import build_ema
+from .fine_tune import build_fine_tune_scheduler, fine_tune_groups
 from .loop import Interrupted, train_one_epoch
 from .optim import build_optimizer, build_scheduler, param_groups
 from .progress import RunProgress, TaskProgress, say_for, task_progress
@@ -38,6 +39,7 @@ from .recipe_kwargs import (
     ema_kwargs,
     epoch_kwargs,
     eval_kwargs,
+    fine_tune_kwargs,
     input_size_kwargs,
     loader_kwargs,
     model_build_kwargs,
@@ -117,8 +119,15 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     notes += run_warnings(recipe, steps_per_epoch, train_images=len(loaders.train.dataset))
 
     criterion = nn.CrossEntropyLoss(**criterion_kwargs(recipe))
-    optimizer = build_optimizer(param_groups(model, **param_group_kwargs(recipe)), **optimizer_kwargs(recipe))
-    scheduler = build_scheduler(optimizer, **scheduler_kwargs(recipe, steps_per_epoch=steps_per_epoch))
+    groups = param_groups(model, **param_group_kwargs(recipe))
+    if recipe.freeze_epochs:  # fastai's fine_tune: groups by layer depth, the head alone first, one-cycle
+        groups = fine_tune_groups(model, groups, num_classes=len(bundle.classes))
+    optimizer = build_optimizer(groups, **optimizer_kwargs(recipe))
+    if recipe.freeze_epochs:
+        scheduler = build_fine_tune_scheduler(optimizer,
+                                              **fine_tune_kwargs(recipe, steps_per_epoch=steps_per_epoch))
+    else:
+        scheduler = build_scheduler(optimizer, **scheduler_kwargs(recipe, steps_per_epoch=steps_per_epoch))
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and device.type == "cuda" else None
     ema = (build_ema(model, **ema_kwargs(recipe, steps_per_epoch=steps_per_epoch), device=device)
            if recipe.model_ema else None)
@@ -157,6 +166,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                            **data_epoch_kwargs(recipe, epoch=epoch))
             progress.start_epoch(epoch, totals.step)
             totals.start_epoch()
+            if recipe.freeze_epochs and epoch == recipe.freeze_epochs and totals.step == 0:
+                optimizer.state.clear()  # fastai's unfreeze(): the head-only phase's momenta are dropped
 
             def after_step(done: int, epoch: int = epoch) -> None:  # progress, then --checkpoint-every
                 progress.step(done)

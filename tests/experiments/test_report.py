@@ -172,8 +172,8 @@ def test_every_value_in_the_template_is_escaped():
            "figures": [{"heading": evil, "alt": evil, "png": "AA=="}],
            "test": {"epoch": evil, "step": evil, "images": evil, "samples_png": "AA==",
                     "data": [[evil, evil]],
-                    "models": [{"label": evil, "acc1": evil, "png": "AA==",
-                                "per_class": [[evil, 1, 1, evil]]}]},
+                    "models": [{"label": evil, "acc1": evil, "png": "AA==", "calibration": evil,
+                                "reliability_png": "AA==", "per_class": [[evil, 1, 1, evil]]}]},
            "recipe_text": evil, "environment_note": evil, "environment": [[evil, evil]]}
     ablation = {"table": {"header": [evil], "rows": [[evil]], "paragraphs": [evil]}, "plot_png": "AA==",
                 "finished": 1, "runs": [{"cells": [evil], "href": evil, "last": evil},

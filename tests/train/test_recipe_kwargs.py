@@ -26,6 +26,7 @@ from sotakit.train import (
     set_backend_flags,
     train_one_epoch,
 )
+from sotakit.train.fine_tune import build_fine_tune_scheduler
 from sotakit.train.rundir import create_run_dir
 
 R = Recipe(model_ema=True)
@@ -48,6 +49,7 @@ ADAPTERS = {
     "ema_kwargs": (rk.ema_kwargs(R, steps_per_epoch=7), build_ema),
     "saver_kwargs": (rk.saver_kwargs(R), CheckpointSaver),
     "data_epoch_kwargs": (rk.data_epoch_kwargs(R, epoch=0), set_data_epoch),
+    "fine_tune_kwargs": (rk.fine_tune_kwargs(R, steps_per_epoch=7), build_fine_tune_scheduler),
 }
 
 
