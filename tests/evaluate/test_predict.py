@@ -131,3 +131,25 @@ def test_cli_formats_and_the_exit_code_for_skipped_files(colour_run, tmp_path):
     assert out.returncode == 2 and last.startswith("error: none of the inputs is a readable image: ")
     out = run_cli("predict", colour_run, folder / "red.png")
     assert out.returncode == 0 and "cat" in out.stdout and "red.png" in out.stdout
+
+
+@pytest.mark.slow
+def test_fashion_mnist_png_predicts_what_the_eval_loader_gives(fmnist_root, tmp_path, one_thread):
+    """Grayscale weights (channels 1): a test image saved as PNG, read back as RGB by read_image, gets
+    the probabilities the eval loader's tensor gets."""
+    from conftest import tiny_recipe
+    from sotakit.train.evaluate_run import load_run, run_loaders
+    recipe = tiny_recipe("fashion-mnist", tmp_path, data_root=str(fmnist_root.parent), train_limit=300,
+                         test_limit=50, batch_size=32)
+    run = sotakit.fit(recipe, verbose=False).run_dir
+    model, w = sotakit.load_model(run)
+    assert w.meta["preprocessing"]["channels"] == 1 and w.meta["_metrics"]["fashion-mnist"]["test"]["n"] == 50
+    loaded = load_run(run)
+    loaders = run_loaders(loaded.recipe, loaded.bundle)
+    batch, _ = next(iter(loaders.test))
+    ds = loaders.test.dataset
+    Image.fromarray(ds.source.images[ds.indices[0], 0].numpy()).save(tmp_path / "first.png")
+    (r,) = sotakit.predict(w, tmp_path / "first.png", topk=10)
+    with torch.inference_mode():
+        expected = model(batch[:1]).softmax(1)[0]
+    assert dict(r.top) == pytest.approx(dict(zip(w.categories, expected.tolist())), abs=1e-6)

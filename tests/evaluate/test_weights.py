@@ -244,3 +244,9 @@ def test_predicted_probabilities_are_a_distribution(colour_run):
     x = torch.stack([w.transforms()(Image.new("RGB", (32, 32), c)) for c in ((200, 0, 0), (0, 200, 0))])
     p = model(x).softmax(1)
     assert torch.allclose(p.sum(1), torch.ones(2)) and math.isclose(w.temperature, 1.0)
+
+
+def test_min_size_is_the_smallest_input_the_model_takes():
+    from sotakit.evaluate.weights import min_input_size
+    assert min_input_size("resnet50", {"num_classes": 10}) == [1, 1]
+    assert min_input_size("vit_b_16", {"num_classes": 10}) == [224, 224]  # fixed to its image size
