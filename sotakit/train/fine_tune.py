@@ -37,8 +37,11 @@ def layer_stages(model: nn.Module, *, num_classes: int) -> dict[int, int]:
     other model splits its body parameters in two halves by count, in the order the model holds them.
     """
     head = head_name(model, num_classes)
+    if head is None:
+        raise ValueError(f"--freeze-epochs: the model has no classifier layer with {num_classes} outputs (a "
+                         "Linear, or SqueezeNet's 1x1 convolution) to train alone; drop --freeze-epochs")
     named = list(model.named_parameters())
-    head_ids = {id(p) for n, p in named if head is not None and (n == head or n.startswith(head + "."))}
+    head_ids = {id(p) for n, p in named if n.startswith(head + ".")}
     body = [(n, p) for n, p in named if id(p) not in head_ids]
     if any(n.startswith("layer3.") for n, _ in body):
         late = next(i for i, (n, _) in enumerate(body) if n.startswith("layer3."))

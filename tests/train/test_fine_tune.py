@@ -73,3 +73,8 @@ def test_head_only_then_everything_and_resume_is_exact(colour_run, tmp_path, one
     a, b = load_checkpoint(resumed.run_dir)["model"], load_checkpoint(full.run_dir)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], start["model"][k]) for k in body)  # unfrozen in epoch 2
+
+
+def test_a_model_without_a_classifier_of_that_size_is_refused():
+    with pytest.raises(ValueError, match="no classifier layer with 10 outputs"):
+        layer_stages(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Linear(4, 5)), num_classes=10)
