@@ -72,9 +72,10 @@ def add_train_parser(sub, commands) -> argparse.ArgumentParser:
 
 
 def add_eval_parser(sub, commands) -> None:
-    e = _sub(sub, "eval", help="evaluate a run directory or checkpoint",
+    e = _sub(sub, "eval", help="evaluate a run directory, checkpoint or weights file",
              example="  sotakit eval runs/20250101-120000-resnet18 --json")
-    e.add_argument("path", metavar="RUN_DIR|CHECKPOINT", help="run directory or checkpoint file to evaluate")
+    e.add_argument("path", metavar="RUN_DIR|CHECKPOINT|WEIGHTS",
+                   help="run directory, checkpoint or .safetensors weights file to evaluate")
     e.add_argument("--data", help="data set name or folder to evaluate on (default: the run's own)")
     e.add_argument("--data-root", help="where named data sets are looked up (default: the run's, or "
                    "$SOTAKIT_DATA)")

@@ -250,3 +250,13 @@ def test_min_size_is_the_smallest_input_the_model_takes():
     from sotakit.evaluate.weights import min_input_size
     assert min_input_size("resnet50", {"num_classes": 10}) == [1, 1]
     assert min_input_size("vit_b_16", {"num_classes": 10}) == [224, 224]  # fixed to its image size
+
+
+def test_eval_of_a_weights_file_gives_its_recorded_test_metrics(colour_run):
+    from sotakit.train.evaluate_run import evaluate_checkpoint
+    path = colour_run / "weights.safetensors"
+    out = evaluate_checkpoint(path)
+    recorded = read_meta(path)["_metrics"]["imgs"]["test"]
+    assert out["checkpoint"] == str(path) and "test_ema" not in out
+    assert (out["test"]["acc1"], out["test"]["n"]) == (recorded["acc@1"], recorded["n"])
+    assert out["test"]["ece"] == pytest.approx(recorded["ece"])
