@@ -140,6 +140,9 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                            start_epoch=recipe.start_epoch, started=t_start, say=say, where=str(point.run_dir))
     if point.extended_from and load_all:  # --resume RUN --epochs N: the schedule rebuilt for N epochs, said
         schedule = partial(build_scheduler, **scheduler_kwargs(recipe, steps_per_epoch=steps_per_epoch))
+        if recipe.freeze_epochs:  # the fine_tune phases, the unfrozen one stretched to the new length
+            schedule = partial(build_fine_tune_scheduler,
+                               **fine_tune_kwargs(recipe, steps_per_epoch=steps_per_epoch))
         scheduler = parts["scheduler"] = extend_run(
             point, optimizer, schedule, position=(totals.epoch, totals.step), steps_per_epoch=steps_per_epoch,
             per_step=recipe.lr_per_step, is_main=dist_info.is_main, say=say)

@@ -78,3 +78,16 @@ def test_head_only_then_everything_and_resume_is_exact(colour_run, tmp_path, one
 def test_a_model_without_a_classifier_of_that_size_is_refused():
     with pytest.raises(ValueError, match="no classifier layer with 10 outputs"):
         layer_stages(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Linear(4, 5)), num_classes=10)
+
+
+def test_extending_a_fine_tune_run_keeps_its_schedule(colour_run, tmp_path, one_thread):
+    data = make_image_folder(tmp_path / "new", classes=("cat", "dog", "owl"), per_class=(8, 2))
+    run = fit(tiny_recipe(data, tmp_path, weights=str(colour_run), freeze_epochs=1, epochs=2),
+              verbose=False).run_dir
+    fit(resume=run, epochs=3, verbose=False)
+    ckpt = load_checkpoint(run)
+    lr = ckpt["recipe"]["lr"]
+    assert ckpt["scheduler"]["last_epoch"] == 9  # 3 epochs of 3 steps, stepped per batch
+    for g in ckpt["optimizer"]["param_groups"]:
+        assert g["lr"] == pytest.approx(fine_tune_lr(9, stage=g["stage"], norm=g["norm"], lr=lr,
+                                                     freeze_steps=3, total_steps=9))
