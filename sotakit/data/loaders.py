@@ -161,7 +161,7 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
                                   interpolation=interpolation)
     train_collate = Collate(BatchFinish(bundle.mean, bundle.std, random_erase, crop), len(bundle.classes),
                             mixup_alpha, cutmix_alpha)
-    eval_collate = Collate(BatchFinish(bundle.mean, bundle.std))
+    eval_collate = Collate(BatchFinish(bundle.mean, bundle.std, for_eval=True))
     keep, hold, test_idx = split_indices(bundle.train.targets, bundle.test.targets, holdout=holdout,
                                          kfold=kfold, fold=fold, train_limit=train_limit,
                                          test_limit=test_limit, seed=seed)

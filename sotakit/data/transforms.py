@@ -61,19 +61,25 @@ def make_eval_transform(*, resize_size: int, crop_size: int, interpolation: str 
 
 
 class BatchFinish:
-    """uint8 batch (B, C, H, W) -> normalized float RGB batch, with per-image random erasing."""
+    """uint8 batch (B, C, H, W) -> normalized float RGB batch, with per-image random erasing.
 
-    def __init__(self, mean, std, random_erase: float = 0.0, crop=None):
-        self.crop = crop  # an optional BatchCropFlip done first, for in-memory data
+    ``for_eval``: scaled to [0, 1] as ``v2.ToDtype(scale=True)`` does (x * (1/255)), so one image through
+    ``make_preprocess_transform`` (``Weights.transforms()``) gets, bit for bit, the floats of its eval
+    batch. Training batches keep x / 255 (half the byte values differ from x * (1/255) in the last bit),
+    so training runs are the same as before weights files existed.
+    """
+
+    def __init__(self, mean, std, random_erase: float = 0.0, crop=None, for_eval: bool = False):
+        self.crop, self.for_eval = crop, for_eval  # crop: an optional BatchCropFlip first, for in-memory data
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         self.erase = v2.RandomErasing(p=random_erase) if random_erase > 0 else None
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        # to_dtype(scale=True) multiplies by 1/255, as v2.ToDtype does in ``make_preprocess_transform``:
-        # one image through that transform gets the floats the eval batch gets here, bit for bit.
-        x = (self.crop(images).mul_(1.0 / 255) if self.crop is not None
-             else v2.functional.to_dtype(images, torch.float32, scale=True))
+        if self.for_eval:
+            x = v2.functional.to_dtype(images, torch.float32, scale=True)
+        else:
+            x = (self.crop(images) if self.crop is not None else images.float()).div_(255)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)  # grayscale as RGB, so every architecture takes it
         x = (x - self.mean) / self.std
