@@ -74,7 +74,8 @@ def run_weights_meta(ckpt: dict, *, summary: dict | None, recipe_dict: dict, cho
         "categories": list(ckpt["classes"]), "num_params": params, "min_size": min_input_size(arch, args),
         "_metrics": weights_metrics(summary, data=data, model=choice["model"]), "_ops": ops,
         "recipe": recipe_dict, "arch": arch, "builder_args": args,
-        "_docs": f"{arch} trained by sotakit on {data} for {ckpt['epoch']} epochs"
+        "_docs": f"{arch} trained by sotakit on {data} for {ckpt['epoch']} "
+                 f"epoch{'' if ckpt['epoch'] == 1 else 's'}"
                  f"{' (recipe ' + recipe.recipe_name + ')' if recipe.recipe_name else ''}; the {which} model "
                  f"({choice['reason']}).",
         "preprocessing": {"resize_size": recipe.val_resize_size, "crop_size": recipe.val_crop_size,
