@@ -17,7 +17,7 @@ env: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install -q $(TORCH) $(QUIET)
-	$(PY) -m pip install -q -e '.[test,trackers]' $(QUIET)
+	$(PY) -m pip install -q -e '.[test,trackers,export]' $(QUIET)
 	touch $@
 
 # The real Fashion-MNIST, from Debian's dataset-fashion-mnist when we may install it.

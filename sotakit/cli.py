@@ -372,12 +372,84 @@ def cmd_tune_resize(args) -> int:
     return 0
 
 
+def cmd_export_weights(args) -> int:
+    from .train.run_weights import export_run_weights
+    which = "ema" if args.ema else "plain" if args.plain else None
+    path, meta = export_run_weights(args.run_dir, out=args.output, which=which)
+    print(console.weights_text(path, meta))
+    return 0
+
+
+def cmd_weights_list(args) -> int:
+    from .evaluate.weights import read_meta
+    from .evaluate.weights_registry import list_registered, registry_dir
+    _show(console.weights_table([(name, path, read_meta(path)) for name, path in list_registered()],
+                                folder=registry_dir()), wide=True)
+    return 0
+
+
+def cmd_weights_add(args) -> int:
+    from .evaluate.weights_registry import add_weights
+    print(f"added {args.name}: {add_weights(args.name, args.file)}")
+    return 0
+
+
+def cmd_weights_remove(args) -> int:
+    from .evaluate.weights_registry import remove_weights
+    print(f"removed {args.name} ({remove_weights(args.name)})")
+    return 0
+
+
+SKIPPED_INPUTS = 4  # predict's exit code when some inputs were skipped (parsers.EXIT_CODES)
+
+
+def cmd_predict(args) -> int:
+    """Predictions to stdout or -o FILE; the skipped inputs, with the reason, also to stderr."""
+    from .evaluate.predict import predict
+    from .train.progress import TaskProgress
+    results = predict(args.weights, args.images, topk=args.topk, batch_size=args.batch_size, tta=args.tta,
+                      progress=TaskProgress("predicting", unit="images"))
+    skipped = [r for r in results if r.error]
+    if skipped and len(skipped) == len(results):
+        raise ValueError(f"none of the inputs is a readable image: {console.skipped_text(skipped)}")
+    if args.format == "table" and not args.output:
+        _show(console.predictions_table(results), wide=True)
+    else:
+        text = {"json": console.predictions_json, "csv": console.predictions_csv,
+                "table": console.predictions_plain}[args.format](results)
+        if args.output:
+            from .train.checkpoint import write_text_atomic
+            write_text_atomic(args.output, text)
+        else:
+            print(text, end="")
+    if skipped:
+        print(f"skipped {len(skipped)} of {len(results)} inputs: {console.skipped_text(skipped)}",
+              file=sys.stderr)
+        return SKIPPED_INPUTS
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from .train.calibrate_run import calibrate_run
+    print(console.calibration_text(calibrate_run(args.run_dir), args.run_dir))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .evaluate.export import export_model
+    print(console.export_text(export_model(args.weights, format=args.format, out=args.output)))
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "recipes_list": cmd_recipes_list,
             "recipes_show": cmd_recipes_show, "models": cmd_models, "ablate": cmd_ablate, "sweep": cmd_sweep,
             "runs": cmd_runs, "runs_compare": cmd_runs_compare, "report": cmd_report,
             "tune_resize": cmd_tune_resize, "lr_find": cmd_lr_find,
             "data_stats": cmd_data_stats, "data_show": cmd_data_show,
-            "interpret": cmd_interpret}
+            "interpret": cmd_interpret, "export_weights": cmd_export_weights,
+            "weights_list": cmd_weights_list, "weights_add": cmd_weights_add,
+            "weights_remove": cmd_weights_remove,
+            "predict": cmd_predict, "calibrate": cmd_calibrate, "export": cmd_export}
 
 
 def make_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:

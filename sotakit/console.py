@@ -29,6 +29,13 @@ def acc_line(label: str, m: dict) -> str:
     return f"{label} acc@1 {m['acc1']:.2f}{acc5}  ({m['n']} images)"
 
 
+def calibration_suffix(m: dict) -> str:
+    """``  ECE x%  NLL y  Brier z`` when the metrics hold them (evaluation does since issue 13)."""
+    if m.get("ece") is None:
+        return ""
+    return f"  ECE {m['ece']:.2f}%  NLL {m['nll']:.4f}  Brier {m['brier']:.4f}"
+
+
 def _num(v, fmt: str = ".2f") -> str:
     return "-" if v is None else format(v, fmt)
 
@@ -56,7 +63,7 @@ def eval_text(out: dict) -> str:
                        ("test_ema_tta", "EMA+TTA")):
         if key in out:
             m = out[key]
-            line = acc_line(f"{label:10s}", m)
+            line = acc_line(f"{label:10s}", m) + calibration_suffix(m)
             lines.append(f"  {line}")
     return "\n".join(lines)
 
@@ -267,3 +274,106 @@ def compare_tables(name_a: str, name_b: str, recipe_diff: list[tuple], metrics: 
 
 def report_text(path: Path) -> str:
     return f"report written: {path}"
+
+
+# --- weights, prediction, calibration, export (issue 13) ---
+
+def _metrics_line(meta: dict) -> str:
+    """``data split acc@1 x (n images)`` of each entry of a weights file's ``_metrics``."""
+    parts = [f"{data} {split} acc@1 {m['acc@1']:.2f} ({m['n']} images)"
+             for data, splits in meta["_metrics"].items() for split, m in splits.items()]
+    return "; ".join(parts) or "no metrics (the run has no summary.json)"
+
+
+def weights_text(path, meta: dict) -> str:
+    """`sotakit export-weights`: the file, what is in it and why that model."""
+    p = meta["preprocessing"]
+    temperature = f", temperature {meta['temperature']:.3f}" if meta.get("temperature") else ""
+    return "\n".join([
+        f"weights: {path} ({meta['_file_size']:.3f} MiB, sha256 {meta['tensors_sha256'][:16]}...)",
+        f"  {meta['arch']} {meta['builder_args']}, {meta['num_params']:,} parameters, "
+        f"{meta['_ops']:g} GFLOPs at {p['crop_size']} px, {len(meta['categories'])} categories{temperature}",
+        f"  model: {meta['model_choice']['model']} ({meta['model_choice']['reason']})",
+        f"  {_metrics_line(meta)}",
+        f"  preprocessing: resize {p['resize_size']}, crop {p['crop_size']}, {p['interpolation']}, "
+        f"mean {p['mean']}, std {p['std']}, {p['channels']} channel{'s' if p['channels'] > 1 else ''}"])
+
+
+def weights_table(rows: list[tuple[str, Path, dict]], *, folder: Path) -> Table:
+    """`sotakit weights list`: name, architecture, classes, test acc@1 and file of each registered weights."""
+    table = Table(title=f"weights in {escape(str(folder))}" + ("" if rows else " (none: `sotakit weights add "
+                                                              "NAME FILE`)"))
+    for col in ("name", "arch", "classes", "metrics", "MiB", "file"):
+        table.add_column(col, justify="right" if col in ("classes", "MiB") else "left")
+    for name, path, meta in rows:
+        table.add_row(escape(name), meta["arch"], str(len(meta["categories"])), escape(_metrics_line(meta)),
+                      f"{meta['_file_size']:.3f}", escape(str(path)))
+    return table
+
+
+def _top_text(r) -> str:
+    return ", ".join(f"{c} {100 * p:.1f}%" for c, p in r.top)
+
+
+def predictions_table(results: list) -> Table:
+    """`sotakit predict --format table`: each file with its top-k classes, skipped ones with the reason."""
+    table = Table(title="predictions")
+    for col in ("file", "class", "probability", "top-k"):
+        table.add_column(col, justify="right" if col == "probability" else "left")
+    for r in results:
+        if r.error:
+            table.add_row(escape(r.file), "[red]skipped[/red]", "", escape(r.error))
+        else:
+            table.add_row(escape(r.file), escape(r.top[0][0]), f"{100 * r.top[0][1]:.2f}%",
+                          escape(_top_text(r)))
+    return table
+
+
+def predictions_plain(results: list) -> str:
+    """The table format written to a file: one line per input, tab-separated."""
+    return "".join(f"{r.file}\t{'skipped: ' + r.error if r.error else _top_text(r)}\n" for r in results)
+
+
+def predictions_json(results: list) -> str:
+    import json
+    return json.dumps({"predictions": [{"file": r.file,
+                                        "top": [{"class": c, "probability": p} for c, p in r.top]}
+                                       for r in results if not r.error],
+                       "skipped": [{"file": r.file, "reason": r.error} for r in results if r.error]},
+                      indent=2) + "\n"
+
+
+def predictions_csv(results: list) -> str:
+    """One row per (file, rank); a skipped file has one row with its reason and no class."""
+    import csv
+    import io
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["file", "rank", "class", "probability", "skipped"])
+    for r in results:
+        if r.error:
+            w.writerow([r.file, "", "", "", r.error])
+        for rank, (c, p) in enumerate(r.top, 1):
+            w.writerow([r.file, rank, c, f"{p:.6f}", ""])
+    return buf.getvalue()
+
+
+def skipped_text(skipped: list) -> str:
+    return "; ".join(f"{r.file} ({r.error})" for r in skipped)
+
+
+def calibration_text(res: dict, run_dir) -> str:
+    """`sotakit calibrate`: the temperature and ECE/NLL/Brier before and after, holdout and test."""
+    lines = [f"{run_dir}: temperature {res['temperature']:.4f} fitted on the holdout split "
+             f"({res['holdout_n']} images) for the {res['model']} model"]
+    for split in ("holdout", "test"):
+        b, a = res[f"{split}_before"], res[f"{split}_after"]
+        lines.append(f"  {split:8s} ECE {b['ece']:.2f}% -> {a['ece']:.2f}%  "
+                     f"NLL {b['nll']:.4f} -> {a['nll']:.4f}  Brier {b['brier']:.4f} -> {a['brier']:.4f}")
+    lines.append("  stored in the weights file's meta (temperature); `sotakit predict` applies it")
+    return "\n".join(lines)
+
+
+def export_text(res: dict) -> str:
+    return (f"exported {res['path']} ({res['format']}); max abs difference of the logits vs PyTorch on a "
+            f"3-image batch: {res['max_abs_diff']:.3g}")

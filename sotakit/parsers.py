@@ -23,6 +23,7 @@ EXIT_CODES = """exit codes:
   2    the command line, a recipe, a path or the weights are wrong (the message says what to use),
        or a resume was refused
   3    the loss became NaN/inf (more than --max-nonfinite-skips steps in a row)
+  4    predict: some inputs were skipped (unreadable or unsupported; listed with the reason)
   130  stopped by Ctrl-C; 143 stopped by SIGTERM/SIGUSR1 (a checkpoint was written: --resume RUN_DIR)"""
 
 
@@ -78,9 +79,10 @@ def add_train_parser(sub, commands) -> argparse.ArgumentParser:
 
 
 def add_eval_parser(sub, commands) -> None:
-    e = _sub(sub, "eval", help="evaluate a run directory or checkpoint",
+    e = _sub(sub, "eval", help="evaluate a run directory, checkpoint or weights file",
              example="  sotakit eval runs/20250101-120000-resnet18 --json")
-    e.add_argument("path", metavar="RUN_DIR|CHECKPOINT", help="run directory or checkpoint file to evaluate")
+    e.add_argument("path", metavar="RUN_DIR|CHECKPOINT|WEIGHTS",
+                   help="run directory, checkpoint or .safetensors weights file to evaluate")
     e.add_argument("--data", help="data set name or folder to evaluate on (default: the run's own)")
     e.add_argument("--data-root", help="where named data sets are looked up (default: the run's, or "
                    "$SOTAKIT_DATA)")
@@ -256,6 +258,69 @@ def add_data_parser(sub, commands) -> None:
     w.add_argument("--count", type=int, default=16, help="images in the grid (default: 16)")
     add_recipe_arguments(w)
     w.set_defaults(func=commands["data_show"])
+def add_export_weights_parser(sub, commands) -> None:
+    x = _sub(sub, "export-weights", help="write a run's weights file (safetensors with its meta)",
+             example="  sotakit export-weights runs/20250101-120000-resnet18 -o fmnist.safetensors")
+    x.add_argument("run_dir", metavar="RUN_DIR", help="the run whose newest checkpoint is exported")
+    which = x.add_mutually_exclusive_group()
+    which.add_argument("--ema", action="store_true", help="the EMA model (default: the better one on the "
+                       "holdout split; without a holdout the final plain model)")
+    which.add_argument("--plain", action="store_true", help="the plain (non-EMA) model")
+    x.add_argument("-o", "--output", metavar="NAME.safetensors",
+                   help="file to write (default: RUN_DIR/weights.safetensors)")
+    x.set_defaults(func=commands["export_weights"])
+
+
+def add_weights_parser(sub, commands) -> None:
+    w = _sub(sub, "weights", help="the local registry of named weights (list, add, remove)",
+             example="  sotakit weights add fmnist-v2 runs/20250101-120000-resnet18/weights.safetensors\n"
+                     "  sotakit weights list")
+    w.set_defaults(func=commands["weights_list"])
+    actions = w.add_subparsers(dest="action", metavar="{list,add,remove}")
+    ls = actions.add_parser("list", help="list the registered weights")
+    ls.set_defaults(func=commands["weights_list"])
+    a = actions.add_parser("add", help="copy a weights file into the registry under NAME")
+    a.add_argument("name", metavar="NAME", help="the name build_model(..., weights=NAME) and predict take")
+    a.add_argument("file", metavar="FILE", help="a weights file, or a run directory (its weights file)")
+    a.set_defaults(func=commands["weights_add"])
+    r = actions.add_parser("remove", help="delete the weights registered under NAME")
+    r.add_argument("name", metavar="NAME", help="a name `sotakit weights list` shows")
+    r.set_defaults(func=commands["weights_remove"])
+
+
+def add_predict_parser(sub, commands) -> None:
+    p = _sub(sub, "predict", help="top-k classes of images, folders or glob patterns",
+             example="  sotakit predict runs/20250101-120000-resnet18 photos/ --topk 3\n"
+                     "  sotakit predict fmnist-v2 'shots/*.png' --format csv -o predictions.csv")
+    p.add_argument("weights", metavar="WEIGHTS|RUN",
+                   help="a weights file, a run directory or a registered name")
+    p.add_argument("images", nargs="+", metavar="IMAGE|FOLDER|GLOB", help="files, folders (recursive) or "
+                   "quoted glob patterns")
+    p.add_argument("--topk", type=int, default=5, help="classes per image (default: 5)")
+    p.add_argument("--tta", action="store_true", help="average the image's and its mirror's probabilities")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                   help="output (default: table)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the output to FILE instead of stdout")
+    p.add_argument("-b", "--batch-size", type=int, default=32, help="images per batch (default: 32)")
+    p.set_defaults(func=commands["predict"])
+
+
+def add_calibrate_parser(sub, commands) -> None:
+    c = _sub(sub, "calibrate", help="fit a softmax temperature on a run's holdout split (never on test)",
+             example="  sotakit calibrate runs/20250101-120000-resnet18")
+    c.add_argument("run_dir", metavar="RUN_DIR", help="a run trained with --holdout")
+    c.set_defaults(func=commands["calibrate"])
+
+
+def add_export_parser(sub, commands) -> None:
+    e = _sub(sub, "export", help="export a model to ONNX or a PT2 program, checked against PyTorch",
+             example="  sotakit export runs/20250101-120000-resnet18 --format onnx -o model.onnx")
+    e.add_argument("weights", metavar="WEIGHTS|RUN",
+                   help="a weights file, a run directory or a registered name")
+    e.add_argument("--format", choices=("onnx", "pt2"), required=True,
+                   help="onnx (needs pip install 'sotakit[export]') or pt2 (torch.export)")
+    e.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
+    e.set_defaults(func=commands["export"])
 
 
 LOG_FLAGS = ("-q", "--quiet", "-v", "--verbose")
@@ -294,6 +359,7 @@ def make_parser(commands: dict[str, Callable]) -> tuple[argparse.ArgumentParser,
     train = add_train_parser(sub, commands)
     for add in (add_eval_parser, add_recipes_parser, add_models_parser, add_ablate_parser, add_runs_parser,
                 add_report_parser, add_sweep_parser, add_tune_resize_parser, add_lr_find_parser,
-                add_data_parser, add_interpret_parser):
+                add_data_parser, add_interpret_parser, add_export_weights_parser,
+                add_weights_parser, add_predict_parser, add_calibrate_parser, add_export_parser):
         add(sub, commands)
     return p, train

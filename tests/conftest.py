@@ -52,6 +52,21 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
+@pytest.fixture(autouse=True)
+def _weights_schema(request):
+    """The schema test over every weights file a test writes in its tmp_path (torchvision's
+    test_schema_meta_validation): keys, num_params, _ops, _file_size and the tensors' hash. Files a test
+    damages on purpose are named *.tampered.safetensors."""
+    tmp = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if tmp is None or not tmp.is_dir():
+        return
+    from sotakit.evaluate.weights import schema_problems
+    bad = {str(p): problems for p in tmp.rglob("*.safetensors")
+           if not p.name.endswith(".tampered.safetensors") and (problems := schema_problems(p))}
+    assert not bad, f"weights files that fail the meta schema: {bad}"
+
+
 @contextmanager
 def single_thread():
     """One intra-op thread for tests that run small models: a second thread on a busy 2-core machine
@@ -76,6 +91,20 @@ def tiny_recipe(data, output_dir, **changes):
     base = dict(data=str(data), model="resnet9_w16", epochs=1, batch_size=8, lr=0.05, workers=0,
                 output_dir=str(output_dir), print_freq=2, device="cpu", seed=1)
     return make_recipe(**{**base, **changes})
+
+
+@pytest.fixture(scope="session")
+def colour_run(tmp_path_factory) -> Path:
+    """A finished run (EMA and a 25% holdout) on the colour-coded folder: cat red, dog green, fox blue.
+    Shared by the weights, prediction and calibration tests (about 2 s once per session); read it,
+    never write into it (copy it first)."""
+    from sotakit import fit
+    base = tmp_path_factory.mktemp("colour_run")
+    root = make_image_folder(base / "imgs", per_class=(16, 4))
+    with single_thread():
+        result = fit(tiny_recipe(root, base / "out", model_ema=True, model_ema_steps=1, holdout=0.25,
+                                 epochs=2), verbose=False)
+    return result.run_dir
 
 
 def tensor_bundle(n=40, classes=4, size=12, *, images=None, targets=None, test=10, name="toy"):

@@ -1,7 +1,15 @@
 """Data: data sets, transforms, mixing collate, samplers, loaders (a leaf: torch and torchvision only)."""
 
 from .batch_augment import BatchCropFlip, batch_crop_for
-from .datasets import DataBundle, DecodeErrorLimit, FolderSource, TensorSource, load_data, load_image_folder
+from .datasets import (
+    DataBundle,
+    DecodeErrorLimit,
+    FolderSource,
+    TensorSource,
+    image_channels,
+    load_data,
+    load_image_folder,
+)
 from .fingerprint import data_fingerprint
 from .folder_index import write_data_report
 from .loaders import (
@@ -18,11 +26,12 @@ from .loaders import (
 from .mixing import Collate
 from .samplers import RASampler, sample_seed, worker_seed
 from .stats import ColorStats, color_stats, compute_color_stats, normalization, normalized
-from .transforms import BatchFinish, make_eval_transform, make_train_transform
+from .transforms import BatchFinish, make_eval_transform, make_preprocess_transform, make_train_transform
 
 __all__ = ["BatchCropFlip", "BatchFinish", "ColorStats", "Collate", "color_stats", "compute_color_stats",
            "normalization", "normalized", "DataBundle", "DecodeErrorLimit", "FolderSource",
            "Loaders", "RASampler", "SampleDataset", "TensorSource", "batch_crop_for", "data_fingerprint",
-           "kill_loader_workers", "load_data", "load_image_folder", "make_eval_transform", "make_loaders",
-           "make_train_transform", "sample_seed", "set_train_crop_size", "set_data_epoch", "split_indices",
+           "image_channels", "kill_loader_workers", "load_data", "load_image_folder", "make_eval_transform",
+           "make_loaders", "make_preprocess_transform", "make_train_transform", "sample_seed",
+           "set_train_crop_size", "set_data_epoch", "split_indices",
            "stratified_folds", "stratified_split", "worker_seed", "write_data_report"]

@@ -119,6 +119,11 @@ class DataBundle:
         return [(r["path"], r["reason"]) for r in self.report if r["status"] != "loaded"]
 
 
+def image_channels(bundle: DataBundle) -> int:
+    """Channels of the stored images: 1 for grayscale tensors (Fashion-MNIST), else 3 (folders are RGB)."""
+    return int(bundle.train.images.shape[1]) if isinstance(bundle.train, TensorSource) else 3
+
+
 def read_idx(path: Path) -> torch.Tensor:
     """An IDX file (gz or raw) as a tensor; format from the MNIST page (magic: 0, 0, dtype, ndim)."""
     opener = gzip.open if str(path).endswith(".gz") else open

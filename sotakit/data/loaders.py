@@ -176,7 +176,7 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
     lighting = PCALighting(pca_jitter, pca_eigval, pca_eigvec) if pca_jitter > 0 else None
     train_collate = Collate(BatchFinish(bundle.mean, bundle.std, random_erase, crop, lighting),
                             len(bundle.classes), mixup_alpha, cutmix_alpha)
-    eval_collate = Collate(BatchFinish(bundle.mean, bundle.std))
+    eval_collate = Collate(BatchFinish(bundle.mean, bundle.std, for_eval=True))
     keep, hold, test_idx = split_indices(bundle.train.targets, bundle.test.targets, holdout=holdout,
                                          kfold=kfold, fold=fold, train_limit=train_limit,
                                          test_limit=test_limit, seed=seed)

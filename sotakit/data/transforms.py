@@ -91,17 +91,27 @@ class PCALighting:
 
 class BatchFinish:
     """uint8 batch (B, C, H, W) -> normalized float RGB batch, with PCA lighting (RGB data only) and
-    per-image random erasing."""
+    per-image random erasing.
 
-    def __init__(self, mean, std, random_erase: float = 0.0, crop=None, lighting: PCALighting | None = None):
-        self.crop = crop  # an optional BatchCropFlip done first, for in-memory data
+    ``for_eval``: scaled to [0, 1] as ``v2.ToDtype(scale=True)`` does (x * (1/255)), so one image through
+    ``make_preprocess_transform`` (``Weights.transforms()``) gets, bit for bit, the floats of its eval
+    batch. Training batches keep x / 255 (half the byte values differ from x * (1/255) in the last bit),
+    so training runs are the same as before weights files existed.
+    """
+
+    def __init__(self, mean, std, random_erase: float = 0.0, crop=None, lighting: PCALighting | None = None,
+                 for_eval: bool = False):
+        self.crop, self.for_eval = crop, for_eval  # crop: an optional BatchCropFlip first, for in-memory data
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         self.erase = v2.RandomErasing(p=random_erase) if random_erase > 0 else None
         self.lighting = lighting
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = (self.crop(images) if self.crop is not None else images.float()).div_(255)
+        if self.for_eval:
+            x = v2.functional.to_dtype(images, torch.float32, scale=True)
+        else:
+            x = (self.crop(images) if self.crop is not None else images.float()).div_(255)
         if self.lighting is not None and x.shape[1] == 3:  # grayscale has no colour to shift (run note)
             x = self.lighting(x)
         if x.shape[1] == 1:
@@ -111,3 +121,39 @@ class BatchFinish:
             # After Normalize as in the reference; one call per image so each gets its own box.
             x = torch.stack([self.erase(img) for img in x])
         return x
+
+
+class GrayAsRGB(v2.Transform):
+    """uint8 image -> its luminance (ITU-R 601, as ``v2.Grayscale``) in 3 equal channels, rounded.
+
+    Hand-written because ``v2.Grayscale`` truncates: its weights sum to 0.9999, so a gray pixel v of
+    an RGB file comes out as v - 1, and a grayscale file would not give the values a model trained on
+    one-channel tensors saw. Rounding gives v back exactly; a one-channel input is only replicated.
+    """
+
+    _transformed_types = (torch.Tensor,)
+
+    def transform(self, inpt, params):
+        if inpt.shape[-3] == 1:
+            return inpt.expand(*inpt.shape[:-3], 3, *inpt.shape[-2:]).clone()
+        r, g, b = inpt.float().unbind(-3)
+        gray = (0.2989 * r + 0.587 * g + 0.114 * b).round_().clamp_(0, 255).to(inpt.dtype)
+        return torch.stack([gray] * 3, dim=-3)
+
+
+def make_preprocess_transform(*, resize_size: int, crop_size: int, mean, std, interpolation: str = "bilinear",
+                              antialias: bool = True, channels: int = 3) -> v2.Compose:
+    """The eval preprocessing of one image as a single v2 transform (what ``Weights.transforms()`` returns).
+
+    The steps of torchvision's ``ImageClassification`` preset (resize the short side, center crop,
+    to float in [0, 1], normalize), with this run's sizes and statistics, and the same values as the
+    eval loader's ``make_eval_transform`` + ``BatchFinish``. A model trained on one-channel images
+    (``channels`` 1) sees colour input as grayscale, replicated to the 3 channels it was trained on.
+    """
+    steps = [v2.ToImage(),
+             v2.Resize(resize_size, interpolation=INTERPOLATION[interpolation], antialias=antialias),
+             v2.CenterCrop(crop_size)]
+    if channels == 1:
+        steps.append(GrayAsRGB())
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std)), v2.ToPureTensor()]
+    return v2.Compose(steps)

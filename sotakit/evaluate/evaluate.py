@@ -33,13 +33,14 @@ def to_device(images: torch.Tensor, targets: torch.Tensor, *, device: torch.devi
 def evaluate(model: nn.Module, loader, *, device: torch.device | str = "cpu",
              amp_dtype: torch.dtype | None = None, channels_last: bool = False,
              criterion: nn.Module | None = None, progress: Progress | None = None) -> dict[str, float]:
-    """Mean loss, acc@1 and acc@5 (percent) and the image count ``n``, summed over all ranks.
+    """Mean loss, acc@1 and acc@5 (percent), the image count ``n``, and ECE (percent, 15 bins), NLL, Brier
+    score and the reliability bins; summed over all ranks.
 
     ``progress(batches_done, batches_total)`` is called after every batch when given."""
     device = torch.device(device)
     criterion = criterion or nn.CrossEntropyLoss()
     model.eval()
-    sums = MetricSums()
+    sums = MetricSums(calibration=True)
     for i, (images, targets) in enumerate(loader, 1):
         images, targets = to_device(images, targets, device=device, channels_last=channels_last)
         with autocast(device, amp_dtype):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from .calibration import CalibrationSums, calibration_result
+
 
 def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> list[int]:
     """Number of rows whose target class is among the top-k logits, for each k (k capped at classes)."""
@@ -22,10 +24,12 @@ def reported_k(k: int, num_classes: int | None) -> bool:
 
 
 class MetricSums:
-    """Sums of loss, correct@1, correct@5 and image count; ``result`` adds them over all ranks."""
+    """Sums of loss, correct@1, correct@5 and image count (and, with ``calibration``, the ECE, NLL and Brier
+    sums); ``result`` adds them over all ranks."""
 
-    def __init__(self):
+    def __init__(self, calibration: bool = False):
         self.sums = torch.zeros(4, dtype=torch.float64)
+        self.calibration = CalibrationSums() if calibration else None  # evaluation's, not training's
         self.num_classes: int | None = None
 
     def add(self, loss: float, logits: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
@@ -34,20 +38,25 @@ class MetricSums:
         self.num_classes = logits.shape[1]
         c1, c5 = topk_correct(logits, targets)
         self.sums += torch.tensor([loss * n, c1, c5, n], dtype=torch.float64)
+        if self.calibration is not None:
+            self.calibration.add(logits, targets)
         return c1, c5
 
     def result(self, device: torch.device | str = "cpu") -> dict[str, float]:
-        """Mean loss, acc@1 and acc@5 in percent, and ``n``; exact under DDP (sums, not means, are
-        reduced). acc@5 is None with 5 classes or fewer (it would be 100% whatever the model)."""
+        """Mean loss, acc@1 and acc@5 in percent, and ``n``; ECE (percent), NLL, Brier score and the
+        reliability bins (calibration.py). Exact under DDP (sums, not means, are reduced). acc@5 is None
+        with 5 classes or fewer (it would be 100% whatever the model)."""
         sums = self.sums
+        calib = self.calibration.sums if self.calibration is not None else torch.zeros(0, dtype=sums.dtype)
         if dist.is_available() and dist.is_initialized():
-            sums = sums.to(device)
-            dist.all_reduce(sums)
-            sums = sums.cpu()
+            both = torch.cat([sums, calib.flatten()]).to(device)
+            dist.all_reduce(both)
+            both = both.cpu()
+            sums, calib = both[:4], both[4:].view_as(calib)
         n = max(sums[3].item(), 1.0)
         return {"loss": sums[0].item() / n, "acc1": 100 * sums[1].item() / n,
                 "acc5": 100 * sums[2].item() / n if reported_k(5, self.num_classes) else None,
-                "n": int(sums[3].item())}
+                "n": int(sums[3].item()), **(calibration_result(calib) if calib.numel() else {})}
 
 
 def confusion_matrix(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:

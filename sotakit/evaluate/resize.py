@@ -80,7 +80,7 @@ def tune_resize(model: nn.Module, source, indices: list[int], *, sizes: list[int
     sizes = sorted(set(sizes) | {current})
     targets = source.targets[indices]
     half_a, half_b = ([indices[i] for i in h] for h in split_halves(targets, seed))
-    collate = Collate(BatchFinish(mean, std))
+    collate = Collate(BatchFinish(mean, std, for_eval=True))
     acc_a, acc_b = [], []
     for size in sizes:
         tf = make_eval_transform(resize_size=size, crop_size=crop_size, interpolation=interpolation)

@@ -24,6 +24,7 @@ import torch
 
 from ..data import data_fingerprint, set_data_epoch
 from ..evaluate import per_class_accuracy
+from ..evaluate.calibration import calibration_metrics
 from ..train.evaluate_run import load_run, run_loaders
 from ..train.recipe_kwargs import data_epoch_kwargs
 from ..train.rundir import curves_figure, environment, read_metrics
@@ -115,6 +116,31 @@ def confusion_figure(cm: torch.Tensor, classes: list[str], title: str):
     return fig
 
 
+def reliability_figure(calib: dict, title: str):
+    """The reliability diagram: accuracy per confidence bin against the diagonal (perfect calibration),
+    with each bin's image count below."""
+    plt = _pyplot()
+    rel = calib["reliability"]
+    bins = len(rel["count"])
+    centers = [(b + 0.5) * 100 / bins for b in range(bins)]
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(5.5, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 100], [0, 100], "--", color="gray", label="perfectly calibrated")
+    ax.bar(centers, [a or 0 for a in rel["accuracy"]], width=100 / bins * 0.9, alpha=0.8, label="accuracy")
+    ax.plot([c for c, v in zip(rel["confidence"], rel["accuracy"]) if v is not None],
+            [v for v in rel["accuracy"] if v is not None], "o", color="C3", markersize=4,
+            label="(mean confidence, accuracy)")
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"{title}: ECE {calib['ece']:.2f}%")
+    ax.legend(fontsize=7, loc="upper left")
+    bx.bar(centers, rel["count"], width=100 / bins * 0.9, color="C7")
+    bx.set_xlim(0, 100)
+    bx.set_xlabel("confidence (%)")
+    bx.set_ylabel("images")
+    fig.tight_layout()
+    return fig
+
+
 def sample_grid_figure(loaders, classes: list[str], mean, std, *, seed: int, count: int = 16,
                        crop_size: int | None = None):
     """The first training batch of epoch 0 as the model sees it (crop, flip, auto-augment, erasing,
@@ -186,12 +212,16 @@ def _test_context(run_dir: Path, *, samples: int, say) -> dict:
         if model is None:
             continue
         from .inspect import interpretation, top_losses_figure  # inspect draws with this module's figures
-        _, found = interpretation(model, loaders.test, classes, device=run.device)
+        p, found = interpretation(model, loaders.test, classes, device=run.device)
         cm, losses_fig = found["cm"], top_losses_figure(loaders.test.dataset, found["top_losses"], classes)
+        calib = calibration_metrics(p.probs.clamp_min(1e-12).log(), p.targets)  # log p: logits of p
         acc = per_class_accuracy(cm)
         models.append({
             "label": label, "acc1": f"{100 * cm.diagonal().sum().item() / max(1, cm.sum().item()):.2f}",
             "png": figure_png(confusion_figure(cm, classes, f"{label} (rows: true class)")),
+            "calibration": f"ECE {calib['ece']:.2f}% (15 bins), NLL {calib['nll']:.4f}, "
+                           f"Brier {calib['brier']:.4f}",
+            "reliability_png": figure_png(reliability_figure(calib, f"{label}: reliability on test")),
             "per_class": [[c, int(cm[i].sum()), int(cm[i, i]), _fmt(acc[i].item())]
                           for i, c in enumerate(classes)],
             "confused": [list(c) for c in found["most_confused"][:10]],

@@ -232,6 +232,9 @@ def resolve(recipe: Recipe, *, native_size: int | None, world_size: int = 1,
         if note:
             recipe = make_recipe(recipe, **small)
             notes.append(note)
+    if recipe.freeze_epochs and not recipe.lr_per_step:
+        changes["lr_per_step"] = True
+        notes.append("--freeze-epochs: fastai's one-cycle schedules run per batch (lr_per_step on)")
     if recipe.lr_ref_batch:
         global_batch = recipe.batch_size * world_size
         lr = recipe.lr * global_batch / recipe.lr_ref_batch

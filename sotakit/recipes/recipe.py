@@ -177,6 +177,11 @@ class Recipe:
                                         "(each is replaced by the next readable image and counted) before "
                                         "the run stops; the index pass has already excluded files broken at "
                                         "the start (data_report.csv)", ref=False)
+    # --- fine-tuning from --weights (issue 13) ---
+    freeze_epochs: int = _f(0, "fastai's fine_tune: the first K of --epochs train only the head (and the "
+                               "normalization layers), the rest everything at half the lr, lower for earlier "
+                               "layers; a one-cycle schedule per phase replaces --lr-scheduler (0: off)",
+                            ref=False)
 
     def replace(self, **changes: Any) -> "Recipe":
         return dataclasses.replace(self, **changes)
@@ -327,6 +332,9 @@ def validate(r: Recipe) -> None:
         raise RecipeError(f"kfold must be 0 (off) or at least 2, got {r.kfold}")
     if r.kfold and not 0 <= r.fold < r.kfold:
         raise RecipeError(f"fold must be in 0..{r.kfold - 1} with kfold {r.kfold}, got {r.fold}")
+    if r.freeze_epochs and not 0 < r.freeze_epochs < r.epochs:
+        raise RecipeError(f"freeze_epochs must be below epochs (the unfrozen phase needs at least one), got "
+                          f"freeze_epochs {r.freeze_epochs} with epochs {r.epochs}")
     if r.kfold and r.holdout:
         raise RecipeError("kfold and holdout both choose the validation split; use --kfold K or --holdout F, "
                           "not both")
@@ -375,6 +383,9 @@ def warnings_for(r: Recipe, typed: set[str] | None = None) -> list[str]:
     for name in COMPATIBILITY_FIELDS:
         if getattr(r, name) != FIELDS[name].default and name in chosen:
             out.append(f"{flag_of(name)} is accepted for compatibility and has no effect in sotakit")
+    if r.freeze_epochs and not r.weights and "freeze_epochs" in chosen:
+        out.append("--freeze-epochs without --weights trains the head of a randomly initialised body first; "
+                   "it is meant for fine-tuning from --weights FILE")
     if r.sync_bn and r.world_size == 1 and "sync_bn" in chosen:
         out.append("--sync-bn only applies under DDP (torchrun with several processes)")
     if note := warmup_note(r):

@@ -49,6 +49,8 @@ def load_run(path: str | Path, *, data: str | None = None, data_root: str | None
     val_resize_size is the one in recipe.toml: `tune-resize` may have stored a tuned value there.
     """
     path = Path(path)
+    if path.suffix == ".safetensors":
+        return load_weights_run(path, data=data, data_root=data_root)
     ckpt_path = choose_checkpoint(path) if path.is_dir() else path
     ckpt = load_checkpoint(ckpt_path)
     recipe = make_recipe(**{k: v for k, v in ckpt["recipe"].items()})
@@ -71,6 +73,24 @@ def load_run(path: str | Path, *, data: str | None = None, data_root: str | None
         ema.load_state_dict(ckpt["ema"])
         ema_model = ema.module
     return LoadedRun(ckpt_path, ckpt, recipe, bundle, model, ema_model, device)
+
+
+def load_weights_run(path: Path, *, data: str | None = None, data_root: str | None = None) -> LoadedRun:
+    """A weights file's model as a LoadedRun: its recipe and data from the meta, no EMA model (the file
+    holds the one model it reports); ``ckpt`` carries the epoch and classes `eval` prints."""
+    from ..evaluate.weights import Weights
+    from ..evaluate.weights import build_model as build_from_weights
+    w = Weights.from_file(path)
+    recipe = make_recipe(**{**w.meta["recipe"], "val_resize_size": w.meta["preprocessing"]["resize_size"]})
+    bundle = load_data(data or recipe.data, data_root or recipe.data_root, progress=task_progress)
+    if list(bundle.classes) != list(w.categories):
+        raise ValueError(f"{path} holds a model of {len(w.categories)} classes ({', '.join(w.categories[:5])}"
+                         f"...); {bundle.name} has {len(bundle.classes)}. Evaluate on data with the same "
+                         "classes.")
+    device = torch.device(backend_for(recipe.device))
+    model = build_from_weights(weights=w).to(device)
+    ckpt = {"epoch": w.meta["source"].get("epoch") if w.meta.get("source") else None, "classes": w.categories}
+    return LoadedRun(path, ckpt, recipe, bundle, model, None, device)
 
 
 def run_loaders(recipe: Recipe, bundle: DataBundle, *, batch_size: int | None = None,

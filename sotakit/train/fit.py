@@ -24,9 +24,10 @@ from ..evaluate import evaluate, tta_report
 from ..models import build_model, check_input_size
 from ..recipes import Recipe, resolve, training_images
 from ..recipes.recipe import recipe_hash
-from .checkpoint import load_checkpoint, state_fingerprint
+from .checkpoint import state_fingerprint
 from .distributed import DistInfo, all_ranks, barrier, init_distributed
 from .ema import build_ema
+from .fine_tune import build_fine_tune_scheduler, fine_tune_groups
 from .loop import Interrupted, train_one_epoch
 from .lr_auto import choose_lr
 from .optim import build_optimizer, build_scheduler, param_groups
@@ -40,6 +41,7 @@ from .recipe_kwargs import (
     ema_kwargs,
     epoch_kwargs,
     eval_kwargs,
+    fine_tune_kwargs,
     input_size_kwargs,
     loader_kwargs,
     model_build_kwargs,
@@ -57,6 +59,7 @@ from .resume import ResumeMismatchError, check_resume, extend_run, find_resume_p
 from .rundir import MetricsLog, environment, finish_run, open_run_dir, run_lifecycle
 from .state import CheckpointSaver, restore_state, run_meta
 from .stops import RunError, StopRequest, failures_as_run_errors
+from .transfer import load_start_weights
 
 __all__ = ["FitResult", "ResumeMismatchError", "RunError", "amp_dtype_for", "backend_for", "epoch_line",
            "epoch_record", "final_evaluation", "fit", "log_step", "prepare_model", "run_banner", "run_device",
@@ -115,7 +118,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     built = model_build_kwargs(recipe, num_classes=len(bundle.classes), native_size=bundle.native_size)
     model = build_model(**built)
     check_input_size(**built, **input_size_kwargs(recipe))  # before the run directory exists (vit at 28 px)
-    model = prepare_model(model, **model_kwargs(recipe), device=device, distributed=dist_info.enabled)
+    model = prepare_model(model, **model_kwargs(recipe), device=device, distributed=dist_info.enabled,
+                          classes=bundle.classes, say=notes.append)  # --weights: what was loaded, as a note
     torch.manual_seed(recipe.seed + dist_info.rank)
     loaders = make_loaders(bundle, **loader_kwargs(recipe), world_size=dist_info.world_size,
                            rank=dist_info.rank, pin_memory=device.type == "cuda")
@@ -124,13 +128,20 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                           channels=bundle.channels)
 
     criterion = nn.CrossEntropyLoss(**criterion_kwargs(recipe))
-    optimizer = build_optimizer(param_groups(model, **param_group_kwargs(recipe)), **optimizer_kwargs(recipe))
+    groups = param_groups(model, **param_group_kwargs(recipe))
+    if recipe.freeze_epochs:  # fastai's fine_tune: groups by layer depth, the head alone first, one-cycle
+        groups = fine_tune_groups(model, groups, num_classes=len(bundle.classes))
+    optimizer = build_optimizer(groups, **optimizer_kwargs(recipe))
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and device.type == "cuda" else None
     if (recipe.lr_auto or lr_find is not None) and point.ckpt is None:  # --lr auto: before the scheduler
         recipe, lr_note = choose_lr(recipe, model, loaders.train, optimizer, criterion=criterion,
                                     device=device, amp_dtype=amp_dtype, scaler=scaler, **(lr_find or {}))
         notes.append(lr_note)
-    scheduler = build_scheduler(optimizer, **scheduler_kwargs(recipe, steps_per_epoch=steps_per_epoch))
+    if recipe.freeze_epochs:
+        scheduler = build_fine_tune_scheduler(optimizer,
+                                              **fine_tune_kwargs(recipe, steps_per_epoch=steps_per_epoch))
+    else:
+        scheduler = build_scheduler(optimizer, **scheduler_kwargs(recipe, steps_per_epoch=steps_per_epoch))
     ema = (build_ema(model, **ema_kwargs(recipe, steps_per_epoch=steps_per_epoch), device=device)
            if recipe.model_ema else None)
     train_model = wrap_ddp(model, dist_info=dist_info, device=device)
@@ -142,6 +153,9 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                            start_epoch=recipe.start_epoch, started=t_start, say=say, where=str(point.run_dir))
     if point.extended_from and load_all:  # --resume RUN --epochs N: the schedule rebuilt for N epochs, said
         schedule = partial(build_scheduler, **scheduler_kwargs(recipe, steps_per_epoch=steps_per_epoch))
+        if recipe.freeze_epochs:  # the fine_tune phases, the unfrozen one stretched to the new length
+            schedule = partial(build_fine_tune_scheduler,
+                               **fine_tune_kwargs(recipe, steps_per_epoch=steps_per_epoch))
         scheduler = parts["scheduler"] = extend_run(
             point, optimizer, schedule, position=(totals.epoch, totals.step), steps_per_epoch=steps_per_epoch,
             per_step=recipe.lr_per_step, is_main=dist_info.is_main, say=say)
@@ -168,6 +182,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                            **data_epoch_kwargs(recipe, epoch=epoch))
             progress.start_epoch(epoch, totals.step)
             totals.start_epoch()
+            if recipe.freeze_epochs and epoch == recipe.freeze_epochs and totals.step == 0:
+                optimizer.state.clear()  # fastai's unfreeze(): the head-only phase's momenta are dropped
 
             def after_step(done: int, epoch: int = epoch) -> None:  # progress, then --checkpoint-every
                 progress.step(done)
@@ -254,45 +270,21 @@ def set_backend_flags(device: torch.device, *, deterministic: bool = False) -> N
 
 
 def prepare_model(model: nn.Module, *, weights: str | None = None, channels_last: bool = False,
-                  device: torch.device | str = "cpu", sync_bn: bool = False,
-                  distributed: bool = False) -> nn.Module:
-    """Start from ``weights`` (a sotakit checkpoint or state dict), set the memory format, move to
-    ``device``; SyncBatchNorm only under DDP."""
+                  device: torch.device | str = "cpu", sync_bn: bool = False, distributed: bool = False,
+                  classes: list[str] | None = None, say=None) -> nn.Module:
+    """Start from ``weights`` (train/transfer.py: onto ``classes``, head rows copied by class name; ``say``
+    gets the line saying what was loaded), set the memory format, move to ``device``; SyncBatchNorm only
+    under DDP."""
     if weights:
-        saved = load_checkpoint(weights)
-        load_weights(model, saved["model"] if "model" in saved else saved, where=weights)
+        report = load_start_weights(model, weights, classes=classes)
+        if say is not None:
+            say(report)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.to(device)
     if distributed and sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return model
-
-
-class WeightsMismatchError(ValueError):
-    """--weights do not fit the model (other classes or another architecture); the message says what to do."""
-
-
-def load_weights(model: nn.Module, state: dict, *, where: str) -> None:
-    """``model.load_state_dict(state)``, failing with the reason a user can act on: other classes or another
-    model, rather than torch's list of tensor names."""
-    own = model.state_dict()
-    differ = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
-    if differ:
-        k = differ[-1]  # the classifier comes last
-        saved, here = tuple(state[k].shape), tuple(own[k].shape)
-        if all(state[d].shape[1:] == own[d].shape[1:] for d in differ):  # only the output rows differ
-            raise WeightsMismatchError(
-                f"--weights {where} were trained for {saved[0]} classes and this data has {here[0]} "
-                f"({k}: {saved} vs {here}); use weights trained on the same classes, or train without "
-                "--weights")
-        raise WeightsMismatchError(f"--weights {where} do not fit this model: {len(differ)} tensors differ "
-                                   f"in shape ({k}: {saved} vs {here}); was it saved from another --model?")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:  # missing or unexpected keys: another architecture
-        raise WeightsMismatchError(f"--weights {where} do not fit this model ({str(e).splitlines()[0]}); was "
-                                   "it saved from another --model?") from None
 
 
 def wrap_ddp(model: nn.Module, *, dist_info: DistInfo, device: torch.device) -> nn.Module:

@@ -62,6 +62,8 @@ CRITERION_ARGS = {"label_smoothing": "label_smoothing"}
 # tune_resize (sotakit.evaluate): the candidate sizes default to a range around the crop
 RESIZE_TUNING_ARGS = {"crop_size": "val_crop_size", "current": "val_resize_size",
                       "interpolation": "interpolation"}
+# build_fine_tune_scheduler (sotakit.train.fine_tune): the phase lengths in steps, from fine_tune_kwargs
+FINE_TUNE_ARGS = {"lr": "lr"}
 # create_run_dir (sotakit.train.rundir): the name is derived in run_dir_kwargs
 RUN_DIR_ARGS = {"output_dir": "output_dir"}
 
@@ -152,6 +154,12 @@ def criterion_kwargs(recipe: Recipe) -> dict[str, Any]:
 def resize_tuning_kwargs(recipe: Recipe, *, sizes: list[int] | None = None) -> dict[str, Any]:
     """tune_resize's arguments: the run's eval crop, its current resize and the sizes to try."""
     return {**_take(RESIZE_TUNING_ARGS, recipe), "sizes": sizes or default_sizes(recipe.val_crop_size)}
+
+
+def fine_tune_kwargs(recipe: Recipe, *, steps_per_epoch: int) -> dict[str, Any]:
+    """build_fine_tune_scheduler's arguments: the frozen phase (--freeze-epochs) and the run, in steps."""
+    return {**_take(FINE_TUNE_ARGS, recipe), "freeze_steps": recipe.freeze_epochs * steps_per_epoch,
+            "total_steps": recipe.epochs * steps_per_epoch}
 
 
 def run_dir_kwargs(recipe: Recipe) -> dict[str, Any]:

@@ -94,8 +94,11 @@ def run_lifecycle(run_dir: Path | None, *, enabled: bool, progress, log: "Metric
 
 
 def finish_run(run_dir: Path, summary: dict[str, Any]) -> None:
-    """summary.json, run.pid gone (finished), curves.png."""
+    """summary.json, weights.safetensors (the model it reports, with its meta), run.pid gone (finished),
+    curves.png."""
+    from .run_weights import write_finished_weights
     write_json(run_dir / "summary.json", summary)
+    write_finished_weights(run_dir, summary)
     mark_finished(run_dir)
     plot_curves(run_dir)
 

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..data import image_channels
 from .checkpoint import LAST, copy_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistInfo, all_ranks
 
@@ -88,7 +89,7 @@ def run_meta(recipe, *, bundle, fingerprint: str, recipe_hash: str) -> dict:
     the native size and normalization (what a later evaluation or prediction rebuilds)."""
     return {"recipe": recipe.to_dict(), "recipe_hash": recipe_hash, "data_fingerprint": fingerprint,
             "classes": list(bundle.classes), "native_size": bundle.native_size, "mean": list(bundle.mean),
-            "std": list(bundle.std)}
+            "std": list(bundle.std), "channels": image_channels(bundle)}
 
 
 def restore_state(ckpt: dict | None, parts: dict[str, Any], *, rank: int = 0, load_all: bool = True,

@@ -59,6 +59,9 @@ def test_eval_text_names_the_checkpoint_sizes_and_both_models():
         "runs/x/checkpoint-last.pt (epoch 3) on imgs test split (resize 32, crop 28):",
         "  model      acc@1 91.23  acc@5 99.50  (100 images)",
         "  EMA model  acc@1 92.00  acc@5 100.00  (100 images)"]
+    calibrated = {**out, "test": {**ACC, "ece": 3.456, "nll": 0.31234, "brier": 0.12345}}
+    assert console.eval_text(calibrated).splitlines()[1] == (
+        "  model      acc@1 91.23  acc@5 99.50  (100 images)  ECE 3.46%  NLL 0.3123  Brier 0.1235")
 
 
 def test_presets_and_preset_text():

@@ -20,7 +20,10 @@ class LeftRight(nn.Module):
     def forward(self, x):
         w = x.shape[-1] // 2
         left, right = x[..., :w].mean(dim=(1, 2, 3)), x[..., w:].mean(dim=(1, 2, 3))
-        return torch.stack([left, right, left - right, right - left], dim=1) * 3
+        # The class offsets break the exact ties a flip average makes (p0 = p1): topk and argmax may
+        # order tied classes differently, and accuracy must not depend on that.
+        return torch.stack([left, right, left - right, right - left], dim=1) * 3 + torch.tensor(
+            [0.0, 0.013, 0.029, 0.041])
 
 
 def _test_loader(batch_size=8):

@@ -69,8 +69,9 @@ def test_run_report_content(run, tmp_path):
         "Environment", "Test split: confusion matrix and per-class accuracy"} <= set(page.h2)
     # the run name is text, not markup
     assert "i" not in page.tags and f"Run {run['dir'].name}" in page.text and "x&lt;i&gt;&amp;y" in text
-    # seven figures: curves, throughput, confusion and top losses (model, EMA), samples; real PNGs, inline
-    assert len(page.srcs) == 7 and all(s.startswith("data:image/png;base64,") for s in page.srcs)
+    # nine figures: curves, throughput, confusion, top losses and reliability (model, EMA), samples; real
+    # PNGs, inline
+    assert len(page.srcs) == 9 and all(s.startswith("data:image/png;base64,") for s in page.srcs)
     for s in page.srcs:
         with Image.open(io.BytesIO(base64.b64decode(s.split(",", 1)[1]))) as im:
             assert im.format == "PNG" and im.size[0] > 100
@@ -96,6 +97,11 @@ def test_run_report_content(run, tmp_path):
                 if c in classes and page.cells[i + 1] in classes and page.cells[i + 2].isdigit()]
     wrong = sum(4 - int(r[2]) for r in rows)
     assert sum(int(r[2]) for r in confused) == wrong
+    # calibration beside it, the numbers summary.json has for the same checkpoint and split
+    for key in ("test", "test_ema"):
+        m = s[key]
+        line = f"ECE {m['ece']:.2f}% (15 bins), NLL {m['nll']:.4f}, Brier {m['brier']:.4f}"
+        assert f"Calibration on test: {line}." in body
 
 
 def test_mixed_target_labels():
@@ -160,9 +166,9 @@ def test_class_folder_names_are_text_never_markup(tmp_path):
     page = Page(text)
     assert "&lt;img src=x onerror=alert(1)&gt;" in text and "a&amp;b&#34;" in text
     assert "onerror=alert(1)>" not in text and 'a&b"' not in text
-    # The only <img> tags are the five figures (curves, throughput, confusion, top losses, samples), none
-    # from a class.
-    assert page.tags.count("img") == len(page.srcs) == 5
+    # The only <img> tags are the six figures (curves, throughput, confusion, top losses, reliability,
+    # samples), none from a class.
+    assert page.tags.count("img") == len(page.srcs) == 6
     assert all(s.startswith("data:image/png;base64,") for s in page.srcs)
     rows = [page.cells[i:i + 4] for i, c in enumerate(page.cells)
             if c in MARKUP_CLASSES and page.cells[i + 1].isdigit() and "." in page.cells[i + 3]]
@@ -177,9 +183,9 @@ def test_every_value_in_the_template_is_escaped():
            "figures": [{"heading": evil, "alt": evil, "png": "AA=="}],
            "test": {"epoch": evil, "step": evil, "images": evil, "samples_png": "AA==",
                     "data": [[evil, evil]],
-                    "models": [{"label": evil, "acc1": evil, "png": "AA==",
-                                "per_class": [[evil, 1, 1, evil]], "confused": [[evil, evil, 1]],
-                                "top_losses_png": "AA=="}]},
+                    "models": [{"label": evil, "acc1": evil, "png": "AA==", "calibration": evil,
+                                "reliability_png": "AA==", "per_class": [[evil, 1, 1, evil]],
+                                "confused": [[evil, evil, 1]], "top_losses_png": "AA=="}]},
            "recipe_text": evil, "environment_note": evil, "environment": [[evil, evil]]}
     ablation = {"table": {"header": [evil], "rows": [[evil]], "paragraphs": [evil]}, "plot_png": "AA==",
                 "finished": 1, "runs": [{"cells": [evil], "href": evil, "last": evil},

@@ -32,13 +32,13 @@ def test_run_directory_contents(image_folder, tmp_path, one_thread):
     assert d.parent == tmp_path / "runs" and d.name.endswith("-t")
     names = {p.name for p in d.iterdir()}
     assert {"recipe.toml", "metrics.jsonl", "summary.json", "curves.png", "checkpoint-last.pt",
-            "checkpoint-best.pt", "data_report.csv"} <= names
+            "checkpoint-best.pt", "data_report.csv", "weights.safetensors"} <= names
     assert "train/cat/broken.jpg,train,cat,excluded,truncated," in (d / "data_report.csv").read_text()
     records = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in records if r["kind"] == "epoch"]
     assert [r["epoch"] for r in epochs] == [0, 1]
     assert {"train_loss", "train_acc1", "train_acc5", "lr", "train_img_s", "train_data_time",
-            "train_epoch_time", "val_acc1", "ema_acc1"} <= set(epochs[0])
+            "train_epoch_time", "val_acc1", "ema_acc1", "val_ece", "val_nll", "val_brier"} <= set(epochs[0])
     assert epochs[0]["val_split"] == "holdout"
     steps = [r for r in records if r["kind"] == "step"]
     assert steps and {"loss", "acc1", "acc5", "lr", "img_s", "data_time"} <= set(steps[0])

@@ -26,6 +26,7 @@ from sotakit.train import (
     set_backend_flags,
     train_one_epoch,
 )
+from sotakit.train.fine_tune import build_fine_tune_scheduler
 from sotakit.train.lr_finder import lr_find
 from sotakit.train.rundir import create_run_dir
 
@@ -52,6 +53,7 @@ ADAPTERS = {
     "lr_find_kwargs": (rk.lr_find_kwargs(R), lr_find),
     "tta_kwargs": (rk.tta_kwargs(R), tta_report),
     "normalize_kwargs": (rk.normalize_kwargs(R), normalized),
+    "fine_tune_kwargs": (rk.fine_tune_kwargs(R, steps_per_epoch=7), build_fine_tune_scheduler),
 }
 
 
