@@ -61,9 +61,13 @@ def build_recipe(args: argparse.Namespace, *, say=None) -> Recipe:
     elif not args.config and data is not None and Path(data).is_dir():
         from .data.datasets import count_train_images, peek_native_size
         folder = overrides["data"]
-        base, why = recipe_for_data(count_train_images(folder), peek_native_size(folder))
-        if say:
-            say(why)
+        n_images = count_train_images(folder)
+        if n_images is None:  # no train/ in it: the data load says what a folder needs
+            base = Recipe()
+        else:
+            base, why = recipe_for_data(n_images, peek_native_size(folder))
+            if say:
+                say(why)
     else:
         base = Recipe()
     if args.config:

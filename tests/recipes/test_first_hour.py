@@ -66,6 +66,14 @@ def test_unknown_data_is_neither_folder_nor_data_set_and_typos_keep_their_hint()
         catalog.get_spec("fashion-mnst")
 
 
+def test_a_folder_without_train_and_no_recipe_says_what_a_folder_needs(tmp_path, capsys):
+    (tmp_path / "photos" / "cats").mkdir(parents=True)  # classes, but no train/ and val/ above them
+    assert main(["train", "--data", str(tmp_path / "photos"), "--epochs", "1"]) == 2
+    train = tmp_path / "photos" / "train"
+    assert capsys.readouterr().err.strip() == (f"error: {train} is missing: --data PATH needs "
+                                                "PATH/train/<class>/* and PATH/val/<class>/*")
+
+
 def test_relative_folder_is_stored_absolute_and_dry_run_shows_the_resolved_recipe(tmp_path, monkeypatch,
                                                                                    capsys, folder_factory):
     folder_factory(tmp_path / "photos", per_class=(24, 8), size=80)
