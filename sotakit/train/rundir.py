@@ -28,8 +28,45 @@ from .loop import Interrupted, NonFiniteLossError
 from .recipe_kwargs import run_dir_kwargs
 from .stops import RunError
 
-PID_FILE = "run.pid"  # present while a process trains the run: {"pid", "host"}
+PID_FILE = "run.pid"  # present while a process trains the run: {"pid", "host", "started"}
 FAILED_FILE = "failed.json"  # written when training stopped on an error (not on a stop request)
+LOCK_FILE = ".run.lock"  # flock()ed by the process that trains the run; the kernel drops it at its death
+_PID_PAD = 1024  # run.pid is padded to this size: on a full disk it becomes failed.json in place
+_HELD: dict[str, int] = {}  # run directory -> fd of its lock, for the run directories this process owns
+
+
+class RunBusyError(ValueError):
+    """Another live process trains this run directory (its lock is held)."""
+
+
+def claim_run(run_dir: Path) -> None:
+    """Own ``run_dir`` before anything else is done with it: an exclusive, non-blocking flock on its
+    .run.lock (atomic; released by the kernel when the process dies, even by SIGKILL, so a stale run.pid
+    never blocks), then run.pid. A second claim by this process is a no-op."""
+    import fcntl
+    key = str(Path(run_dir).resolve())
+    if key in _HELD:
+        return
+    fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        owner = run_owner(run_dir)
+        who = (f"process {owner[0].get('pid')} on {owner[0].get('host')}" if owner else "another process")
+        raise RunBusyError(f"refusing to train {run_dir}: {who} is training it (it holds {LOCK_FILE}). "
+                           "Wait for it to end, or stop it first.") from None
+    _HELD[key] = fd
+    mark_running(run_dir)
+
+
+def release_run(run_dir: Path | None) -> None:
+    """Give up the ownership ``claim_run`` took (fit() does on every way out)."""
+    if run_dir is None:
+        return
+    fd = _HELD.pop(str(Path(run_dir).resolve()), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def runs_root(output_dir: str | Path = ".") -> Path:
@@ -69,6 +106,7 @@ def open_run_dir(point, *, recipe, notes: list[str], data_report, totals, load_a
     if not is_main:
         return None
     run_dir = create_run_dir(**run_dir_kwargs(recipe))
+    claim_run(run_dir)
     (run_dir / "recipe.toml").write_text(dump_recipe(recipe, {"notes": "; ".join(notes)} if notes else None))
     if data_report:
         write_data_report(run_dir / "data_report.csv", data_report)
@@ -202,7 +240,8 @@ def mark_running(run_dir: Path | None, *, enabled: bool = True) -> None:
     if run_dir is None or not enabled:
         return
     (Path(run_dir) / FAILED_FILE).unlink(missing_ok=True)  # a resumed run is no longer failed
-    write_json(Path(run_dir) / PID_FILE, {"pid": os.getpid(), "host": socket.gethostname()})
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": process_start(os.getpid())}
+    write_text_atomic(Path(run_dir) / PID_FILE, json.dumps(info).ljust(_PID_PAD) + "\n")
 
 
 def mark_stopped(run_dir: Path | None, error: BaseException | None, *, enabled: bool = True) -> None:
@@ -212,15 +251,39 @@ def mark_stopped(run_dir: Path | None, error: BaseException | None, *, enabled: 
     """
     if run_dir is None or not enabled or error is None:
         return
-    (Path(run_dir) / PID_FILE).unlink(missing_ok=True)
+    release_run(run_dir)
     if not isinstance(error, (KeyboardInterrupt, Interrupted)):
-        write_json(Path(run_dir) / FAILED_FILE, {"error": f"{type(error).__name__}: {error}"})
+        record_failure(Path(run_dir), f"{type(error).__name__}: {error}")
+    (Path(run_dir) / PID_FILE).unlink(missing_ok=True)
+
+
+def record_failure(run_dir: Path, error: str) -> None:
+    """failed.json with the error. On a full disk (or EIO) the padded run.pid is renamed to failed.json
+    and overwritten in place, which needs no new block, so a failed run is never listed as running."""
+    text = json.dumps({"error": error}, indent=2)
+    try:
+        write_json(run_dir / FAILED_FILE, {"error": error})
+        return
+    except OSError:
+        pass
+    pid = run_dir / PID_FILE
+    try:
+        os.replace(pid, run_dir / FAILED_FILE)
+        with open(run_dir / FAILED_FILE, "r+b") as f:
+            data = text.encode()[:_PID_PAD - 2]
+            if not data.endswith(b"}"):  # cut short: keep it valid JSON
+                data = json.dumps({"error": error[:_PID_PAD // 2]}).encode()[:_PID_PAD - 2]
+            f.write(data.ljust(_PID_PAD) + b"\n")
+            f.truncate()
+    except OSError:
+        pass  # nothing left to write with; the error was printed
 
 
 def mark_finished(run_dir: Path | None, *, enabled: bool = True) -> None:
     """summary.json is written: the run no longer needs a liveness file."""
     if run_dir is not None and enabled:
         (Path(run_dir) / PID_FILE).unlink(missing_ok=True)
+        release_run(run_dir)
 
 
 def run_owner(run_dir: Path) -> tuple[dict, bool | None] | None:
@@ -242,8 +305,19 @@ def process_alive(info: dict) -> bool | None:
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+        pass
+    # The PID may have been reused by another program since: its start time tells.
+    started = info.get("started")
+    return started is None or process_start(int(info["pid"])) == started
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks since boot (/proc/PID/stat field 22), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def trim_metrics(run_dir: Path, epoch: int, step: int) -> int:
