@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 
 from . import console
-from .experiments.runner import out_dir_for
+from .experiments.runner import ExperimentInterrupted, out_dir_for
 from .parsers import (
     EXPERIMENT_FIELDS,
     LOG_FLAGS,
@@ -353,6 +353,9 @@ def _main(argv: list[str]) -> int:
         return 2
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
+    except ExperimentInterrupted as e:  # the runs' checkpoints are kept; the message says how to resume
+        print(f"error: {e}", file=sys.stderr)
+        return 128 + (signal.SIGINT if e.signum == signal.SIGINT else signal.SIGTERM)
     except RuntimeError as e:
         from .experiments.runner import RunsFailedError
         from .train.checkpoint import CheckpointError
