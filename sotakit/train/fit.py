@@ -211,8 +211,8 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
         summary = run_summary(final, recipe=recipe, bundle=bundle, totals=totals, parts=parts,
                               world_size=dist_info.world_size, fingerprint=fingerprint, run_dir=run_dir)
         log.finish(final, hparams=recipe.to_dict())
-    if dist_info.is_main:
-        finish_run(run_dir, summary)  # summary.json, run.pid -> finished, curves.png
+        if dist_info.is_main:
+            finish_run(run_dir, summary)  # summary.json, run.pid -> finished, curves.png
     barrier()
     stop.restore()
     return FitResult(run_dir if dist_info.is_main else None, summary)

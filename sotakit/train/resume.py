@@ -41,10 +41,17 @@ class ResumePoint:
     def finished(self) -> bool:
         """Every epoch trained and the final evaluation written: nothing left to resume."""
         return (self.ckpt is not None and self.ckpt["epoch"] >= self.recipe.epochs
-                and self.ckpt.get("step_in_epoch", 0) == 0 and (self.run_dir / "summary.json").is_file())
+                and self.ckpt.get("step_in_epoch", 0) == 0 and "pending_eval" not in self.ckpt
+                and self.finished_summary() is not None)
 
-    def finished_summary(self) -> dict:
-        return json.loads((self.run_dir / "summary.json").read_text())
+    def finished_summary(self) -> dict | None:
+        """summary.json, or None when it is missing or damaged (the resume then evaluates again and
+        rewrites it)."""
+        try:
+            data = json.loads((self.run_dir / "summary.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
 
     def finished_message(self) -> str:
         return (f"{self.run_dir} is finished: all {self.recipe.epochs} epochs trained and evaluated "

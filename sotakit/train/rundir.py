@@ -7,13 +7,14 @@ command (eval, resume, report) needs is read back from it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import socket
 import subprocess
 import time
 import tomllib
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,7 +24,7 @@ import torchvision
 from .. import _version
 from ..data import write_data_report
 from ..recipes import dump_recipe
-from .checkpoint import write_text_atomic
+from .checkpoint import WriteError, write_text_atomic
 from .loop import Interrupted, NonFiniteLossError
 from .recipe_kwargs import run_dir_kwargs
 from .stops import RunError
@@ -175,9 +176,12 @@ class MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 old = run_dir / "tensorboard"
+                _quiet_event_writer_threads()
                 self.tb = SummaryWriter(log_dir=str(old if old.is_dir() else run_dir))
             except ImportError:  # tensorboard is optional; metrics.jsonl is the record
                 self.tb = None
+            except OSError as e:
+                raise WriteError(f"could not write the TensorBoard events in {run_dir}: {e}") from e
         if enabled and tracker:
             import tomllib
 
@@ -189,14 +193,14 @@ class MetricsLog:
         if not self.enabled:
             return
         self.last_step = global_step
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_record(self.path, json.dumps(record))
         kind = record.get("kind", "step")
         scalars = {f"{kind}/{k}": v for k, v in record.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step")}
         if self.tb is not None:
-            for k, v in scalars.items():
-                self.tb.add_scalar(k, v, global_step)
+            with self._events():
+                for k, v in scalars.items():
+                    self.tb.add_scalar(k, v, global_step)
         if self.tracker is not None:
             self.tracker.log(scalars, step=global_step)
 
@@ -211,28 +215,77 @@ class MetricsLog:
             from torch.utils.tensorboard.summary import hparams as hparams_summary
 
             # Written into the run's own event file (SummaryWriter.add_hparams would make a subfolder run).
-            writer = self.tb._get_file_writer()
-            for proto in hparams_summary(hparam_values(hparams), scalars):
-                writer.add_summary(proto)
-            for k, v in scalars.items():
-                self.tb.add_scalar(k, v, self.last_step)
+            with self._events():
+                writer = self.tb._get_file_writer()
+                for proto in hparams_summary(hparam_values(hparams), scalars):
+                    writer.add_summary(proto)
+                for k, v in scalars.items():
+                    self.tb.add_scalar(k, v, self.last_step)
+                self.tb.flush()
         if self.tracker is not None:
             self.tracker.log(scalars, step=self.last_step)
         self.close()
 
+    @contextmanager
+    def _events(self):
+        """TensorBoard writes (its background thread re-raises a failed write here) as WriteError."""
+        try:
+            yield
+        except OSError as e:
+            tb, self.tb = self.tb, None
+            with suppress(Exception):  # the writer is broken: drop it without another flush
+                tb.close()
+            raise WriteError(f"could not write the TensorBoard events in {self.path.parent}: {e}") from e
+
     def close(self) -> None:
-        """Flush and close TensorBoard and the tracker; closing again does nothing."""
-        if self.tb is not None:
-            self.tb.close()
-        if self.tracker is not None:
-            self.tracker.close()
-        self.tb = self.tracker = None
+        """Flush and close TensorBoard and the tracker; closing again does nothing. After a failure (a full
+        disk) closing cannot fail again: the error being reported is the one that counts."""
+        tb, tracker, self.tb, self.tracker = self.tb, self.tracker, None, None
+        with suppress(Exception):
+            if tb is not None:
+                tb.close()
+        if tracker is not None:
+            tracker.close()
 
     def __enter__(self) -> "MetricsLog":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def append_record(path: Path, line: str) -> None:
+    """Append one JSON line whole or not at all: a line torn by an earlier kill is closed first, and a
+    write that fails (ENOSPC, EIO) is cut back off and raised as WriteError."""
+    with open(path, "ab+") as f:
+        end = f.seek(0, os.SEEK_END)
+        torn = end > 0 and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n"
+        try:
+            f.write((b"\n" if torn else b"") + line.encode() + b"\n")
+            f.flush()
+        except OSError as e:
+            with suppress(OSError):
+                f.truncate(end)
+            raise WriteError(f"could not write {path}: {e}") from e
+
+
+_THREAD_HOOK = None
+
+
+def _quiet_event_writer_threads() -> None:
+    """TensorBoard's writer thread re-raises a failed write (a full disk) after storing it for the main
+    thread, which then raises it again: the thread's own traceback is dropped (only that thread's)."""
+    global _THREAD_HOOK
+    import threading
+    if _THREAD_HOOK is not None:
+        return
+    _THREAD_HOOK = previous = threading.excepthook
+
+    def hook(args):
+        if type(args.thread).__name__ == "_AsyncWriterThread" and issubclass(args.exc_type, OSError):
+            return
+        previous(args)
+    threading.excepthook = hook
 
 
 def mark_running(run_dir: Path | None, *, enabled: bool = True) -> None:
@@ -332,10 +385,23 @@ def trim_metrics(run_dir: Path, epoch: int, step: int) -> int:
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of metrics.jsonl; a line torn by a crash (or otherwise unreadable) is skipped with a
+    warning naming the file and line, so resume, `sotakit runs` and `report` go on."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    out = []
+    for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError as e:
+            logging.getLogger("sotakit").warning(f"warning: {path} line {i} cannot be read ({e}): skipped")
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
 
 
 def environment() -> dict[str, Any]:

@@ -79,7 +79,8 @@ class StopRequest:
 
     @contextmanager
     def final_evaluation(self, run_dir: Path | None, *, progress, enabled: bool = True):
-        """Around the final evaluation: a stop there ends the run as interrupted (run.pid dropped)."""
+        """Around the final evaluation and the summary: a stop there ends the run as interrupted, a file that
+        cannot be written (full disk) as failed (failed.json), run.pid dropped in both cases."""
         from ..evaluate.evaluate import StopEvaluation
         from .rundir import mark_stopped
         try:
@@ -88,6 +89,11 @@ class StopRequest:
             e = self.in_evaluation(None, run_dir=run_dir, progress=progress)
             mark_stopped(run_dir, e, enabled=enabled)
             raise e from None
+        except CheckpointError as e:
+            err = RunError(f"{e}. {last_checkpoint_hint(run_dir)}")
+            progress.message(f"error: {err}")
+            mark_stopped(run_dir, err, enabled=enabled)
+            raise err from e
 
     def restore(self) -> None:
         for s, h in self._old.items():
