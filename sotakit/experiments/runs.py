@@ -86,7 +86,7 @@ def run_info(run_dir: Path) -> dict:
     validation numbers (``acc_source`` says which).
     """
     recipe = read_run_file(run_dir / "recipe.toml", tomllib.loads) or {}
-    recipe = recipe.get("recipe", {}) if isinstance(recipe.get("recipe", {}), dict) else {}  # raw: old files too
+    recipe = recipe.get("recipe") if isinstance(recipe.get("recipe"), dict) else {}  # raw: old files too
     epochs = [r for r in read_metrics(run_dir) if r.get("kind") == "epoch"]
     summary = read_run_file(run_dir / "summary.json", json.loads)
     info = {"name": run_dir.name, "path": str(run_dir), "recipe": recipe.get("recipe_name", ""),

@@ -30,6 +30,7 @@ from .distributed import DistInfo, all_ranks, barrier, init_distributed
 from .ema import build_ema
 from .loop import Interrupted, train_one_epoch
 from .optim import build_optimizer, build_scheduler, param_groups
+from .preflight import check_classes, check_output_dir, check_splits
 from .progress import RunProgress, TaskProgress, say_for, task_progress
 from .recipe_kwargs import (
     amp_kwargs,
@@ -90,9 +91,12 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     # The backend follows the device the run will really use (gloo on CPU, NCCL on CUDA).
     dist_info = init_distributed(backend_for(recipe.device), timeout_s=recipe.dist_timeout)
     say = say_for(verbose and dist_info.is_main)  # the "sotakit" logger (CLI: stderr), else print
+    if not point.resumed and dist_info.is_main:
+        check_output_dir(recipe.output_dir)  # before the data load, not after it
 
     # Data first: the recipe's sizes depend on the data's native resolution.
     bundle = load_data(recipe.data, recipe.data_root, progress=task_progress)
+    check_classes(bundle.classes, data=recipe.data)
     recipe, notes = resolve(recipe, native_size=bundle.native_size, world_size=dist_info.world_size,
                             cuda_available=torch.cuda.is_available(),
                             train_images=training_images(len(bundle.train), recipe))
@@ -115,6 +119,7 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     loaders = make_loaders(bundle, **loader_kwargs(recipe), world_size=dist_info.world_size,
                            rank=dist_info.rank, pin_memory=device.type == "cuda")
     steps_per_epoch = len(loaders.train)
+    check_splits(loaders, classes=bundle.classes, holdout=recipe.holdout, steps_per_epoch=steps_per_epoch)
     notes += run_warnings(recipe, steps_per_epoch, train_images=len(loaders.train.dataset))
 
     criterion = nn.CrossEntropyLoss(**criterion_kwargs(recipe))

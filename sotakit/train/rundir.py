@@ -359,9 +359,15 @@ def process_alive(info: dict) -> bool | None:
         return False
     except PermissionError:  # exists, owned by someone else
         pass
-    # The PID may have been reused by another program since: its start time tells.
+    # The PID may have been reused by another program since: its start time tells (its command line, for
+    # a run.pid written before the start time was recorded).
     started = info.get("started")
-    return started is None or process_start(int(info["pid"])) == started
+    if started is not None:
+        return process_start(int(info["pid"])) == started
+    try:
+        return b"sotakit" in Path(f"/proc/{int(info['pid'])}/cmdline").read_bytes()
+    except OSError:
+        return True
 
 
 def process_start(pid: int) -> int | None:
