@@ -154,18 +154,20 @@ class Children:
     def __init__(self):
         self.procs, self.signum, self.lock = set(), None, threading.Lock()
 
-    def start(self, cmd: list[str], env: dict) -> subprocess.Popen:
+    def run(self, cmd: list[str], env: dict) -> subprocess.CompletedProcess:
+        """``cmd`` to the end (output captured), reachable by ``forward`` meanwhile."""
         with self.lock:
             if self.signum is not None:
                 raise RunInterrupted("not started: the experiment is stopping")
             p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                  start_new_session=True, preexec_fn=_die_with_parent)
             self.procs.add(p)
-            return p
-
-    def done(self, p: subprocess.Popen) -> None:
-        with self.lock:
-            self.procs.discard(p)
+        try:
+            stdout, stderr = p.communicate()
+        finally:
+            with self.lock:
+                self.procs.discard(p)
+        return subprocess.CompletedProcess(cmd, p.returncode, stdout, stderr)
 
     def forward(self, signum, frame=None) -> None:
         if signum == signal.SIGINT and self.signum is not None:
@@ -239,18 +241,14 @@ def run_one(path: Path, seed: int, out_dir: Path, threads: int, fold: int | None
                    "--output-dir", str(out_dir), "--run-name", name, "--run-dir-file", str(run_dir_file)]
             cmd += ["--fold", str(fold)] if fold is not None else []
         if cmd is not None:
-            proc = children.start(cmd, env)
-            try:
-                stdout, stderr = proc.communicate()
-            finally:
-                children.done(proc)
+            proc = children.run(cmd, env)
             if proc.returncode != 0 and children.signum is not None:
                 raise RunInterrupted(f"{name} stopped (exit {proc.returncode}); its checkpoint is kept")
             if proc.returncode != 0:
-                raise RuntimeError(f"{name} failed (exit {proc.returncode}):\n{stderr[-2000:]}")
+                raise RuntimeError(f"{name} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
             if not run_dir_file.is_file():
                 raise RuntimeError(f"{name} exited 0 without naming its run directory in --run-dir-file:\n"
-                                   f"{stdout[-2000:]}")
+                                   f"{proc.stdout[-2000:]}")
         run_dir = Path(run_dir_file.read_text().strip())
     s = json.loads((run_dir / "summary.json").read_text())
     return {"step": path.stem, "seed": seed, "fold": fold, "recipe_hash": config_key(recipe),
