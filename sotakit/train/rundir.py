@@ -24,7 +24,7 @@ import torchvision
 from .. import _version
 from ..data import write_data_report
 from ..recipes import dump_recipe
-from .checkpoint import WriteError, write_text_atomic
+from .checkpoint import CheckpointError, WriteError, write_text_atomic
 from .loop import Interrupted, NonFiniteLossError
 from .recipe_kwargs import run_dir_kwargs
 from .stops import RunError
@@ -256,17 +256,22 @@ class MetricsLog:
 
 def append_record(path: Path, line: str) -> None:
     """Append one JSON line whole or not at all: a line torn by an earlier kill is closed first, and a
-    write that fails (ENOSPC, EIO) is cut back off and raised as WriteError."""
-    with open(path, "ab+") as f:
-        end = f.seek(0, os.SEEK_END)
-        torn = end > 0 and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n"
+    write that fails (ENOSPC, EIO, EFBIG) is cut back off and raised as WriteError. Unbuffered, so no
+    buffer is left to fail again when the file closes."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        end = os.fstat(fd).st_size
+        torn = end > 0 and os.pread(fd, 1, end - 1) != b"\n"
+        data = memoryview((b"\n" if torn else b"") + line.encode() + b"\n")
         try:
-            f.write((b"\n" if torn else b"") + line.encode() + b"\n")
-            f.flush()
+            while data:
+                data = data[os.write(fd, data):]
         except OSError as e:
             with suppress(OSError):
-                f.truncate(end)
+                os.ftruncate(fd, end)
             raise WriteError(f"could not write {path}: {e}") from e
+    finally:
+        os.close(fd)
 
 
 _THREAD_HOOK = None
@@ -317,7 +322,7 @@ def record_failure(run_dir: Path, error: str) -> None:
     try:
         write_json(run_dir / FAILED_FILE, {"error": error})
         return
-    except OSError:
+    except (OSError, CheckpointError):  # write_text_atomic reports a failed write as CheckpointError
         pass
     pid = run_dir / PID_FILE
     try:

@@ -664,7 +664,7 @@ def _full_disk(work: Path, at: int) -> Trial:
         said = _said(r)
         run_dir = only_run(out)
         error = _first_line(said, "error:")
-        failed = (run_dir / "failed.json").is_file() and "No space" in (run_dir / "failed.json").read_text()
+        failed = (run_dir / "failed.json").is_file() and "space" in (run_dir / "failed.json").read_text()
         pid_gone = not (run_dir / "run.pid").exists()
         kept = manifest_vouches(run_dir)
         ok = (r.returncode == 1 and _no_traceback(said) and ("No space" in error or "free space" in error)
@@ -691,6 +691,36 @@ def full_disk_mid_epoch(work: Path, rng: random.Random) -> Trial:
 def full_disk_at_the_end(work: Path, rng: random.Random) -> Trial:
     """As full_disk_mid_epoch, the disk filled after the last step (epoch-end, final and summary writes)."""
     return _full_disk(work, STEPS_PER_EPOCH * EPOCHS)
+
+
+def metrics_write_fails(work: Path, rng: random.Random) -> Trial:
+    """The metrics.jsonl append fails (file-size limit just above its size: EFBIG, as ENOSPC would): exit 1
+    with one `error:` line naming metrics.jsonl and the last good checkpoint, no traceback, failed.json,
+    run.pid dropped, no torn line left; the resume ends identical."""
+    import resource
+    expected = reference(work, "--print-freq", "1")
+    run_dir = _interrupted_run(work, "metricsfull", 10, "--print-freq", "1")
+    kept = [ln for ln in (run_dir / "metrics.jsonl").read_text().splitlines()[:8]]
+    limit = sum(len(ln) + 1 for ln in kept) + 400  # the resume trims to step 8, then ~2 records fit
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death by SIGXFSZ
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    t0 = time.perf_counter()
+    r = run_cli(*resume_args(run_dir), preexec_fn=small_files)
+    said = _said(r)
+    error = _first_line(said, "error:")
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    whole = all(ln.endswith("}") for ln in lines)
+    failed = (run_dir / "failed.json").is_file()
+    pid_gone = not (run_dir / "run.pid").exists()
+    ok = (r.returncode == 1 and "metrics.jsonl" in error and "File too large" in error
+          and "last good checkpoint" in error and _no_traceback(said) and whole and failed and pid_gone)
+    trial = _finish(run_dir, expected, t0, f"exit {r.returncode}, traceback: {not _no_traceback(said)}, "
+                                           f"lines whole: {whole}, failed.json: {failed}, run.pid dropped: "
+                                           f"{pid_gone}; {error[:170]}")
+    trial.held = trial.held and ok
+    return trial
 
 
 def torn_metrics_line(work: Path, rng: random.Random) -> Trial:
@@ -976,9 +1006,9 @@ def one_pixel_images(work: Path, rng: random.Random) -> Trial:
 
 ISSUE10 = [two_resumes_at_once, stale_pid_reused, two_sweeps_one_dir, sigterm_in_epoch_evaluation,
            sigterm_in_last_epoch, sigterm_in_final_evaluation, sigint_in_evaluation, sigusr1_in_evaluation,
-           sighup_mid_epoch, second_ctrl_c, sigterm_during_start, sweep_sigterm_resumes, full_disk_mid_epoch,
-           full_disk_at_the_end, torn_metrics_line, damaged_run_in_listing, garbage_manifest_damaged_last,
-           holdout_rounds_to_zero, hidden_folder_not_a_class, one_class, holdout_leaves_class_unseen,
-           one_image_training_set, start_epoch_past_end, typed_crop_size_kept, dangling_symlink, symlink_loop,
-           non_utf8_class_name, empty_class_folder, output_dir_unwritable, truncated_fashion_mnist,
-           one_pixel_images]
+           sighup_mid_epoch, second_ctrl_c, sigterm_during_start, sweep_sigterm_resumes,
+           full_disk_mid_epoch, full_disk_at_the_end, metrics_write_fails, torn_metrics_line,
+           damaged_run_in_listing, garbage_manifest_damaged_last, holdout_rounds_to_zero,
+           hidden_folder_not_a_class, one_class, holdout_leaves_class_unseen, one_image_training_set,
+           start_epoch_past_end, typed_crop_size_kept, dangling_symlink, symlink_loop, non_utf8_class_name,
+           empty_class_folder, output_dir_unwritable, truncated_fashion_mnist, one_pixel_images]
