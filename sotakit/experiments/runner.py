@@ -89,7 +89,8 @@ def experiment_lock(out_dir: Path):
                                       "same command afterwards runs only what is missing), or give another "
                                       "--out") from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"process {os.getpid()} ({' '.join(sys.argv[:3])}...), started "
+        what = " ".join(["sotakit", *sys.argv[1:2]])
+        os.pwrite(fd, f"process {os.getpid()} ({what}), started "
                       f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
         yield
     finally:
