@@ -37,6 +37,10 @@ PYTEST_FAULTS = [("bad images", "tests/faults/test_bad_images.py",
                   "file; a byte corrupted in flight never reaches the final path")]
 
 
+def _outcome(t) -> str:
+    return "skipped" if t.detail.startswith("SKIPPED") else "held" if t.held else "FAILED"
+
+
 def _machine() -> str:
     import os
     try:
@@ -111,9 +115,7 @@ def main() -> int:
                   "resumes included; how soon a signal is honoured is in the details.", "",
               "## Details of each trial", ""]
     for scenario, trials in rows:
-        lines += [f"- {scenario.__name__}:"] + [
-            f"  - {'skipped' if t.detail.startswith('SKIPPED') else 'held' if t.held else 'FAILED'}: {t.detail}"
-            for t in trials]
+        lines += [f"- {scenario.__name__}:"] + [f"  - {_outcome(t)}: {t.detail}" for t in trials]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
