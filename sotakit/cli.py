@@ -98,8 +98,8 @@ def _show(*items, wide: bool = False) -> None:
 
 
 def _run_fit(call):
-    """Exit codes: 143 stopped by SIGTERM/SIGUSR1 (checkpoint written), 130 by Ctrl-C, 3 non-finite loss,
-    1 a failure the message explains (checkpoint write, data loading, DDP peer), 2 refused resume."""
+    """Exit codes: 143 stopped by SIGTERM/SIGUSR1/SIGHUP (checkpoint written), 130 by Ctrl-C, 3 non-finite
+    loss, 1 a failure the message explains (checkpoint write, data loading, DDP peer), 2 refused resume."""
     from .train import Interrupted, NonFiniteLossError
     from .train.fit import ResumeMismatchError, RunError
     try:

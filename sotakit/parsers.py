@@ -23,7 +23,7 @@ EXIT_CODES = """exit codes:
   2    the command line, a recipe, a path or the weights are wrong (the message says what to use),
        or a resume was refused
   3    the loss became NaN/inf (more than --max-nonfinite-skips steps in a row)
-  130  stopped by Ctrl-C; 143 stopped by SIGTERM/SIGUSR1 (a checkpoint was written: --resume RUN_DIR)"""
+  130  stopped by Ctrl-C; 143 by SIGTERM/SIGUSR1/SIGHUP (a checkpoint was written: --resume RUN_DIR)"""
 
 
 def _sub(sub, name: str, *, help: str, example: str, **kw) -> argparse.ArgumentParser:

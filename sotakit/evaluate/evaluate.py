@@ -48,6 +48,7 @@ def evaluate(model: nn.Module, loader, *, device: torch.device | str = "cpu",
     criterion = criterion or nn.CrossEntropyLoss()
     model.eval()
     sums = MetricSums()
+    polls = _common_batches(len(loader), device) if should_stop is not None else 0
     for i, (images, targets) in enumerate(loader, 1):
         images, targets = to_device(images, targets, device=device, channels_last=channels_last)
         with autocast(device, amp_dtype):
@@ -57,9 +58,20 @@ def evaluate(model: nn.Module, loader, *, device: torch.device | str = "cpu",
         faults.in_evaluation()  # tests only (sotakit/faults.py)
         if progress is not None:
             progress(i, len(loader))
-        if should_stop is not None and should_stop():
+        if i <= polls and should_stop():
             raise StopEvaluation(f"stopped after {i} of {len(loader)} evaluation batches")
     return sums.result(device)
+
+
+def _common_batches(n: int, device: torch.device) -> int:
+    """The batches every rank has (exact DDP evaluation gives ranks counts one apart): ``should_stop`` is a
+    collective and is asked only that often, so every rank asks it the same number of times."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        return n
+    t = torch.tensor([n], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
 
 
 @torch.inference_mode()
