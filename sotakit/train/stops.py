@@ -52,7 +52,11 @@ class StopRequest:
             try:
                 if s == signal.SIGHUP and signal.getsignal(s) == signal.SIG_IGN:
                     continue  # nohup: the user asked to survive a hang-up
-                self._old[s] = signal.signal(s, self._handle)
+                old = signal.signal(s, self._handle)
+                owner = getattr(old, "__self__", None)
+                if isinstance(owner, StopRequest):  # one a failed fit() left: restore what it replaced
+                    old = owner._old.get(s, signal.SIG_DFL)
+                self._old[s] = old
             except ValueError:  # not the main thread: leave signals alone
                 pass
         return self
@@ -76,9 +80,14 @@ class StopRequest:
 
     @contextmanager
     def training(self):
-        """From here a signal is a flag, polled at step and evaluation-batch boundaries."""
+        """From here a signal is a flag, polled at step and evaluation-batch boundaries. The handlers stay
+        after a clean exit (the final evaluation follows) and are restored when the loop ends early."""
         self.install(immediate=False)
-        yield self
+        try:
+            yield self
+        except BaseException:
+            self.restore()
+            raise
 
     @contextmanager
     def final_evaluation(self, run_dir: Path | None, *, progress, enabled: bool = True):
@@ -89,14 +98,19 @@ class StopRequest:
         try:
             yield
         except StopEvaluation:
+            self.restore()
             e = self.in_evaluation(None, run_dir=run_dir, progress=progress)
             mark_stopped(run_dir, e, enabled=enabled)
             raise e from None
         except CheckpointError as e:
+            self.restore()
             err = RunError(f"{e}. {last_checkpoint_hint(run_dir)}")
             progress.message(f"error: {err}")
             mark_stopped(run_dir, err, enabled=enabled)
             raise err from e
+        except BaseException:
+            self.restore()
+            raise
 
     def restore(self) -> None:
         for s, h in self._old.items():
