@@ -168,7 +168,7 @@ class MetricsLog:
 
     def __init__(self, run_dir: Path | None, enabled: bool = True, tracker: str | None = None):
         enabled = enabled and run_dir is not None
-        self.path = run_dir / "metrics.jsonl" if run_dir is not None else None
+        self.run_dir, self.path = run_dir, run_dir / "metrics.jsonl" if run_dir is not None else None
         self.enabled = enabled
         self.tb = self.tracker = None
         self.last_step = 0  # the global step of the last record: the final metrics are logged at it
@@ -235,7 +235,7 @@ class MetricsLog:
             tb, self.tb = self.tb, None
             with suppress(Exception):  # the writer is broken: drop it without another flush
                 tb.close()
-            raise WriteError(f"could not write the TensorBoard events in {self.path.parent}: {e}") from e
+            raise WriteError(f"could not write the TensorBoard events in {self.run_dir}: {e}") from e
 
     def close(self) -> None:
         """Flush and close TensorBoard and the tracker; closing again does nothing. After a failure (a full

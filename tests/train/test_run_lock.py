@@ -82,3 +82,29 @@ def test_an_evaluation_stops_after_the_batch_a_stop_arrives_in():
     with pytest.raises(StopEvaluation, match="after 2 of 5"):
         evaluate(model, loader, should_stop=lambda: asked.append(1) or len(asked) == 2)
     assert evaluate(model, loader, should_stop=lambda: False)["n"] == 15
+
+
+TB_FULL = """
+import resource, signal, sys
+from pathlib import Path
+from sotakit.train.checkpoint import WriteError
+from sotakit.train.rundir import MetricsLog
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, as a full disk gives ENOSPC
+log = MetricsLog(Path(sys.argv[1]))
+log.path = Path("/dev/null")  # only the TensorBoard events meet the limit
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+try:
+    for i in range(2000):
+        log.write({"kind": "step", "loss": float(i)}, global_step=i)
+    log.finish({"test": {"acc1": 1.0}}, hparams={"lr": 0.1})
+except WriteError as e:
+    print("error:", e)
+log.close()
+"""
+
+
+def test_a_failed_tensorboard_write_is_one_clear_error(tmp_path):
+    r = subprocess.run([sys.executable, "-c", TB_FULL, str(tmp_path)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.stdout.startswith(f"error: could not write the TensorBoard events in {tmp_path}: ")
+    assert "File too large" in r.stdout and "Traceback" not in r.stderr, r.stderr  # not the thread's either
