@@ -108,9 +108,13 @@ def open_run_dir(point, *, recipe, notes: list[str], data_report, totals, load_a
         return None
     run_dir = create_run_dir(**run_dir_kwargs(recipe))
     claim_run(run_dir)
-    (run_dir / "recipe.toml").write_text(dump_recipe(recipe, {"notes": "; ".join(notes)} if notes else None))
+    meta = {"notes": "; ".join(notes)} if notes else None
+    write_text_atomic(run_dir / "recipe.toml", dump_recipe(recipe, meta))
     if data_report:
-        write_data_report(run_dir / "data_report.csv", data_report)
+        try:
+            write_data_report(run_dir / "data_report.csv", data_report)
+        except OSError as e:  # a full disk: the same clear stop as any other write
+            raise WriteError(f"could not write {run_dir / 'data_report.csv'}: {e}") from e
     return run_dir
 
 
@@ -443,8 +447,12 @@ def plot_curves(run_dir: Path) -> Path | None:
         return None
     import matplotlib.pyplot as plt
     out = run_dir / "curves.png"
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(out, dpi=100)
+    except OSError as e:
+        raise WriteError(f"could not write {out}: {e}") from e
+    finally:
+        plt.close(fig)
     return out
 
 
