@@ -4,6 +4,7 @@ the classes after, the splits once the loaders exist."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -18,6 +19,10 @@ def check_output_dir(output_dir: str | Path) -> None:
     """``--output-dir`` can hold run folders: a file there, a read-only mount or no permission is said
     now, not after the whole data load (a real write is tried: root passes permission checks)."""
     runs = runs_root(output_dir)
+    created, p = [], runs  # the folders the probe makes are removed again: a refused run leaves none
+    while not p.exists() and p != p.parent:
+        created.append(p)
+        p = p.parent
     try:
         runs.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=runs)
@@ -26,6 +31,10 @@ def check_output_dir(output_dir: str | Path) -> None:
     except OSError as e:
         raise RecipeError(f"--output-dir {output_dir} cannot hold runs ({runs}: {e.strerror or e}): give a "
                           "writable folder") from None
+    finally:
+        for folder in created:  # innermost first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def check_classes(classes: list[str], *, data: str) -> None:
