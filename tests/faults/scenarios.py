@@ -478,9 +478,11 @@ def _until_stopped(p, lines: list[str], t_signal: float) -> tuple[float, float]:
     return (took if took is not None else gone), gone
 
 
-def _eval_stop(work: Path, wait_for: str, sig: int, *, resume_epochs: int = 2) -> tuple[Trial, Path]:
-    """Send ``sig`` once a line containing ``wait_for`` is printed, while evaluations are slowed to 0.4 s a
-    batch; the run must exit within one batch plus 2 s and resume to the uninterrupted state."""
+def _eval_stop(work: Path, wait_for: str, sig: int, *, resume_epochs: int = 2, said: str = "during the "
+               ) -> tuple[Trial, Path]:
+    """Send ``sig`` 0.3 s after a line containing ``wait_for`` is printed (inside the evaluation that follows,
+    slowed to 0.4 s a batch); the run must stop there (its message has ``said``) within one batch plus 2 s
+    and resume to the uninterrupted state."""
     expected = reference(work)
     out = work / f"evalstop-{sig}-{time.perf_counter_ns()}"
     p = start_cli(*train_args(out), fault="eval_delay_ms:400")
@@ -489,15 +491,16 @@ def _eval_stop(work: Path, wait_for: str, sig: int, *, resume_epochs: int = 2) -
         lines.append(line)
         if wait_for in line:
             break
+    time.sleep(0.3)
     t_signal = time.perf_counter()
     p.send_signal(sig)
     took, gone = _until_stopped(p, lines, t_signal)
-    said = "".join(lines)
+    where, said = said, "".join(lines)
     run_dir = only_run(out)
     stopped = _first_line(said, "stopped")
     pid_gone = not (run_dir / "run.pid").exists()
     ok = p.returncode == 128 + (sig if sig == signal.SIGINT else signal.SIGTERM) and took <= 0.4 + 2 \
-        and _no_traceback(said) and pid_gone
+        and _no_traceback(said) and pid_gone and where in stopped
     r = run_cli(*resume_args(run_dir))
     epochs = [x for x in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
               if x.get("kind") == "epoch"]
@@ -518,13 +521,14 @@ def sigterm_in_epoch_evaluation(work: Path, rng: random.Random) -> Trial:
 def sigterm_in_last_epoch(work: Path, rng: random.Random) -> Trial:
     """SIGTERM during the last epoch's evaluation (today: ignored, exit 0): exit 143 within one batch plus
     2 s, no summary.json; the resume evaluates and finishes; identical."""
-    return _eval_stop(work, "epoch 2/2 step 16/16", signal.SIGTERM)[0]
+    return _eval_stop(work, "epoch 2/2 step 16/16", signal.SIGTERM,
+                      said="during the evaluation after epoch 2")[0]
 
 
 def sigterm_in_final_evaluation(work: Path, rng: random.Random) -> Trial:
     """SIGTERM during the final evaluation (today: default handler, no message): exit 143 within one batch
     plus 2 s with a message, every epoch saved; the resume only evaluates; identical."""
-    return _eval_stop(work, "epoch 2/2 train loss", signal.SIGTERM)[0]
+    return _eval_stop(work, "epoch 2/2 train loss", signal.SIGTERM, said="during the final evaluation")[0]
 
 
 def sigint_in_evaluation(work: Path, rng: random.Random) -> Trial:
