@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 
 from . import console
-from .experiments.runner import out_dir_for
+from .experiments.runner import ExperimentInterrupted, out_dir_for
 from .parsers import (
     EXPERIMENT_FIELDS,
     LOG_FLAGS,
@@ -102,8 +102,8 @@ def _show(*items, wide: bool = False) -> None:
 
 
 def _run_fit(call):
-    """Exit codes: 143 stopped by SIGTERM/SIGUSR1 (checkpoint written), 130 by Ctrl-C, 3 non-finite loss,
-    1 a failure the message explains (checkpoint write, data loading, DDP peer), 2 refused resume."""
+    """Exit codes: 143 stopped by SIGTERM/SIGUSR1/SIGHUP (checkpoint written), 130 by Ctrl-C, 3 non-finite
+    loss, 1 a failure the message explains (checkpoint write, data loading, DDP peer), 2 refused resume."""
     from .train import Interrupted, NonFiniteLossError
     from .train.fit import ResumeMismatchError, RunError
     try:
@@ -510,6 +510,9 @@ def _main(argv: list[str]) -> int:
         return 2
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
+    except ExperimentInterrupted as e:  # the runs' checkpoints are kept; the message says how to resume
+        print(f"error: {e}", file=sys.stderr)
+        return 128 + (signal.SIGINT if e.signum == signal.SIGINT else signal.SIGTERM)
     except RuntimeError as e:
         from .experiments.runner import RunsFailedError
         from .train.checkpoint import CheckpointError

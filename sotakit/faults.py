@@ -10,7 +10,11 @@ Standard library only: a leaf every layer may import (the data layer too).
 - ``hang_at:N``       the process stops itself (SIGSTOP) after global step N (a hung DDP rank),
                       on the rank given by ``SOTAKIT_FAULT_RANK`` (default: every rank);
 - ``hang_in_load:N``  the N-th image load of a process (a DataLoader worker) blocks forever, as on a
-                      stalled network file system.
+                      stalled network file system;
+- ``hup_at:N``        the process sends itself SIGHUP after global step N (an ssh session closed);
+- ``fill_disk_at:N``  after global step N the file ``SOTAKIT_FAULT_FILL`` is written until the disk is
+                      full (ENOSPC): the next write of the run meets a real full disk;
+- ``eval_delay_ms:N`` every evaluation batch takes N ms longer (so a test can signal mid-evaluation).
 
 The variable is read when a hook is asked, so a test sets it in the child's environment.
 """
@@ -63,3 +67,31 @@ def after_step(global_step: int, rank: int = 0) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if fault_at("hang_at", global_step, rank):
         os.kill(os.getpid(), signal.SIGSTOP)
+    if fault_at("hup_at", global_step, rank):
+        os.kill(os.getpid(), signal.SIGHUP)
+    if fault_at("fill_disk_at", global_step, rank):
+        fill_disk(os.environ["SOTAKIT_FAULT_FILL"])
+
+
+def fill_disk(path: str) -> None:
+    """Write ``path`` until the file system has no space left."""
+    block = b"\0" * (1 << 16)
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(block)
+        except OSError:
+            pass
+        try:  # the last partial block
+            while True:
+                f.write(b"\0" * 512)
+        except OSError:
+            pass
+
+
+def in_evaluation() -> None:
+    """``eval_delay_ms``: an evaluation batch made slower."""
+    ms = _spec().get("eval_delay_ms")
+    if ms:
+        import time
+        time.sleep(ms / 1000)

@@ -24,7 +24,7 @@ EXIT_CODES = """exit codes:
        or a resume was refused
   3    the loss became NaN/inf (more than --max-nonfinite-skips steps in a row)
   4    predict: some inputs were skipped (unreadable or unsupported; listed with the reason)
-  130  stopped by Ctrl-C; 143 stopped by SIGTERM/SIGUSR1 (a checkpoint was written: --resume RUN_DIR)"""
+  130  stopped by Ctrl-C; 143 by SIGTERM/SIGUSR1/SIGHUP (a checkpoint was written: --resume RUN_DIR)"""
 
 
 def _sub(sub, name: str, *, help: str, example: str, **kw) -> argparse.ArgumentParser:

@@ -83,8 +83,8 @@ def test_progress_is_silent_without_logging_configured(capsys):
 
 
 def test_folder_scan_reports_files_per_second(image_folder, caplog):
-    from sotakit.data.datasets import find_classes
-    _, class_to_idx = find_classes(str(image_folder / "train"))
+    from sotakit.data.folder_index import list_classes
+    class_to_idx = {c: i for i, c in enumerate(list_classes(image_folder / "train"))}
     with caplog.at_level(logging.INFO, logger="sotakit"):
         scan_folder(image_folder / "train", class_to_idx, progress=TaskProgress("indexing", unit="files"))
     assert any("files/s" in r.getMessage() and "indexing: files" in r.getMessage() for r in caplog.records)

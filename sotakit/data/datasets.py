@@ -12,6 +12,7 @@ import gzip
 import os
 import statistics
 import struct
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +21,10 @@ from typing import Callable
 import torch
 from PIL import Image
 from torchvision import tv_tensors
-from torchvision.datasets.folder import find_classes
 
 from . import catalog
 from .catalog import IMAGENET_MEAN, IMAGENET_STD
-from .folder_index import scan_folder
+from .folder_index import list_classes, scan_folder
 from .images import EXTENSION_FORMATS, ImageRejected, read_image
 
 # progress(label, unit) -> the (done, total) callback of one long step (folder scan, download), or None
@@ -127,15 +127,22 @@ def image_channels(bundle: DataBundle) -> int:
 def read_idx(path: Path) -> torch.Tensor:
     """An IDX file (gz or raw) as a tensor; format from the MNIST page (magic: 0, 0, dtype, ndim)."""
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    remedy = ("delete it so that sotakit downloads it again (or reinstall the package that ships it, e.g. "
+              "dataset-fashion-mnist)")
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # a torn or corrupted gzip stream
+        raise ValueError(f"{path} is damaged ({type(e).__name__}: {e}): {remedy}") from None
+    if len(data) < 4:
+        raise ValueError(f"{path} is damaged (only {len(data)} bytes): {remedy}")
     zero, dtype, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {data[:4].hex()})")
-    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+        raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {data[:4].hex()}): {remedy}")
+    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim]) if len(data) >= 4 + 4 * ndim else ()
     body = data[4 + 4 * ndim:]
-    if len(body) != int(torch.Size(shape).numel()):
-        raise ValueError(f"{path}: truncated IDX file ({len(body)} bytes for shape {shape})")
+    if not shape or len(body) != int(torch.Size(shape).numel()):
+        raise ValueError(f"{path}: truncated IDX file ({len(body)} bytes for shape {shape}): {remedy}")
     return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(shape)
 
 
@@ -158,8 +165,8 @@ def load_image_folder(path: str | Path, *, name: str | None = None, classes: lis
         if not (root / split).is_dir():
             raise FileNotFoundError(
                 f"{root / split} is missing: --data PATH needs PATH/train/<class>/* and PATH/val/<class>/*")
-    train_classes, class_to_idx = find_classes(str(root / "train"))
-    val_classes, _ = find_classes(str(root / "val"))
+    train_classes, val_classes = list_classes(root / "train"), list_classes(root / "val")
+    class_to_idx = {c: i for i, c in enumerate(train_classes)}
     if train_classes != val_classes:
         only_train = sorted(set(train_classes) - set(val_classes))
         only_val = sorted(set(val_classes) - set(train_classes))

@@ -10,17 +10,80 @@ re-reads changed files. A bad JPEG is thus listed at the start instead of stoppi
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
 from PIL import Image
-from torchvision.datasets.folder import make_dataset
 
 from .images import ImageRejected, read_image
+
+log = logging.getLogger("sotakit")
+
+
+def list_classes(split_dir: Path) -> list[str]:
+    """The class folders of ``split_dir``, sorted (torchvision's find_classes order), without hidden ones
+    (``.ipynb_checkpoints``, ``.git``: they would become classes); a name that is not valid UTF-8 is
+    refused naming it, before any file is read (it would fail later in a report or checkpoint)."""
+    names, hidden = [], []
+    with os.scandir(split_dir) as it:
+        for e in it:
+            try:
+                is_dir = e.is_dir()  # follows a symlink; a dangling one is no folder
+            except OSError:
+                is_dir = False
+            if not is_dir:
+                continue
+            if e.name.startswith("."):
+                hidden.append(e.name)
+                continue
+            try:
+                e.name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"class folder {os.fsencode(e.name)!r} in {split_dir} has a name that is "
+                                 "not valid UTF-8: rename it (class names go into reports and "
+                                 "checkpoints)") from None
+            names.append(e.name)
+    if hidden:
+        log.info(f"note: hidden folders in {split_dir} are not classes and were skipped: "
+                 f"{', '.join(sorted(hidden))}")
+    if not names:
+        raise FileNotFoundError(f"no class folders in {split_dir}: it needs one sub-folder of images per "
+                                "class")
+    return sorted(names)
+
+
+def list_files(root: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
+    """Every file under ``root/<class>/`` (sub-folders too, symlinks followed) as (path, class index), in
+    torchvision's make_dataset order. Hidden sub-folders are skipped; a folder reached twice through a
+    symlink loop is walked once. A class folder without any file is refused, naming the folder and split."""
+    out = []
+    for name, idx in sorted(class_to_idx.items()):
+        top = root / name
+        seen, found = set(), []
+        for folder, dirs, files in os.walk(top, followlinks=True):
+            try:
+                st = os.stat(folder)
+            except OSError:
+                dirs[:] = []
+                continue
+            if (st.st_dev, st.st_ino) in seen:  # a symlink loop back to a folder already walked
+                dirs[:] = []
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            found.append((folder, files))
+        files = [(os.path.join(folder, f), idx) for folder, fs in sorted(found) for f in sorted(fs)]
+        if not files:
+            raise ValueError(f"class folder {top} ({root.name} split) is empty: add its images or remove the "
+                             "folder")
+        out += files
+    return out
 
 REPORT_COLUMNS = ("path", "split", "class", "status", "reason", "detail", "format", "mode", "width", "height",
                   "bytes")
@@ -37,33 +100,43 @@ def scan_folder(root: Path, class_to_idx: dict[str, int], *, max_pixels: int | N
     """
     # the limit is part of the cache key
     max_pixels = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
-    files = make_dataset(str(root), class_to_idx, is_valid_file=lambda p: True)  # all files: none unlisted
+    files = list_files(root, class_to_idx)  # all files: none unlisted
     cache_file = _cache_path(root, cache_dir, max_pixels)
     cache = _read_cache(cache_file)
     idx_to_class = {i: c for c, i in class_to_idx.items()}
 
     def check(item: tuple[str, int]) -> dict:
         path, target = item
-        st = os.stat(path)
+        row = {"path": os.path.relpath(path, root.parent), "split": root.name, "class": idx_to_class[target]}
+        try:
+            st = os.stat(path)
+        except OSError as e:  # a dangling symlink, a symlink loop (ELOOP), no permission
+            what = "dangling symlink" if os.path.islink(path) and e.errno == errno.ENOENT else e.strerror
+            return {**row, "key": None, "bytes": 0, "status": "excluded", "reason": "unreadable",
+                    "detail": f"{what}: {e}"}
         key = f"{st.st_size}:{st.st_mtime_ns}"
         hit = cache.get(path)
         if hit and hit["key"] == key:
             return hit
-        row = {"key": key, "path": os.path.relpath(path, root.parent), "split": root.name,
-               "class": idx_to_class[target], "bytes": st.st_size}
+        row.update(key=key, bytes=st.st_size)
         try:
             _, info = read_image(path, max_pixels=max_pixels)
             row.update(status="loaded", reason="", **info)
         except ImageRejected as e:
             row.update(status="excluded", reason=e.reason, detail=e.detail)
+        except OSError as e:  # vanished or unreadable between the listing and the read
+            row.update(status="excluded", reason="unreadable", detail=f"{type(e).__name__}: {e}")
         return row
 
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        rows = []
+    pool = ThreadPoolExecutor(max(1, workers))
+    rows = []
+    try:
         for i, row in enumerate(pool.map(check, files), 1):
             rows.append(row)
             if progress is not None:
                 progress(i, len(files))
+    finally:  # a stop (signal) mid-scan: the files not yet read are not read
+        pool.shutdown(wait=True, cancel_futures=True)
     good = [(path, target) for (path, target), row in zip(files, rows) if row["status"] == "loaded"]
     _write_cache(cache_file, {path: row for (path, _), row in zip(files, rows)})
     return good, [{k: row.get(k, "") for k in REPORT_COLUMNS} for row in rows]

@@ -8,9 +8,14 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .. import faults
 from .metrics import MetricSums, confusion_matrix
 
 Progress = Callable[[int, int], None]  # progress(batches_done, batches_total): train.progress.TaskProgress
+
+
+class StopEvaluation(Exception):
+    """``should_stop`` answered true between two evaluation batches (a signal arrived)."""
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -32,24 +37,42 @@ def to_device(images: torch.Tensor, targets: torch.Tensor, *, device: torch.devi
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader, *, device: torch.device | str = "cpu",
              amp_dtype: torch.dtype | None = None, channels_last: bool = False,
-             criterion: nn.Module | None = None, progress: Progress | None = None) -> dict[str, float]:
+             criterion: nn.Module | None = None, progress: Progress | None = None,
+             should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
     """Mean loss, acc@1 and acc@5 (percent), the image count ``n``, and ECE (percent, 15 bins), NLL, Brier
     score and the reliability bins; summed over all ranks.
 
-    ``progress(batches_done, batches_total)`` is called after every batch when given."""
+    ``progress(batches_done, batches_total)`` is called after every batch when given; ``should_stop()``
+    (the same answer on every rank) too, and a true answer raises StopEvaluation, so a signal is
+    honoured within one batch rather than after the whole split."""
     device = torch.device(device)
     criterion = criterion or nn.CrossEntropyLoss()
     model.eval()
     sums = MetricSums(calibration=True)
+    polls = _common_batches(len(loader), device) if should_stop is not None else 0
     for i, (images, targets) in enumerate(loader, 1):
         images, targets = to_device(images, targets, device=device, channels_last=channels_last)
         with autocast(device, amp_dtype):
             logits = model(images)
         loss = criterion(logits.float(), targets)
         sums.add(loss.item(), logits, targets)
+        faults.in_evaluation()  # tests only (sotakit/faults.py)
         if progress is not None:
             progress(i, len(loader))
+        if i <= polls and should_stop():
+            raise StopEvaluation(f"stopped after {i} of {len(loader)} evaluation batches")
     return sums.result(device)
+
+
+def _common_batches(n: int, device: torch.device) -> int:
+    """The batches every rank has (exact DDP evaluation gives ranks counts one apart): ``should_stop`` is a
+    collective and is asked only that often, so every rank asks it the same number of times."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        return n
+    t = torch.tensor([n], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
 
 
 @torch.inference_mode()

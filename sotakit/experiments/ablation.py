@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..recipes import Recipe, dump_recipe, load_ladder, make_recipe
 from ..recipes.presets import SMALL_DATA_EMA_HORIZON
+from ..train.checkpoint import write_text_atomic
 from .runner import fold_table, reported_acc, results_for
 from .stats import format_table, ladder_table, mean_std, summarize
 
@@ -47,7 +48,7 @@ def expand(ladder: str, out_dir: Path, *, epochs: int, long_factor: float = DEFA
         base = make_recipe(step.recipe, **(overrides or {}))
         r = budget(base, epochs=epochs, long=step.long, long_factor=long_factor)
         path = steps_dir / f"{step.name}.toml"
-        path.write_text(dump_recipe(r, {"title": step.title, "step": step.name}))
+        write_text_atomic(path, dump_recipe(r, {"title": step.title, "step": step.name}))  # may be read now
         out.append((step.name, step.title, path))
     return out
 

@@ -29,7 +29,7 @@ from ..train.evaluate_run import load_run, run_loaders
 from ..train.recipe_kwargs import data_epoch_kwargs
 from ..train.rundir import curves_figure, environment, read_metrics
 from .runner import read_results
-from .runs import find_runs, is_run_dir, run_info
+from .runs import find_runs, is_run_dir, read_run_file, run_info
 
 log = logging.getLogger("sotakit.report")
 
@@ -252,9 +252,9 @@ def _summary_rows(info: dict) -> list[list]:
 
 
 def _environment(run_dir: Path) -> tuple[str, list[list]]:
-    summary = run_dir / "summary.json"
-    if summary.is_file():
-        env, note = json.loads(summary.read_text()).get("environment", {}), "as stored in summary.json"
+    summary = read_run_file(run_dir / "summary.json", json.loads)
+    if summary is not None:
+        env, note = summary.get("environment", {}), "as stored in summary.json"
     else:
         env = environment()
         note = "the run has no summary.json: this is the environment the report was made in"

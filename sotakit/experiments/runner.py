@@ -8,20 +8,25 @@ command skips finished runs, so an interrupted ablation or sweep resumes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import re
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..recipes import Recipe, load_recipe
 from ..recipes.recipe import recipe_hash
+from ..train.loop import Interrupted
 from ..train.progress import TaskProgress
 from .stats import mean_std, summarize
 
@@ -42,16 +47,54 @@ def out_dir_for(kind: str, label: str, key: list) -> Path:
 
 
 def read_results(results: Path) -> list[dict]:
-    """The records of results.jsonl; a line torn by a kill mid-write is skipped (its run reruns)."""
+    """The records of results.jsonl, each (configuration, seed, fold) once (the first recorded: a directory
+    two experiments once trained at the same time holds duplicates, which would count as n = 2 with std 0);
+    a line torn by a kill mid-write is skipped (its run reruns)."""
     if not results.exists():
         return []
-    out = []
-    for line in results.read_text().splitlines():
+    out, seen = [], set()
+    for line in results.read_text(errors="replace").splitlines():
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
+            rec = json.loads(line)
+            key = (rec["recipe_hash"], rec["seed"], rec.get("fold"))
+        except (json.JSONDecodeError, KeyError, TypeError):
             continue
+        if key not in seen:
+            seen.add(key)
+            out.append(rec)
     return out
+
+
+class ExperimentBusyError(ValueError):
+    """Another ablate/sweep/kfold process runs in the same experiment directory."""
+
+
+LOCK_FILE = ".experiment.lock"
+
+
+@contextmanager
+def experiment_lock(out_dir: Path):
+    """Own ``out_dir`` while its runs train: an exclusive, non-blocking flock (released by the kernel when
+    the process dies). A second experiment on the same directory refuses, naming the first, instead of
+    training every point a second time."""
+    import fcntl
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+            raise ExperimentBusyError(f"{out_dir} is in use by {holder}: wait for it to end (re-running the "
+                                      "same command afterwards runs only what is missing), or give another "
+                                      "--out") from None
+        os.ftruncate(fd, 0)
+        what = " ".join(["sotakit", *sys.argv[1:2]])
+        os.pwrite(fd, f"process {os.getpid()} ({what}), started "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def append_line(path: Path, text: str) -> None:
@@ -78,8 +121,15 @@ def count_runs(entries: list[Entry], seeds: int) -> int:
     return sum(seeds * len(folds_of(load_recipe(path))) for _, _, path in entries)
 
 
-def runs_to_do(entries: list[Entry], out_dir: Path, *, seeds: int) -> list[tuple[Path, int, int | None]]:
-    """The (recipe file, seed, fold) runs of ``entries`` not yet recorded in out_dir/results.jsonl."""
+def runs_to_do(entries: list[Entry], out_dir: Path, *, seeds: int,
+               check_busy: bool = True) -> list[tuple[Path, int, int | None]]:
+    """The (recipe file, seed, fold) runs of ``entries`` not yet recorded in out_dir/results.jsonl.
+
+    ``check_busy``: refuse at once (ExperimentBusyError) when another experiment holds the directory,
+    before the plan's time estimate trains anything."""
+    if check_busy and (out_dir / LOCK_FILE).exists():
+        with experiment_lock(out_dir):
+            pass
     done = finished(out_dir / "results.jsonl")
     todo = []
     for _, _, path in entries:
@@ -90,29 +140,118 @@ def runs_to_do(entries: list[Entry], out_dir: Path, *, seeds: int) -> list[tuple
     return todo
 
 
+class RunInterrupted(Exception):
+    """A child run stopped on a forwarded signal; its checkpoint is kept and the next run resumes it."""
+
+
+class Children:
+    """The training processes an experiment runs, so a signal to the experiment reaches them.
+
+    Children run in their own session (a Ctrl-C in the terminal reaches them once, forwarded, not twice);
+    on SIGTERM/SIGINT/SIGUSR1/SIGHUP the runner forwards the signal, starts nothing new and waits for them
+    to checkpoint and exit. Each child also gets SIGTERM if the runner dies (PR_SET_PDEATHSIG), so none is
+    orphaned."""
+
+    def __init__(self):
+        self.procs, self.signum, self.lock = set(), None, threading.Lock()
+
+    def run(self, cmd: list[str], env: dict) -> subprocess.CompletedProcess:
+        """``cmd`` to the end (output captured), reachable by ``forward`` meanwhile."""
+        with self.lock:
+            if self.signum is not None:
+                raise RunInterrupted("not started: the experiment is stopping")
+            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                 start_new_session=True, preexec_fn=_die_with_parent)
+            self.procs.add(p)
+        try:
+            stdout, stderr = p.communicate()
+        finally:
+            with self.lock:
+                self.procs.discard(p)
+        return subprocess.CompletedProcess(cmd, p.returncode, stdout, stderr)
+
+    def forward(self, signum, frame=None) -> None:
+        if signum == signal.SIGINT and self.signum is not None:
+            os._exit(128 + signal.SIGINT)  # a second Ctrl-C: at once (the children got the first)
+        with self.lock:
+            self.signum = signum
+            for p in self.procs:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)
+
+    @contextmanager
+    def handling_signals(self):
+        old = {}
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
+            with contextlib.suppress(ValueError):  # not the main thread
+                old[s] = signal.signal(s, self.forward)
+        try:
+            yield self
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+_CHILDREN = Children()
+
+
+def unfinished_run(out_dir: Path, name: str) -> Path | None:
+    """The run directory an earlier, interrupted attempt at ``name`` left under out_dir/runs (resumed, not
+    started over), or None."""
+    pattern = re.compile(rf"^\d{{8}}-\d{{6}}-{re.escape(name)}(-\d+)?$")
+    found = sorted(p for p in (out_dir / "runs").glob(f"*{name}*") if pattern.match(p.name)
+                   and (p / "recipe.toml").is_file()) if (out_dir / "runs").is_dir() else []
+    return found[-1] if found else None
+
+
 def run_one(path: Path, seed: int, out_dir: Path, threads: int, fold: int | None = None,
-            tracker: str | None = None) -> dict:
+            children: Children | None = None, tracker: str | None = None) -> dict:
     """Train one (entry, seed, fold) in its own process with ``threads`` intra-op threads; return its result.
 
     The child names its run directory in a file given by ``--run-dir-file`` (its printed output is
-    for people and may change); ``tracker`` ("mlflow", "wandb") is passed on as ``--tracker``.
+    for people and may change). The run is named after the entry, seed, fold and configuration, so an
+    attempt interrupted earlier is found and resumed from its checkpoint (a finished one not yet
+    recorded is only read). ``tracker`` ("mlflow", "wandb") is passed on as ``--tracker``.
     """
     recipe = load_recipe(path)
-    name = f"{path.stem}-s{seed}" + (f"-f{fold}" if fold is not None else "")
+    name = (f"{path.stem}-s{seed}" + (f"-f{fold}" if fold is not None else "")
+            + f"-{config_key(recipe)[:6]}")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     t0 = time.time()
+    earlier = unfinished_run(out_dir, name)
+    children = children or _CHILDREN
     with tempfile.TemporaryDirectory(prefix="sotakit-run-") as tmp:
         run_dir_file = Path(tmp) / "run_dir"
-        cmd = [sys.executable, "-m", "sotakit", "train", "--config", str(path), "--seed", str(seed),
-               "--output-dir", str(out_dir), "--run-name", name, "--run-dir-file", str(run_dir_file)]
-        cmd += ["--tracker", tracker] if tracker else []
-        proc = subprocess.run(cmd + (["--fold", str(fold)] if fold is not None else []),
-                              capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{name} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
-        if not run_dir_file.is_file():
-            raise RuntimeError(f"{name} exited 0 without naming its run directory in --run-dir-file:\n"
-                               f"{proc.stdout[-2000:]}")
+        if earlier is not None and (earlier / "summary.json").is_file():
+            run_dir_file.write_text(f"{earlier}\n")
+            cmd = None
+        elif earlier is not None:
+            cmd = [sys.executable, "-m", "sotakit", "train", "--resume", str(earlier),
+                   "--run-dir-file", str(run_dir_file)]
+        else:
+            cmd = [sys.executable, "-m", "sotakit", "train", "--config", str(path), "--seed", str(seed),
+                   "--output-dir", str(out_dir), "--run-name", name, "--run-dir-file", str(run_dir_file)]
+            cmd += ["--fold", str(fold)] if fold is not None else []
+        if cmd is not None and tracker:
+            cmd += ["--tracker", tracker]
+        if cmd is not None:
+            proc = children.run(cmd, env)
+            if proc.returncode != 0 and children.signum is not None:
+                raise RunInterrupted(f"{name} stopped (exit {proc.returncode}); its checkpoint is kept")
+            if proc.returncode != 0:
+                raise RuntimeError(f"{name} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+            if not run_dir_file.is_file():
+                raise RuntimeError(f"{name} exited 0 without naming its run directory in --run-dir-file:\n"
+                                   f"{proc.stdout[-2000:]}")
         run_dir = Path(run_dir_file.read_text().strip())
     s = json.loads((run_dir / "summary.json").read_text())
     return {"step": path.stem, "seed": seed, "fold": fold, "recipe_hash": config_key(recipe),
@@ -157,13 +296,24 @@ def run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int = 
 
     ``say`` gets a line per finished run (default: the "sotakit" logger), and the progress display the
     runs done of the total with the time left at the pace so far."""
-    say = say or logging.getLogger("sotakit.experiments").info
+    with experiment_lock(out_dir), _CHILDREN.handling_signals():
+        return _run_recipes(entries, out_dir, seeds=seeds, jobs=jobs,
+                            say=say or logging.getLogger("sotakit.experiments").info, tracker=tracker)
+
+
+class ExperimentInterrupted(Interrupted):
+    """The experiment was stopped by a signal; its children checkpointed, the next run resumes them."""
+
+
+def _run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int, say,
+                 tracker: str | None = None) -> list[dict]:
     results = out_dir / "results.jsonl"
-    todo = runs_to_do(entries, out_dir, seeds=seeds)
+    _CHILDREN.signum = None
+    todo = runs_to_do(entries, out_dir, seeds=seeds, check_busy=False)
     say(f"{len(todo)} runs to do, {count_runs(entries, seeds) - len(todo)} already finished")
     threads = max(1, (os.cpu_count() or 1) // jobs)  # the machine's cores divided between the jobs
 
-    failures, lock = [], threading.Lock()
+    failures, stopped, lock = [], [], threading.Lock()
     progress, ended = TaskProgress(out_dir.name, unit="runs", rate=False), [0]
 
     def one(job):
@@ -171,13 +321,17 @@ def run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int = 
         try:
             rec = run_one(path, seed, out_dir=out_dir, threads=threads, fold=fold,
                           **({"tracker": tracker} if tracker else {}))
+        except RunInterrupted as e:
+            stopped.append(str(e))
+            return None
         except Exception as e:  # one failed run must not stop the others; it is reported at the end
             where = f" fold {fold}" if fold is not None else ""
             failures.append((f"{path.stem} seed {seed}{where}", str(e)))
             _ended()
             return None
-        with lock:  # one line per finished run: an interruption loses no result
-            append_line(results, json.dumps(rec))
+        with lock:  # one line per finished run: an interruption loses no result; each run counted once
+            if (rec["recipe_hash"], rec["seed"], rec.get("fold")) not in finished(results):
+                append_line(results, json.dumps(rec))
         where = f" fold {fold}" if fold is not None else ""
         say(f"{rec['step']} seed {seed}{where}: acc@1 {reported_acc(rec)[0]:.2f} ({rec['wall_time_s']:.0f}s)")
         _ended()
@@ -192,6 +346,11 @@ def run_recipes(entries: list[Entry], out_dir: Path, *, seeds: int, jobs: int = 
         progress(0, len(todo))  # the clock starts with the first run
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         list(pool.map(one, todo))
+    if _CHILDREN.signum is not None:
+        from ..train.stops import signal_name
+        raise ExperimentInterrupted(0, signum=_CHILDREN.signum, message=(
+            f"stopped ({signal_name(_CHILDREN.signum)}): {len(stopped)} run(s) interrupted with their "
+            f"checkpoints, finished runs kept in {results}; re-run the same command to resume them"))
     if failures:
         raise RunsFailedError(f"{len(failures)} run(s) failed; re-run the same command to retry only them "
                               f"(finished runs are kept in {results}): {', '.join(n for n, _ in failures)}\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import re
 import tomllib
 from pathlib import Path
@@ -19,6 +20,7 @@ from statistics import median
 from ..recipes import load_recipe
 from ..train.rundir import FAILED_FILE, read_metrics, run_owner, runs_root
 
+log = logging.getLogger("sotakit")
 STATUSES = ("finished", "running", "interrupted", "failed")
 STAMP = re.compile(r"^\d{8}-\d{6}-")  # create_run_dir's start-time prefix
 
@@ -47,6 +49,22 @@ def name_matches(name: str, pattern: str) -> bool:
     return fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(STAMP.sub("", name), pattern)
 
 
+def read_run_file(path: Path, parse) -> dict | None:
+    """A run's recipe.toml or summary.json parsed, or None when absent; one that cannot be read (torn,
+    garbage) is None too, with a warning naming it, so one damaged run does not break a listing."""
+    if not path.is_file():
+        return None
+    try:
+        data = parse(path.read_text(errors="replace"))
+    except (OSError, ValueError) as e:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        log.warning(f"warning: {path} cannot be read ({e}): listed without it")
+        return None
+    if not isinstance(data, dict):
+        log.warning(f"warning: {path} does not hold a table: listed without it")
+        return None
+    return data
+
+
 def run_status(run_dir: Path) -> str:
     """finished (summary.json), running (run.pid names a live process), failed (failed.json) or
     interrupted (stopped, killed or crashed without either)."""
@@ -67,13 +85,13 @@ def run_info(run_dir: Path) -> dict:
     Finished runs report the test split from summary.json; unfinished ones the last epoch's
     validation numbers (``acc_source`` says which).
     """
-    recipe = tomllib.loads((run_dir / "recipe.toml").read_text()).get("recipe", {})  # raw: old files list too
+    recipe = read_run_file(run_dir / "recipe.toml", tomllib.loads) or {}
+    recipe = recipe.get("recipe") if isinstance(recipe.get("recipe"), dict) else {}  # raw: old files too
     epochs = [r for r in read_metrics(run_dir) if r.get("kind") == "epoch"]
-    summary_file = run_dir / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
+    summary = read_run_file(run_dir / "summary.json", json.loads)
     info = {"name": run_dir.name, "path": str(run_dir), "recipe": recipe.get("recipe_name", ""),
             "model": recipe.get("model", "-"),
-            "data": summary["data"] if summary else Path(recipe.get("data", "-")).name,
+            "data": summary.get("data", "-") if summary else Path(recipe.get("data", "-")).name,
             "seed": recipe.get("seed", "-"), "epochs_done": len(epochs), "epochs": recipe.get("epochs", "-"),
             "status": run_status(run_dir)}
     if summary:
@@ -138,8 +156,7 @@ def compare_runs(run_a: Path, run_b: Path) -> tuple[list[tuple[str, object, obje
 
 
 def _summary(run_dir: Path) -> dict:
-    path = run_dir / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_run_file(run_dir / "summary.json", json.loads) or {}
 
 
 def check_pattern_or_root(pattern: str | None, root: str | None) -> tuple[str | None, str | None]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..recipes import Recipe, RecipeError, dump_recipe, load_recipe, make_recipe
 from ..recipes.recipe import FIELDS, closest, coerce
+from ..train.checkpoint import write_text_atomic
 from .runner import Entry, fold_table, reported_acc, results_for
 from .stats import Summary, mean_std, summarize
 
@@ -69,7 +70,8 @@ def expand_grid(base: Recipe, grid: dict[str, list], out_dir: Path) -> list[Entr
         recipe = make_recipe(base, **point)
         title = " ".join(f"{k}={v}" for k, v in point.items())
         path = points_dir / f"{point_name(point)}.toml"
-        path.write_text(dump_recipe(recipe, {"title": title, "step": point_name(point)}))
+        # atomic: an experiment already running in this directory may be reading it
+        write_text_atomic(path, dump_recipe(recipe, {"title": title, "step": point_name(point)}))
         out.append((path.stem, title, path))
     return out
 

@@ -187,6 +187,18 @@ def _small_data(recipe: Recipe, train_images: int, world_size: int) -> tuple[dic
                      f"{global_batch}): {', '.join(what)}")
 
 
+def given_fields(recipe: Recipe) -> set[str]:
+    """The fields whose value the user chose (command line, config file, --set, --grid): those that differ
+    from the preset the recipe names, or from the defaults when it names none."""
+    origin = Recipe()
+    if recipe.recipe_name:
+        try:
+            origin = load_preset(recipe.recipe_name)
+        except RecipeError:
+            pass
+    return {k for k in FIELDS if getattr(recipe, k) != getattr(origin, k)}
+
+
 def resolve(recipe: Recipe, *, native_size: int | None, world_size: int = 1,
             cuda_available: bool = False, cpu_count: int | None = None,
             train_images: int | None = None) -> tuple[Recipe, list[str]]:
@@ -215,18 +227,20 @@ def resolve(recipe: Recipe, *, native_size: int | None, world_size: int = 1,
     changes: dict[str, Any] = {"world_size": world_size}
     if native_size is not None and native_size <= SMALL_IMAGE and recipe.val_crop_size != native_size:
         ratio = native_size / recipe.val_crop_size
-        changes.update(
-            val_crop_size=native_size,
-            train_crop_size=max(8, round(recipe.train_crop_size * ratio)),
-            val_resize_size=max(native_size, round(recipe.val_resize_size * ratio)),
-            progressive_resize=(max(8, round(recipe.progressive_resize * ratio))
-                                if recipe.progressive_resize else 0),
-        )
-        notes.append(
-            f"small images ({native_size} px): train crop "
-            f"{recipe.train_crop_size}->{changes['train_crop_size']}, val resize "
-            f"{recipe.val_resize_size}->{changes['val_resize_size']}, val crop "
-            f"{recipe.val_crop_size}->{native_size}")
+        scaled = {
+            "val_crop_size": native_size,
+            "train_crop_size": max(8, round(recipe.train_crop_size * ratio)),
+            "val_resize_size": max(native_size, round(recipe.val_resize_size * ratio)),
+            "progressive_resize": (max(8, round(recipe.progressive_resize * ratio))
+                                   if recipe.progressive_resize else 0),
+        }
+        given = given_fields(recipe)  # a size the user typed is theirs: only preset/default sizes rescale
+        changes.update({k: v for k, v in scaled.items() if k not in given})
+        said = [f"{label} {getattr(recipe, k)}->{scaled[k]}" if k not in given
+                else f"{label} {getattr(recipe, k)} kept (given)"
+                for k, label in (("train_crop_size", "train crop"), ("val_resize_size", "val resize"),
+                                 ("val_crop_size", "val crop"))]
+        notes.append(f"small images ({native_size} px): {', '.join(said)}")
     if train_images is not None:
         small, note = _small_data(recipe, train_images, world_size)
         if note:

@@ -317,6 +317,10 @@ def validate(r: Recipe) -> None:
         if getattr(r, name) <= 0:
             raise RecipeError(f"{name} must be > 0 seconds, got {getattr(r, name)}")
     checkpoint_interval(r.checkpoint_every)  # raises on a malformed value
+    if r.start_epoch >= r.epochs:
+        raise RecipeError(f"start_epoch ({r.start_epoch}) must be below epochs ({r.epochs}): the run would "
+                          "train nothing and report an untrained model; lower --start-epoch or raise "
+                          "--epochs")
     if not 0.0 <= r.holdout < 1.0:
         raise RecipeError(f"holdout must be in [0, 1), got {r.holdout}; use e.g. --holdout 0.1")
     if not 1 <= r.augmix_severity <= 10:

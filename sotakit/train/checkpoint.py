@@ -39,6 +39,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be written or chosen; the message says what is still intact."""
 
 
+class WriteError(CheckpointError):
+    """Another file of a run (metrics log, TensorBoard events, summary) could not be written: ENOSPC, EIO.
+    The same clear stop as a failed checkpoint write (stops.failures_as_run_errors)."""
+
+
 class _HashingWriter:
     """A file wrapper that hashes what is written and keeps the OS error torch.save would swallow."""
 
@@ -169,10 +174,14 @@ def _record(folder: Path, entry: dict) -> None:
 
 
 def read_manifest(folder: Path) -> list[dict]:
+    """The manifest's entries; [] when it is missing, torn, garbage or of the wrong shape."""
     try:
-        return json.loads((Path(folder) / MANIFEST).read_text())["checkpoints"]
-    except (OSError, ValueError, KeyError):
+        entries = json.loads((Path(folder) / MANIFEST).read_text())["checkpoints"]
+    except (OSError, ValueError, KeyError, TypeError):
         return []
+    if not isinstance(entries, list):
+        return []
+    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("sha256"), str)]
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:
@@ -225,6 +234,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     A run directory resolves to its newest verified checkpoint.
     """
     path = Path(path)
+    if path.is_dir() and not read_manifest(path):
+        return _first_loadable(path)
     if path.is_dir():
         path = choose_checkpoint(path)
     if not path.exists():
@@ -233,6 +244,28 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"refused to load {path}: {_refusal_reason(path, e)}") from e
+
+
+def _first_loadable(folder: Path) -> dict[str, Any]:
+    """No usable manifest (missing, garbage, wrong shape): checkpoint-last.pt, else checkpoint-prev.pt,
+    whichever loads (a weights-only load checks the zip's structure and records)."""
+    import logging
+    candidates = [folder / n for n in (LAST, PREV) if (folder / n).exists()]
+    if not candidates:
+        raise FileNotFoundError(f"no checkpoint in {folder}")
+    errors = []
+    for p in candidates:
+        try:
+            ckpt = load_checkpoint(p)
+        except CheckpointError as e:
+            errors.append(str(e))
+            continue
+        if errors:
+            logging.getLogger("sotakit").warning(f"note: {errors[0]}; using {p.name} instead (the manifest "
+                                                 f"{MANIFEST} is missing or unreadable)")
+        return ckpt
+    raise CheckpointError(f"no checkpoint in {folder} can be loaded and its manifest {MANIFEST} is missing "
+                          f"or unreadable: {'; '.join(errors)}")
 
 
 def _refusal_reason(path: Path, error: Exception) -> str:

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..data import data_fingerprint, load_data, make_loaders, normalized, set_data_epoch
 from ..evaluate import evaluate, tta_report
+from ..evaluate.evaluate import StopEvaluation
 from ..models import build_model, check_input_size
 from ..recipes import Recipe, resolve, training_images
 from ..recipes.recipe import recipe_hash
@@ -32,6 +33,7 @@ from .loop import Interrupted, train_one_epoch
 from .lr_auto import choose_lr
 from .optim import build_optimizer, build_scheduler, param_groups
 from .precise_bn import update_precise_bn
+from .preflight import check_classes, check_output_dir, check_splits
 from .progress import RunProgress, TaskProgress, say_for, task_progress
 from .recipe_kwargs import (
     amp_kwargs,
@@ -56,7 +58,7 @@ from .recipe_kwargs import (
     tta_kwargs,
 )
 from .resume import ResumeMismatchError, check_resume, extend_run, find_resume_point
-from .rundir import MetricsLog, environment, finish_run, open_run_dir, run_lifecycle
+from .rundir import MetricsLog, environment, finish_run, open_run_dir, release_run, run_lifecycle
 from .state import CheckpointSaver, restore_state, run_meta
 from .stops import RunError, StopRequest, failures_as_run_errors
 from .transfer import load_start_weights
@@ -87,20 +89,25 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     (``lr_auto.choose_lr``).
     """
     t_start = time.perf_counter()
+    stop = StopRequest(stop_at=stop_at).install()  # signals honoured from here on, wherever the run is
     # Resume: the run's own recipe and newest verified checkpoint; never a run another process trains.
     point = find_resume_point(recipe, resume=resume, force=force_resume, epochs=epochs)
     if point.finished:  # nothing to train: no re-evaluation, and the run's wall time stays as it was
         if verbose:
             print(point.finished_message())
+        release_run(point.run_dir)
         return FitResult(point.run_dir, point.finished_summary())
     recipe = point.recipe
     # The backend follows the device the run will really use (gloo on CPU, NCCL on CUDA).
     dist_info = init_distributed(backend_for(recipe.device), timeout_s=recipe.dist_timeout)
     say = say_for(verbose and dist_info.is_main)  # the "sotakit" logger (CLI: stderr), else print
+    if not point.resumed and dist_info.is_main:
+        check_output_dir(recipe.output_dir)  # before the data load, not after it
 
     # Data first: the recipe's sizes depend on the data's native resolution.
     bundle = normalized(load_data(recipe.data, recipe.data_root, progress=task_progress),
                         **normalize_kwargs(recipe))
+    check_classes(bundle.classes, data=recipe.data)
     recipe, notes = resolve(recipe, native_size=bundle.native_size, world_size=dist_info.world_size,
                             cuda_available=torch.cuda.is_available(),
                             train_images=training_images(len(bundle.train), recipe))
@@ -124,6 +131,7 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     loaders = make_loaders(bundle, **loader_kwargs(recipe), world_size=dist_info.world_size,
                            rank=dist_info.rank, pin_memory=device.type == "cuda")
     steps_per_epoch = len(loaders.train)
+    check_splits(loaders, classes=bundle.classes, holdout=recipe.holdout, steps_per_epoch=steps_per_epoch)
     notes += run_warnings(recipe, steps_per_epoch, train_images=len(loaders.train.dataset),
                           channels=bundle.channels)
 
@@ -166,16 +174,44 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                             dist_info=dist_info, device=device)
     val_loader, val_split = validation_split(loaders)
     evaluate_on = partial(evaluate, device=device, amp_dtype=amp_dtype, **eval_kwargs(recipe),
-                          progress=TaskProgress("evaluating", unit="batches", min_s=2.0))
+                          progress=TaskProgress("evaluating", unit="batches", min_s=2.0),
+                          should_stop=lambda: all_ranks(stop.signum is not None, device, op="max"))
     say(run_banner(run_dir, bundle=bundle, recipe=recipe, device=device, notes=notes,
                    train_images=len(loaders.train.dataset)))
     log = MetricsLog(run_dir, enabled=dist_info.is_main, tracker=tracker)
     progress = RunProgress(recipe.epochs, steps_per_epoch, enabled=verbose and dist_info.is_main,
                            start_epoch=totals.epoch)
 
-    with (StopRequest(stop_at=stop_at) as stop,
+    def close_epoch(epoch: int, stats: dict, lr: float, *, pending: bool = False) -> None:
+        """Evaluate a trained epoch, log it, checkpoint it; a stop during the evaluation saves the trained
+        epoch with the evaluation still to do (``pending``), which the resume does first. With
+        ``--precise-bn`` the BatchNorm statistics are recomputed first (pycls), except for a ``pending``
+        evaluation: its checkpoint already holds them."""
+        if recipe.precise_bn and not pending:
+            for m in [model] + ([ema.module] if ema is not None else []):
+                update_precise_bn(m, loaders.train, samples=recipe.precise_bn, device=device,
+                                  world_size=dist_info.world_size)
+        saver.hold_rng()  # the resumed evaluation starts from the same random state
+        try:
+            val = evaluate_on(model, val_loader)
+            ema_val = evaluate_on(ema.module, val_loader) if ema is not None else None
+        except StopEvaluation:
+            pending = {"epoch": epoch, "lr": lr, "stats": stats}
+            saver.save(parts, totals, epoch=epoch + 1, step=0, pending=pending)
+            raise stop.in_evaluation(epoch, run_dir=run_dir, progress=progress) from None
+        rec = epoch_record(epoch, stats, lr=lr, train_crop=train_crop_at(recipe, epoch), split=val_split,
+                           val=val, ema=ema_val)
+        log.write(rec, global_step=(epoch + 1) * steps_per_epoch)
+        saver.save(parts, totals, epoch=epoch + 1, step=0, best=totals.update_best(rec))
+        progress.end_epoch(epoch_line(rec, epochs=recipe.epochs, world_size=dist_info.world_size))
+        if all_ranks(stop.requested(epoch, steps_per_epoch), device, op="max"):  # the last epoch too
+            raise stop.at_epoch_end(epoch, run_dir=run_dir, progress=progress)
+
+    with (stop.training(),
           run_lifecycle(run_dir, enabled=dist_info.is_main, progress=progress, log=log),
           failures_as_run_errors(run_dir, dist_info=dist_info, dist_timeout=recipe.dist_timeout)):
+        if totals.pending_eval is not None:  # stopped during an epoch's evaluation: finish that first
+            close_epoch(**totals.pending_eval, pending=True)
         for epoch in range(totals.epoch, recipe.epochs):
             # Data order, crop size and worker seeds are functions of (seed, rank, epoch).
             set_data_epoch(loaders, epoch=epoch, skip_batches=totals.step, rank=dist_info.rank,
@@ -205,23 +241,11 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
             lr = optimizer.param_groups[0]["lr"]  # the lr this epoch ended with, before the epoch step
             if not recipe.lr_per_step:
                 scheduler.step()
-            if recipe.precise_bn:  # pycls: BatchNorm statistics of N training images, then evaluate
-                for m in [model] + ([ema.module] if ema is not None else []):
-                    update_precise_bn(m, loaders.train, samples=recipe.precise_bn, device=device,
-                                      world_size=dist_info.world_size)
-            rec = epoch_record(epoch, stats, lr=lr, train_crop=train_crop_at(recipe, epoch), split=val_split,
-                               val=evaluate_on(model, val_loader),
-                               ema=evaluate_on(ema.module, val_loader) if ema is not None else None)
-            log.write(rec, global_step=(epoch + 1) * steps_per_epoch)
-            saver.save(parts, totals, epoch=epoch + 1, step=0, best=totals.update_best(rec))
-            progress.end_epoch(epoch_line(rec, epochs=recipe.epochs, world_size=dist_info.world_size))
-            if (epoch + 1 < recipe.epochs
-                    and all_ranks(stop.requested(epoch, steps_per_epoch), device, op="max")):
-                raise stop.at_epoch_end(epoch, run_dir=run_dir, progress=progress)
+            close_epoch(epoch, stats, lr)
 
     # Final report: plain and EMA model on the holdout and, once, on the test split; TensorBoard (with the
     # recipe as hparams) and the tracker get them before the log closes, which it also does on an error here.
-    with log:
+    with log, stop.final_evaluation(run_dir, progress=progress, enabled=dist_info.is_main):
         final = final_evaluation(evaluate_on, model=model, ema=ema, holdout=loaders.holdout,
                                  test=loaders.test)
         final.update(tta_report(model, loaders.test, ema_model=ema.module if ema is not None else None,
@@ -229,9 +253,10 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
         summary = run_summary(final, recipe=recipe, bundle=bundle, totals=totals, parts=parts,
                               world_size=dist_info.world_size, fingerprint=fingerprint, run_dir=run_dir)
         log.finish(final, hparams=recipe.to_dict())
-    if dist_info.is_main:
-        finish_run(run_dir, summary)  # summary.json, run.pid -> finished, curves.png
+        if dist_info.is_main:
+            finish_run(run_dir, summary)  # summary.json, run.pid -> finished, curves.png
     barrier()
+    stop.restore()
     return FitResult(run_dir if dist_info.is_main else None, summary)
 
 

@@ -37,8 +37,8 @@ class NonFiniteLossError(RuntimeError):
 class Interrupted(Exception):
     """The run was asked to stop (``signum``: the signal, None for ``stop_at``); raised at a step boundary."""
 
-    def __init__(self, step_in_epoch: int, signum: int | None = None):
-        super().__init__(f"interrupted after step {step_in_epoch}")
+    def __init__(self, step_in_epoch: int, signum: int | None = None, message: str | None = None):
+        super().__init__(message or f"interrupted after step {step_in_epoch}")
         self.step_in_epoch, self.signum = step_in_epoch, signum
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..recipes import Recipe, dump_recipe, load_recipe
 from ..recipes.recipe import OPERATIONAL_FIELDS, recipe_hash
 from .checkpoint import LAST, PREV, load_checkpoint, remove_stale_temps, write_text_atomic
-from .rundir import run_owner
+from .rundir import claim_run, run_owner
 
 
 class ResumeMismatchError(RuntimeError):
@@ -41,10 +41,17 @@ class ResumePoint:
     def finished(self) -> bool:
         """Every epoch trained and the final evaluation written: nothing left to resume."""
         return (self.ckpt is not None and self.ckpt["epoch"] >= self.recipe.epochs
-                and self.ckpt.get("step_in_epoch", 0) == 0 and (self.run_dir / "summary.json").is_file())
+                and self.ckpt.get("step_in_epoch", 0) == 0 and "pending_eval" not in self.ckpt
+                and self.finished_summary() is not None)
 
-    def finished_summary(self) -> dict:
-        return json.loads((self.run_dir / "summary.json").read_text())
+    def finished_summary(self) -> dict | None:
+        """summary.json, or None when it is missing or damaged (the resume then evaluates again and
+        rewrites it)."""
+        try:
+            data = json.loads((self.run_dir / "summary.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
 
     def finished_message(self) -> str:
         return (f"{self.run_dir} is finished: all {self.recipe.epochs} epochs trained and evaluated "
@@ -63,9 +70,9 @@ def find_resume_point(recipe: Recipe | None, *, resume: str | Path | None = None
         return ResumePoint(None, None, recipe)
     path = Path(resume)
     run_dir = path if path.is_dir() else path.parent
+    refuse_if_running(run_dir, force=force)  # first: owning the run, before touching any of its files
     if _rank() == 0:
         remove_stale_temps(run_dir)  # what a crash mid-save left behind
-    refuse_if_running(run_dir, force=force)
     fresh = path.is_dir() and not any((run_dir / n).exists() for n in (LAST, PREV))
     point = ResumePoint(run_dir, None if fresh else load_checkpoint(path),
                         load_recipe(run_dir / "recipe.toml"))
@@ -80,8 +87,15 @@ def find_resume_point(recipe: Recipe | None, *, resume: str | Path | None = None
 
 def refuse_if_running(run_dir: Path, *, force: bool) -> None:
     """Two processes rotating one run's checkpoints would undo each other's work (a requeued job
-    whose first incarnation still runs): refuse while run.pid names a live process."""
-    owner = run_owner(run_dir) if _rank() == 0 and not force else None
+    whose first incarnation still runs): take the run's lock first (``claim_run``: atomic, so of two
+    resumes started together one refuses), and refuse while run.pid names a live process of this host
+    (a version without the lock). A run.pid whose PID now belongs to another program (its start time
+    differs) or whose process is gone does not block."""
+    if _rank() != 0:
+        return
+    if (run_dir / "recipe.toml").is_file():
+        claim_run(run_dir)  # --force-resume cannot override a held lock: its holder is alive
+    owner = run_owner(run_dir) if not force else None
     if owner is None:
         return
     info, alive = owner

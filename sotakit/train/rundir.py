@@ -7,13 +7,14 @@ command (eval, resume, report) needs is read back from it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import socket
 import subprocess
 import time
 import tomllib
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,13 +24,50 @@ import torchvision
 from .. import _version
 from ..data import write_data_report
 from ..recipes import dump_recipe
-from .checkpoint import write_text_atomic
+from .checkpoint import CheckpointError, WriteError, write_text_atomic
 from .loop import Interrupted, NonFiniteLossError
 from .recipe_kwargs import run_dir_kwargs
 from .stops import RunError
 
-PID_FILE = "run.pid"  # present while a process trains the run: {"pid", "host"}
+PID_FILE = "run.pid"  # present while a process trains the run: {"pid", "host", "started"}
 FAILED_FILE = "failed.json"  # written when training stopped on an error (not on a stop request)
+LOCK_FILE = ".run.lock"  # flock()ed by the process that trains the run; the kernel drops it at its death
+_PID_PAD = 1024  # run.pid is padded to this size: on a full disk it becomes failed.json in place
+_HELD: dict[str, int] = {}  # run directory -> fd of its lock, for the run directories this process owns
+
+
+class RunBusyError(ValueError):
+    """Another live process trains this run directory (its lock is held)."""
+
+
+def claim_run(run_dir: Path) -> None:
+    """Own ``run_dir`` before anything else is done with it: an exclusive, non-blocking flock on its
+    .run.lock (atomic; released by the kernel when the process dies, even by SIGKILL, so a stale run.pid
+    never blocks), then run.pid. A second claim by this process is a no-op."""
+    import fcntl
+    key = str(Path(run_dir).resolve())
+    if key in _HELD:
+        return
+    fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        owner = run_owner(run_dir)
+        who = (f"process {owner[0].get('pid')} on {owner[0].get('host')}" if owner else "another process")
+        raise RunBusyError(f"refusing to train {run_dir}: {who} is training it (it holds {LOCK_FILE}). "
+                           "Wait for it to end, or stop it first.") from None
+    _HELD[key] = fd
+    mark_running(run_dir)
+
+
+def release_run(run_dir: Path | None) -> None:
+    """Give up the ownership ``claim_run`` took (fit() does on every way out)."""
+    if run_dir is None:
+        return
+    fd = _HELD.pop(str(Path(run_dir).resolve()), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def runs_root(output_dir: str | Path = ".") -> Path:
@@ -69,9 +107,14 @@ def open_run_dir(point, *, recipe, notes: list[str], data_report, totals, load_a
     if not is_main:
         return None
     run_dir = create_run_dir(**run_dir_kwargs(recipe))
-    (run_dir / "recipe.toml").write_text(dump_recipe(recipe, {"notes": "; ".join(notes)} if notes else None))
+    claim_run(run_dir)
+    meta = {"notes": "; ".join(notes)} if notes else None
+    write_text_atomic(run_dir / "recipe.toml", dump_recipe(recipe, meta))
     if data_report:
-        write_data_report(run_dir / "data_report.csv", data_report)
+        try:
+            write_data_report(run_dir / "data_report.csv", data_report)
+        except OSError as e:  # a full disk: the same clear stop as any other write
+            raise WriteError(f"could not write {run_dir / 'data_report.csv'}: {e}") from e
     return run_dir
 
 
@@ -132,7 +175,7 @@ class MetricsLog:
 
     def __init__(self, run_dir: Path | None, enabled: bool = True, tracker: str | None = None):
         enabled = enabled and run_dir is not None
-        self.path = run_dir / "metrics.jsonl" if run_dir is not None else None
+        self.run_dir, self.path = run_dir, run_dir / "metrics.jsonl" if run_dir is not None else None
         self.enabled = enabled
         self.tb = self.tracker = None
         self.last_step = 0  # the global step of the last record: the final metrics are logged at it
@@ -140,9 +183,12 @@ class MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 old = run_dir / "tensorboard"
+                _quiet_event_writer_threads()
                 self.tb = SummaryWriter(log_dir=str(old if old.is_dir() else run_dir))
             except ImportError:  # tensorboard is optional; metrics.jsonl is the record
                 self.tb = None
+            except OSError as e:
+                raise WriteError(f"could not write the TensorBoard events in {run_dir}: {e}") from e
         if enabled and tracker:
             import tomllib
 
@@ -154,14 +200,14 @@ class MetricsLog:
         if not self.enabled:
             return
         self.last_step = global_step
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_record(self.path, json.dumps(record))
         kind = record.get("kind", "step")
         scalars = {f"{kind}/{k}": v for k, v in record.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step")}
         if self.tb is not None:
-            for k, v in scalars.items():
-                self.tb.add_scalar(k, v, global_step)
+            with self._events():
+                for k, v in scalars.items():
+                    self.tb.add_scalar(k, v, global_step)
         if self.tracker is not None:
             self.tracker.log(scalars, step=global_step)
 
@@ -176,22 +222,37 @@ class MetricsLog:
             from torch.utils.tensorboard.summary import hparams as hparams_summary
 
             # Written into the run's own event file (SummaryWriter.add_hparams would make a subfolder run).
-            writer = self.tb._get_file_writer()
-            for proto in hparams_summary(hparam_values(hparams), scalars):
-                writer.add_summary(proto)
-            for k, v in scalars.items():
-                self.tb.add_scalar(k, v, self.last_step)
+            with self._events():
+                writer = self.tb._get_file_writer()
+                for proto in hparams_summary(hparam_values(hparams), scalars):
+                    writer.add_summary(proto)
+                for k, v in scalars.items():
+                    self.tb.add_scalar(k, v, self.last_step)
+                self.tb.flush()
         if self.tracker is not None:
             self.tracker.log(scalars, step=self.last_step)
         self.close()
 
+    @contextmanager
+    def _events(self):
+        """TensorBoard writes (its background thread re-raises a failed write here) as WriteError."""
+        try:
+            yield
+        except OSError as e:
+            tb, self.tb = self.tb, None
+            with suppress(Exception):  # the writer is broken: drop it without another flush
+                tb.close()
+            raise WriteError(f"could not write the TensorBoard events in {self.run_dir}: {e}") from e
+
     def close(self) -> None:
-        """Flush and close TensorBoard and the tracker; closing again does nothing."""
-        if self.tb is not None:
-            self.tb.close()
-        if self.tracker is not None:
-            self.tracker.close()
-        self.tb = self.tracker = None
+        """Flush and close TensorBoard and the tracker; closing again does nothing. After a failure (a full
+        disk) closing cannot fail again: the error being reported is the one that counts."""
+        tb, tracker, self.tb, self.tracker = self.tb, self.tracker, None, None
+        with suppress(Exception):
+            if tb is not None:
+                tb.close()
+        if tracker is not None:
+            tracker.close()
 
     def __enter__(self) -> "MetricsLog":
         return self
@@ -200,12 +261,52 @@ class MetricsLog:
         self.close()
 
 
+def append_record(path: Path, line: str) -> None:
+    """Append one JSON line whole or not at all: a line torn by an earlier kill is closed first, and a
+    write that fails (ENOSPC, EIO, EFBIG) is cut back off and raised as WriteError. Unbuffered, so no
+    buffer is left to fail again when the file closes."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        end = os.fstat(fd).st_size
+        torn = end > 0 and os.pread(fd, 1, end - 1) != b"\n"
+        data = memoryview((b"\n" if torn else b"") + line.encode() + b"\n")
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+        except OSError as e:
+            with suppress(OSError):
+                os.ftruncate(fd, end)
+            raise WriteError(f"could not write {path}: {e}") from e
+    finally:
+        os.close(fd)
+
+
+_THREAD_HOOK = None
+
+
+def _quiet_event_writer_threads() -> None:
+    """TensorBoard's writer thread re-raises a failed write (a full disk) after storing it for the main
+    thread, which then raises it again: the thread's own traceback is dropped (only that thread's)."""
+    global _THREAD_HOOK
+    import threading
+    if _THREAD_HOOK is not None:
+        return
+    _THREAD_HOOK = previous = threading.excepthook
+
+    def hook(args):
+        if type(args.thread).__name__ == "_AsyncWriterThread" and issubclass(args.exc_type, OSError):
+            return
+        previous(args)
+    threading.excepthook = hook
+
+
 def mark_running(run_dir: Path | None, *, enabled: bool = True) -> None:
     """Write run.pid (this process and host), so `sotakit runs` can tell running from interrupted."""
     if run_dir is None or not enabled:
         return
     (Path(run_dir) / FAILED_FILE).unlink(missing_ok=True)  # a resumed run is no longer failed
-    write_json(Path(run_dir) / PID_FILE, {"pid": os.getpid(), "host": socket.gethostname()})
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": process_start(os.getpid())}
+    write_text_atomic(Path(run_dir) / PID_FILE, json.dumps(info).ljust(_PID_PAD) + "\n")
 
 
 def mark_stopped(run_dir: Path | None, error: BaseException | None, *, enabled: bool = True) -> None:
@@ -215,15 +316,39 @@ def mark_stopped(run_dir: Path | None, error: BaseException | None, *, enabled: 
     """
     if run_dir is None or not enabled or error is None:
         return
-    (Path(run_dir) / PID_FILE).unlink(missing_ok=True)
+    release_run(run_dir)
     if not isinstance(error, (KeyboardInterrupt, Interrupted)):
-        write_json(Path(run_dir) / FAILED_FILE, {"error": f"{type(error).__name__}: {error}"})
+        record_failure(Path(run_dir), f"{type(error).__name__}: {error}")
+    (Path(run_dir) / PID_FILE).unlink(missing_ok=True)
+
+
+def record_failure(run_dir: Path, error: str) -> None:
+    """failed.json with the error. On a full disk (or EIO) the padded run.pid is renamed to failed.json
+    and overwritten in place, which needs no new block, so a failed run is never listed as running."""
+    text = json.dumps({"error": error}, indent=2)
+    try:
+        write_json(run_dir / FAILED_FILE, {"error": error})
+        return
+    except (OSError, CheckpointError):  # write_text_atomic reports a failed write as CheckpointError
+        pass
+    pid = run_dir / PID_FILE
+    try:
+        os.replace(pid, run_dir / FAILED_FILE)
+        with open(run_dir / FAILED_FILE, "r+b") as f:
+            data = text.encode()[:_PID_PAD - 2]
+            if not data.endswith(b"}"):  # cut short: keep it valid JSON
+                data = json.dumps({"error": error[:_PID_PAD // 2]}).encode()[:_PID_PAD - 2]
+            f.write(data.ljust(_PID_PAD) + b"\n")
+            f.truncate()
+    except OSError:
+        pass  # nothing left to write with; the error was printed
 
 
 def mark_finished(run_dir: Path | None, *, enabled: bool = True) -> None:
     """summary.json is written: the run no longer needs a liveness file."""
     if run_dir is not None and enabled:
         (Path(run_dir) / PID_FILE).unlink(missing_ok=True)
+        release_run(run_dir)
 
 
 def run_owner(run_dir: Path) -> tuple[dict, bool | None] | None:
@@ -245,8 +370,25 @@ def process_alive(info: dict) -> bool | None:
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
+        pass
+    # The PID may have been reused by another program since: its start time tells (its command line, for
+    # a run.pid written before the start time was recorded).
+    started = info.get("started")
+    if started is not None:
+        return process_start(int(info["pid"])) == started
+    try:
+        return b"sotakit" in Path(f"/proc/{int(info['pid'])}/cmdline").read_bytes()
+    except OSError:
         return True
-    return True
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks since boot (/proc/PID/stat field 22), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def trim_metrics(run_dir: Path, epoch: int, step: int) -> int:
@@ -261,10 +403,23 @@ def trim_metrics(run_dir: Path, epoch: int, step: int) -> int:
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of metrics.jsonl; a line torn by a crash (or otherwise unreadable) is skipped with a
+    warning naming the file and line, so resume, `sotakit runs` and `report` go on."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    out = []
+    for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError as e:
+            logging.getLogger("sotakit").warning(f"warning: {path} line {i} cannot be read ({e}): skipped")
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
 
 
 def environment() -> dict[str, Any]:
@@ -295,8 +450,12 @@ def plot_curves(run_dir: Path) -> Path | None:
         return None
     import matplotlib.pyplot as plt
     out = run_dir / "curves.png"
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(out, dpi=100)
+    except OSError as e:
+        raise WriteError(f"could not write {out}: {e}") from e
+    finally:
+        plt.close(fig)
     return out
 
 

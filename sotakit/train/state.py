@@ -42,6 +42,7 @@ class RunTotals:
     skipped_steps: int = 0
     started: float = field(default_factory=time.perf_counter)
     epoch_started: float | None = None
+    pending_eval: dict | None = None  # an epoch trained, its evaluation stopped (fit's close_epoch)
 
     def start_epoch(self) -> None:
         self.epoch_started = time.perf_counter()
@@ -73,7 +74,7 @@ class RunTotals:
 
 
 def training_state(parts: dict[str, Any], totals: RunTotals, *, epoch: int, step: int, rngs: list,
-                   meta: dict) -> dict:
+                   meta: dict, pending: dict | None = None) -> dict:
     """The checkpoint after ``step`` steps of ``epoch``: tensors and plain types only."""
     def sd(name):
         return parts[name].state_dict() if parts.get(name) is not None else None
@@ -81,7 +82,17 @@ def training_state(parts: dict[str, Any], totals: RunTotals, *, epoch: int, step
             "ema": sd("ema"), "scaler": sd("scaler"), "epoch": epoch, "step_in_epoch": step,
             "best_acc1": totals.best_acc1, "train_time": totals.trained(),
             "img_rates": list(totals.img_rates), "wall_time": totals.wall_time(), "rng": rngs,
-            "skipped_steps": totals.skipped_steps, **meta}
+            "skipped_steps": totals.skipped_steps, **meta,
+            **({"pending_eval": _plain(pending)} if pending is not None else {})}
+
+
+def _plain(obj):
+    """Numbers (0-d tensors too), strings and nested dicts as plain Python types: weights_only-safe."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, torch.Tensor):
+        return obj.item()
+    return obj
 
 
 def run_meta(recipe, *, bundle, fingerprint: str, recipe_hash: str) -> dict:
@@ -121,7 +132,7 @@ def restore_state(ckpt: dict | None, parts: dict[str, Any], *, rank: int = 0, lo
     totals = RunTotals(epoch=ckpt["epoch"], step=ckpt["step_in_epoch"], best_acc1=ckpt["best_acc1"],
                        train_time=ckpt["train_time"], img_rates=list(ckpt["img_rates"]),
                        wall_before=ckpt["wall_time"], skipped_steps=ckpt.get("skipped_steps", 0),
-                       started=started)
+                       started=started, pending_eval=ckpt.get("pending_eval"))
     set_rng_state(ckpt["rng"][min(rank, len(ckpt["rng"]) - 1)])  # rank r resumes with its own stream
     say(f"resuming {where} at epoch {totals.epoch + 1}, step {totals.step}")
     return totals
@@ -158,13 +169,22 @@ class CheckpointSaver:
         self.every_steps, self.every_s, self.device = every_steps, every_s, device
         self.dist_info = dist_info or DistInfo()
         self.last_save = time.perf_counter()
+        self.held_rngs = None
+
+    def hold_rng(self) -> None:
+        """Keep the RNG states of now (an epoch trained, its evaluation to come) for a ``pending`` save."""
+        self.held_rngs = gather_rng(self.dist_info)
 
     def save(self, parts: dict[str, Any], totals: RunTotals, *, epoch: int, step: int,
-             best: bool = False) -> None:
-        """Save the state after ``step`` steps of ``epoch``; ``best`` also copies it to checkpoint-best.pt."""
-        rngs = gather_rng(self.dist_info)
+             best: bool = False, pending: dict | None = None) -> None:
+        """Save the state after ``step`` steps of ``epoch``; ``best`` also copies it to checkpoint-best.pt.
+
+        ``pending``: the evaluation of the epoch just trained was interrupted; the checkpoint holds what
+        it needs (epoch, lr, training statistics) and the RNG states ``hold_rng`` kept before it."""
+        rngs = self.held_rngs if pending is not None and self.held_rngs else gather_rng(self.dist_info)
         if self.dist_info.is_main and self.run_dir is not None:
-            state = training_state(parts, totals, epoch=epoch, step=step, rngs=rngs, meta=self.meta)
+            state = training_state(parts, totals, epoch=epoch, step=step, rngs=rngs, meta=self.meta,
+                                   pending=pending)
             save_checkpoint(state, Path(self.run_dir) / LAST, keep_previous=True,
                             meta={"epoch": epoch, "step": step})
             if best:

@@ -229,11 +229,11 @@ def test_default_experiment_directories_keep_their_names(tmp_path, monkeypatch, 
 # --- the run-directory file ---
 
 def fake_child(tmp_path, *, write: bool):
-    """A subprocess.run for run_one: a child that finishes a run in tmp_path/real and prints a misleading
+    """A Children.run for run_one: a child that finishes a run in tmp_path/real and prints a misleading
     'run directory:' line; it names the real one in --run-dir-file when ``write``."""
     calls = []
 
-    def run(cmd, **kw):
+    def run(_children, cmd, env):
         calls.append(cmd)
         real = tmp_path / "real"
         real.mkdir(exist_ok=True)
@@ -248,14 +248,15 @@ def test_runner_reads_the_run_directory_from_the_file_it_names(tmp_path, monkeyp
     recipe = tmp_path / "a.toml"
     recipe.write_text("[recipe]\nmodel = 'resnet9_w16'\n")
     run, calls = fake_child(tmp_path, write=True)
-    monkeypatch.setattr(runner.subprocess, "run", run)
+    monkeypatch.setattr(runner.Children, "run", run)
     rec = runner.run_one(recipe, 1, tmp_path, threads=1, fold=2)
     assert rec["run_dir"] == str(tmp_path / "real") and rec["acc1"] == ACC["acc1"] and rec["fold"] == 2
     assert rec["recipe_hash"] == runner.config_key(Recipe(model="resnet9_w16"))  # the old field name stays
     assert calls[0][-2:] == ["--fold", "2"]
+    assert calls[0][calls[0].index("--run-name") + 1].startswith("a-s1-f2-")  # + configuration: resumable
     assert not Path(calls[0][calls[0].index("--run-dir-file") + 1]).exists()  # in a temporary directory
     run, _ = fake_child(tmp_path, write=False)
-    monkeypatch.setattr(runner.subprocess, "run", run)
+    monkeypatch.setattr(runner.Children, "run", run)
     with pytest.raises(RuntimeError, match="exited 0 without naming its run directory"):
         runner.run_one(recipe, 1, tmp_path, threads=1)
 

@@ -94,17 +94,19 @@ def test_family_rows_are_sorted_by_flops(tmp_path, image_folder):
     assert "| regnetx_002 |" in text and "| 1 | 50.00 (n = 1) | - | - | - |" in text
 
 
-def test_children_get_the_tracker(tmp_path, monkeypatch):
+def test_children_get_the_tracker(tmp_path):
     """The seed's "automate the tracking": with --tracker every run of the family logs to it."""
     seen = []
 
-    def fake_run(cmd, **kw):
-        seen.append(cmd)
-        return runner.subprocess.CompletedProcess(cmd, 1, "", "boom")
+    class FakeChildren:  # the runner's Children: records the command instead of starting it
+        signum = None
 
-    monkeypatch.setattr(runner.subprocess, "run", fake_run)
+        def run(self, cmd, env):
+            seen.append(cmd)
+            return runner.subprocess.CompletedProcess(cmd, 1, "", "boom")
+
     path = tmp_path / "r.toml"
     path.write_text(dump_recipe(make_recipe(model="regnetx_002")))
     with pytest.raises(RuntimeError, match="exit 1"):
-        runner.run_one(path, 0, tmp_path, threads=1, tracker="mlflow")
+        runner.run_one(path, 0, tmp_path, threads=1, tracker="mlflow", children=FakeChildren())
     assert seen[0][-2:] == ["--tracker", "mlflow"]

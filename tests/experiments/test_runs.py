@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -14,7 +15,7 @@ from conftest import make_image_folder, single_thread, tiny_recipe
 from sotakit.cli import main
 from sotakit.experiments.runs import compare_runs, find_runs, resolve_run, run_info, run_status
 from sotakit.train import Interrupted, fit
-from sotakit.train.rundir import FAILED_FILE, PID_FILE, mark_stopped
+from sotakit.train.rundir import FAILED_FILE, PID_FILE, mark_stopped, process_start
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +57,12 @@ def test_running_while_the_pid_file_names_a_live_process(runs, tmp_path):
     (run / "recipe.toml").write_text((runs["c"] / "recipe.toml").read_text())
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        (run / PID_FILE).write_text(json.dumps({"pid": proc.pid, "host": socket.gethostname()}))
+        time.sleep(0.05)
+        mine = {"pid": proc.pid, "host": socket.gethostname(), "started": process_start(proc.pid)}
+        (run / PID_FILE).write_text(json.dumps(mine))
         assert run_status(run) == "running"
+        (run / PID_FILE).write_text(json.dumps({**mine, "started": mine["started"] + 1}))
+        assert run_status(run) == "interrupted"  # the PID now belongs to another program
     finally:
         proc.kill()
         proc.wait()

@@ -33,3 +33,12 @@ def test_fault_holds(work, scenario):
         if not trial.held:
             failures.append(f"trial {i + 1}: {trial.detail}")
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("case", s.ISSUE10, ids=lambda f: f.__name__)
+def test_case_holds(work, case):
+    """Issue 10's cases: each is deterministic (one command, its exit code, words and files), one trial."""
+    trial = case(work, random.Random(f"{case.__name__}-fast"))
+    if trial.detail.startswith("SKIPPED"):
+        pytest.skip(trial.detail)
+    assert trial.held, trial.detail

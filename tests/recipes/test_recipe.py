@@ -195,8 +195,16 @@ def test_progressive_resize_schedule_and_scaling():
     # linear from 20 at epoch 0 to 28 at epoch round(0.75 * 8) - 1 = 5, then constant
     assert [train_crop_at(r, e) for e in range(8)] == [20, 22, 23, 25, 26, 28, 28, 28]
     assert train_crop_at(make_recipe(epochs=8), 3) == 224
-    big = make_recipe(progressive_resize=128, train_crop_size=176)
-    assert resolve(big, native_size=28, cpu_count=2)[0].progressive_resize == 16  # 128 * 28 / 224
+    preset = load_preset("torchvision-v2")  # train crop 176: a preset's size, rescaled for small images
+    assert resolve(preset, native_size=28, cpu_count=2)[0].train_crop_size == 22  # 176 * 28 / 224
+    big = make_recipe(progressive_resize=128, train_crop_size=176)  # typed: kept, so the pair stays valid
+    assert resolve(big, native_size=28, cpu_count=2)[0].progressive_resize == 128
+    with pytest.raises(RecipeError, match="must not exceed train_crop_size"):  # typed 128 over a rescaled 22
+        resolve(make_recipe(preset, progressive_resize=128), native_size=28, cpu_count=2)
+    # the same sizes typed by the user (no preset): never rescaled, and said so (issue 10)
+    typed, notes = resolve(make_recipe(train_crop_size=28), native_size=28, cpu_count=2)
+    assert (typed.train_crop_size, typed.val_crop_size, typed.val_resize_size) == (28, 28, 32)
+    assert "train crop 28 kept (given)" in notes[0]
     with pytest.raises(RecipeError, match="must not exceed train_crop_size"):
         make_recipe(progressive_resize=300)
 

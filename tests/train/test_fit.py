@@ -191,15 +191,21 @@ def test_resume_drops_log_lines_written_after_the_checkpoint(image_folder, tmp_p
 
 def test_resume_is_refused_while_another_process_trains_the_run(image_folder, tmp_path, one_thread):
     import subprocess
+    import sys
 
-    from sotakit.train.fit import ResumeMismatchError
+    from sotakit.train.rundir import LOCK_FILE, RunBusyError
     with pytest.raises(Interrupted):
         fit(tiny_recipe(image_folder, tmp_path, epochs=2), verbose=False, stop_at=(0, 2))
     d = next((tmp_path / "runs").iterdir())
-    other = subprocess.Popen(["sleep", "30"])
+    # another process owning the run: it holds the run's lock and named itself in run.pid
+    code = ("import fcntl, json, os, socket, sys, time; fd = os.open(sys.argv[1] + '/" + LOCK_FILE + "', "
+            "os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX); open(sys.argv[1] + '/run.pid', 'w').write("
+            "json.dumps({'pid': os.getpid(), 'host': socket.gethostname()})); print('owned', flush=True); "
+            "time.sleep(30)")
+    other = subprocess.Popen([sys.executable, "-c", code, str(d)], stdout=subprocess.PIPE, text=True)
     try:
-        (d / "run.pid").write_text(json.dumps({"pid": other.pid, "host": __import__("socket").gethostname()}))
-        with pytest.raises(ResumeMismatchError, match=f"process {other.pid} on .* is still training it"):
+        assert other.stdout.readline().strip() == "owned"
+        with pytest.raises(RunBusyError, match=f"process {other.pid} on .* is training it"):
             fit(resume=d, verbose=False)
     finally:
         other.kill()

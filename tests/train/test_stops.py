@@ -58,3 +58,11 @@ def test_a_failed_save_on_a_stop_is_a_run_error(image_folder, tmp_path, one_thre
         fit(tiny_recipe(image_folder, tmp_path, epochs=2), stop_at=(0, 2), verbose=False)
     run_dir = next((tmp_path / "runs").iterdir())
     assert not (run_dir / "run.pid").exists() and "No space left" in (run_dir / "failed.json").read_text()
+
+
+def test_handlers_a_failed_fit_left_are_not_kept_as_the_old_ones():
+    left = StopRequest().install()  # as fit() leaves them when it fails before training
+    with StopRequest():
+        assert signal.getsignal(signal.SIGTERM) != left._handle
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # what the failed one had replaced
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
