@@ -57,6 +57,12 @@ def only_run(out: Path) -> Path:
     return runs[0]
 
 
+def checkpointed_step(run_dir: Path) -> int:
+    """The global step the run's newest verified checkpoint holds."""
+    ck = load_checkpoint(run_dir)
+    return ck["epoch"] * STEPS_PER_EPOCH + ck["step_in_epoch"]
+
+
 def fingerprint(run_dir: Path) -> str:
     return json.loads((run_dir / "summary.json").read_text())["state_fingerprint"]
 
@@ -162,8 +168,7 @@ def sigterm_to_group(work: Path, rng: random.Random) -> Trial:
     took = time.perf_counter() - t_signal
     step_s = max(b - a for a, b in zip(step_times, step_times[1:])) if len(step_times) > 1 else 1.0
     run_dir = only_run(out)
-    ck = load_checkpoint(run_dir)
-    done = ck["epoch"] * STEPS_PER_EPOCH + ck["step_in_epoch"]
+    done = checkpointed_step(run_dir)
     ok = p.returncode == 143 and took <= step_s + 2 and done >= wanted
     trial = _finish(run_dir, expected, t_signal,
                     f"SIGTERM to the group after step {wanted}: exit {p.returncode} "
@@ -560,8 +565,7 @@ def sighup_mid_epoch(work: Path, rng: random.Random) -> Trial:
     lines = []
     took, gone = _until_stopped(p, lines, t0)
     run_dir = only_run(out)
-    ck = load_checkpoint(run_dir)
-    done = ck["epoch"] * STEPS_PER_EPOCH + ck["step_in_epoch"]
+    done = checkpointed_step(run_dir)
     ok = p.returncode == 143 and took <= 1 + 2 and done >= wanted and "stopped (SIGHUP)" in "".join(lines)
     trial = _finish(run_dir, expected, t0,
                     f"SIGHUP after step {wanted}: exit {p.returncode}, stopped with its checkpoint in "
