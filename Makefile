@@ -32,9 +32,10 @@ data:
 demo: env data
 	$(PY) -m sotakit train --recipe fashion-mnist-demo
 
+# One pytest worker per core (pytest-xdist), each with one intra-op thread (tests/conftest.py).
 test: env data
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 # The full fault-injection tier (about 15 minutes here): writes docs/reliability.md.
 faults: env data

@@ -13,6 +13,13 @@ from PIL import Image
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
+# `make test` runs two pytest workers (pytest-xdist -n 2) on a 2-core machine: one intra-op thread
+# each, in the worker and in what it starts, since a second thread per worker spin-waits in OpenMP
+# for a core the other worker holds (steps about 10x slower).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 def make_image_folder(root: Path, classes=("cat", "dog", "fox"), per_class=(12, 4), size=32, seed=0) -> Path:
     """train/ and val/ folders of small images whose class is visible in their colour."""

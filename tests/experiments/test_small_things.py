@@ -85,3 +85,14 @@ def test_one_epoch_curves_plot_the_step_records_and_their_lr(tmp_path):
     assert epoch_line({**epoch, "val_acc5": 90.0, "train_img_s": 1.0, "train_epoch_time": 1.0},
                       epochs=3).startswith("epoch 1/3 ")
     assert list(loss.lines[1].get_xdata()) == [1]
+
+
+def test_jobs_share_the_cores_and_never_exceed_a_set_omp_num_threads(monkeypatch):
+    from sotakit.experiments import runner
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert [runner.job_threads(j) for j in (1, 2, 3, 16)] == [8, 4, 2, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert [runner.job_threads(j) for j in (1, 2, 4)] == [3, 3, 2]
+    monkeypatch.setenv("OMP_NUM_THREADS", "")  # unset in effect; a malformed value is torch's to reject
+    assert runner.job_threads(2) == 4

@@ -18,6 +18,8 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]  # scenarios, cli_runner
 import scenarios as s  # noqa: E402
 
+s.THOROUGH = True  # every variant of a case, not one drawn
+
 # (scenario, trials): the counts the promises name (issue 3)
 FULL_TIER = [(s.kill_at_random_step, 10), (s.kill_at_random_step_with_worker, 10), (s.kill_during_save, 3),
              (s.disk_full, 3), (s.sigterm_to_group, 5), (s.nan_at_step, 3), (s.malicious_checkpoint, 3),
