@@ -25,6 +25,7 @@ import torch
 from ..data import data_fingerprint, set_data_epoch
 from ..evaluate import per_class_accuracy
 from ..evaluate.calibration import calibration_metrics
+from ..train.checkpoint import LAST, PREV
 from ..train.evaluate_run import load_run, run_loaders
 from ..train.recipe_kwargs import data_epoch_kwargs
 from ..train.rundir import curves_figure, environment, read_metrics
@@ -191,7 +192,7 @@ def run_context(run_dir: Path, *, samples: int = 16, say=None) -> dict:
         if fig is not None:
             figures.append({"heading": heading, "alt": alt, "png": figure_png(fig)})
     test = None
-    if (run_dir / "checkpoint-last.pt").is_file():
+    if any((run_dir / name).is_file() for name in (LAST, PREV)):
         test = _test_context(run_dir, samples=samples, say=say)
     env_note, env = _environment(run_dir)
     return {"status": info["status"], "summary": _summary_rows(info), "figures": figures, "test": test,

@@ -234,10 +234,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     A run directory resolves to its newest verified checkpoint.
     """
     path = Path(path)
-    if path.is_dir() and not read_manifest(path):
-        return _first_loadable(path)
     if path.is_dir():
-        path = choose_checkpoint(path)
+        return load_newest(path)[1]
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
@@ -246,7 +244,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"refused to load {path}: {_refusal_reason(path, e)}") from e
 
 
-def _first_loadable(folder: Path) -> dict[str, Any]:
+def load_newest(folder: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(file, checkpoint) of a run directory: the newest one its manifest vouches for, or, with no usable
+    manifest, the first of checkpoint-last.pt and checkpoint-prev.pt that loads. What resume, `eval` and
+    `report` read, so a torn last file with a torn manifest costs them one checkpoint, not the run."""
+    folder = Path(folder)
+    if not read_manifest(folder):
+        return _first_loadable(folder)
+    path = choose_checkpoint(folder)
+    return path, load_checkpoint(path)
+
+
+def _first_loadable(folder: Path) -> tuple[Path, dict[str, Any]]:
     """No usable manifest (missing, garbage, wrong shape): checkpoint-last.pt, else checkpoint-prev.pt,
     whichever loads (a weights-only load checks the zip's structure and records)."""
     import logging
@@ -263,7 +272,7 @@ def _first_loadable(folder: Path) -> dict[str, Any]:
         if errors:
             logging.getLogger("sotakit").warning(f"note: {errors[0]}; using {p.name} instead (the manifest "
                                                  f"{MANIFEST} is missing or unreadable)")
-        return ckpt
+        return p, ckpt
     raise CheckpointError(f"no checkpoint in {folder} can be loaded and its manifest {MANIFEST} is missing "
                           f"or unreadable: {'; '.join(errors)}")
 

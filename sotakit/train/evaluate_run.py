@@ -13,7 +13,7 @@ from ..data import DataBundle, Loaders, load_data, make_loaders, normalized
 from ..evaluate import ResizeTuning, evaluate, tta_report, tune_resize
 from ..models import build_model
 from ..recipes import Recipe, dump_recipe, load_recipe, make_recipe
-from .checkpoint import choose_checkpoint, load_checkpoint, write_text_atomic
+from .checkpoint import load_checkpoint, load_newest, write_text_atomic
 from .ema import build_ema
 from .fit import backend_for, validation_split
 from .progress import TaskProgress, task_progress
@@ -51,8 +51,7 @@ def load_run(path: str | Path, *, data: str | None = None, data_root: str | None
     path = Path(path)
     if path.suffix == ".safetensors":
         return load_weights_run(path, data=data, data_root=data_root)
-    ckpt_path = choose_checkpoint(path) if path.is_dir() else path
-    ckpt = load_checkpoint(ckpt_path)
+    ckpt_path, ckpt = load_newest(path) if path.is_dir() else (path, load_checkpoint(path))
     recipe = make_recipe(**{k: v for k, v in ckpt["recipe"].items()})
     if path.is_dir() and (path / "recipe.toml").exists():
         recipe = recipe.replace(val_resize_size=load_recipe(path / "recipe.toml").val_resize_size)

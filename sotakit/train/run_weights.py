@@ -14,7 +14,7 @@ from typing import Any
 
 from ..evaluate.weights import WEIGHTS_FILE, min_input_size, model_counts, read_meta, write_weights
 from ..recipes import load_recipe, make_recipe
-from .checkpoint import choose_checkpoint, load_checkpoint
+from .checkpoint import load_newest
 from .recipe_kwargs import model_build_kwargs
 
 log = logging.getLogger("sotakit")
@@ -101,8 +101,7 @@ def export_run_weights(run_dir: str | Path, *, out: str | Path | None = None, wh
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.toml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no recipe.toml); pass runs/<run>")
-    ckpt_path = choose_checkpoint(run_dir)
-    ckpt = load_checkpoint(ckpt_path)
+    ckpt_path, ckpt = load_newest(run_dir)
     if summary is None and (run_dir / "summary.json").is_file():
         summary = json.loads((run_dir / "summary.json").read_text())
     # recipe.toml, not the checkpoint's copy: `tune-resize` may have stored a tuned eval resize there
