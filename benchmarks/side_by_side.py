@@ -4,7 +4,8 @@ Same folder (6,000 real Fashion-MNIST train images upscaled to 72 px as PNG, 1,0
 model (resnet18, ImageNet stem), batch 128, train/val crop 32, one epoch, ``-j 2``, and the TorchVision
 v2 flags (TrivialAugment, random erasing 0.1, mixup 0.2 / cutmix 1.0, label smoothing 0.1, EMA, RA
 sampler, no warm-up). timm gets its nearest flags (RandAugment ``rand-m9-mstd0.5`` for TrivialAugment,
-bf16 autocast and channels-last) and is compared with ``sotakit train ... --amp --channels-last``.
+bf16 autocast and channels-last; ``--opt momentum``, its plain SGD, since its ``sgd`` is Nesterov) and
+is compared with ``sotakit train ... --amp --channels-last``.
 Both learning rates are the v2 recipe's 0.5 at batch 1024 scaled to 128 (0.0625), which the
 ``torchvision-v2`` preset does itself (``lr_ref_batch``). The figure is the whole process's wall time
 (start-up, folder scan, training, evaluation, checkpoints), alternated A B A B over ``--pairs`` pairs;
@@ -98,8 +99,9 @@ def timm_command(train_py: Path, folder: Path, out: Path) -> list[str]:
     return [sys.executable, str(train_py), "--data-dir", str(folder), "--train-split", "train",
             "--val-split", "val", "--model", "resnet18", "--num-classes", "10", "--device", "cpu",
             "-b", str(c["batch"]), "--epochs", str(c["epochs"]), "-j", str(c["workers"]),
-            "--img-size", str(c["crop"]), "--opt", "sgd", "--lr", str(c["lr"]), "--weight-decay", "2e-05",
-            "--sched", "cosine", "--warmup-epochs", "0", "--aa", "rand-m9-mstd0.5", "--reprob", "0.1",
+            "--img-size", str(c["crop"]), "--opt", "momentum", "--lr", str(c["lr"]),
+            "--weight-decay", "2e-05", "--sched", "cosine", "--warmup-epochs", "0",
+            "--aa", "rand-m9-mstd0.5", "--reprob", "0.1",
             "--smoothing", "0.1", "--mixup", "0.2", "--cutmix", "1.0", "--model-ema",
             "--amp", "--amp-dtype", "bfloat16", "--channels-last", "--output", str(out)]
 

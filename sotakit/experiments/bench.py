@@ -32,6 +32,7 @@ from ..recipes import Recipe, resolve, training_images
 from ..train import train_one_epoch
 from ..train.fit import amp_dtype_for, prepare_model, run_device, set_backend_flags
 from ..train.optim import build_optimizer, param_groups
+from ..train.progress import task_progress
 from ..train.recipe_kwargs import (
     amp_kwargs,
     backend_kwargs,
@@ -213,7 +214,8 @@ def bench_recipe(recipe: Recipe, *, seconds: float = 5.0, blocks: int = 3,
     data, as issue 14's figures for resnet18 at 32 px crops have it."""
     if seconds <= 0 or blocks < 1:
         raise ValueError("bench: --seconds must be > 0 and --blocks at least 1")
-    bundle = normalized(load_data(recipe.data, recipe.data_root), **normalize_kwargs(recipe))
+    bundle = normalized(load_data(recipe.data, recipe.data_root, progress=task_progress),
+                        **normalize_kwargs(recipe))
     recipe, notes = resolve(recipe, native_size=bundle.native_size, cuda_available=torch.cuda.is_available(),
                             train_images=training_images(len(bundle.train), recipe))
     device = run_device(recipe.device)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import make_image_folder
 from sotakit.cli import main
-from sotakit.data import TensorSource
+from sotakit.data import TensorSource, load_image_folder
 from sotakit.experiments.bench import (
     BenchResult,
     bench_table,
@@ -76,6 +77,14 @@ def test_the_ceiling_pool_is_the_first_images_resized_as_rgb_uint8():
     pool, labels = uint8_pool(TensorSource(images, torch.tensor([3, 7])), size=8, images=5)
     assert pool.dtype == torch.uint8 and pool.shape == (2, 3, 8, 8)
     assert torch.equal(pool[1, 2], images[1, 0]) and labels.tolist() == [3, 7]
+
+
+def test_the_ceiling_pool_decodes_a_folder_to_the_crop_size(tmp_path):
+    bundle = load_image_folder(make_image_folder(tmp_path, per_class=(2, 1), size=20))
+    pool, labels = uint8_pool(bundle.train, size=16, images=4)
+    assert pool.dtype == torch.uint8 and pool.shape == (4, 3, 16, 16)
+    # make_image_folder's class c is bright in channel c: the labels came with their own images
+    assert [int(pool[k].float().mean((1, 2)).argmax()) for k in range(4)] == labels.tolist()
 
 
 @pytest.mark.parametrize("flag, value, message", [
