@@ -12,7 +12,7 @@ Both learning rates are the v2 recipe's 0.5 at batch 1024 scaled to 128 (0.0625)
 reported: the median of the pair ratios (reference time / sotakit time, > 1: sotakit is faster),
 min-max and n. Run by hand on a quiet machine:
 
-    .venv/bin/python benchmarks/side_by_side.py --vision-refs DIR --timm-train FILE [--pairs 4]
+    .venv/bin/python benchmarks/side_by_side.py --vision-refs DIR --timm-train FILE [--pairs 4] [--warmup 1]
     .venv/bin/python benchmarks/side_by_side.py ... --smoke   # each command once, no results file
 
 The reference scripts are not vendored: ``--vision-refs`` (or $VISION_REFERENCES) is a folder holding
@@ -47,8 +47,8 @@ def how_to_get() -> str:
             "  git clone --depth 1 --filter=blob:none --sparse https://github.com/pytorch/vision\n"
             "  git -C vision sparse-checkout set references/classification\n"
             "  then --vision-refs vision/references/classification (or VISION_REFERENCES=...)\n"
-            "timm's train.py: pip install timm, and\n"
-            "  curl -LO https://raw.githubusercontent.com/huggingface/pytorch-image-models/main/train.py\n"
+            "timm's train.py: pip install timm, then the train.py of that version's tag (vX.Y.Z), e.g.\n"
+            "  curl -LO https://raw.githubusercontent.com/huggingface/pytorch-image-models/v1.0.31/train.py\n"
             "  then --timm-train train.py (or TIMM_TRAIN=...)")
 
 
@@ -129,9 +129,14 @@ def wall_time(command: list[str], out: Path, log: Path) -> float:
     return elapsed
 
 
-def compare(name: str, reference: list[str], ours: list[str], *, pairs: int, work: Path) -> dict:
+def compare(name: str, reference: list[str], ours: list[str], *, pairs: int, work: Path,
+            warmup: int = 1) -> dict:
     """Reference, sotakit, reference, sotakit, ... (A B A B, as the issue measured) over ``pairs`` pairs;
-    the ratio of each pair is reference time / sotakit time."""
+    the ratio of each pair is reference time / sotakit time. ``warmup`` untimed runs of each first, so
+    every timed run finds the images in the OS file cache (and any cache a script keeps of its own)."""
+    for i in range(warmup):
+        wall_time(reference, work / f"{name}-ref", work / f"{name}-ref-warmup-{i}.log")
+        wall_time(ours, work / f"{name}-sotakit", work / f"{name}-sotakit-warmup-{i}.log")
     ref_t, our_t = [], []
     for i in range(pairs):
         ref_t.append(wall_time(reference, work / f"{name}-ref", work / f"{name}-ref-{i}.log"))
@@ -147,7 +152,7 @@ def _fmt(values: list[float], unit: str = "") -> str:
 
 
 def report(results: list[dict], commands: dict[str, list[str]], *, folder: Path,
-           sources: dict[str, str]) -> str:
+           sources: dict[str, str], warmup: int) -> str:
     import timm
     import torchvision
     lines = ["# Side by side: `sotakit train` vs the TorchVision and timm reference scripts", "",
@@ -158,7 +163,7 @@ def report(results: list[dict], commands: dict[str, list[str]], *, folder: Path,
              f"reference scripts: {sources['vision']}; {sources['timm']}",
              f"data: {folder} (6,000 train / 1,000 val Fashion-MNIST PNGs at 72 px, 10 classes)",
              "figure: whole-process wall time, alternated reference, sotakit; ratio = reference / sotakit "
-             "(> 1: sotakit faster)", "",
+             f"(> 1: sotakit faster); {warmup} untimed run(s) of each command first", "",
              "| comparison | reference s (median) | sotakit s (median) | ratio: median (min, max, n) |",
              "|---|---|---|---|"]
     for r in results:
@@ -182,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "sotakit-fmnist72",
                    help="the image folder (built here when missing)")
     p.add_argument("--pairs", type=int, default=4, help="alternated pairs per comparison (default: 4)")
+    p.add_argument("--warmup", type=int, default=1,
+                   help="untimed runs of each command before the pairs (default: 1)")
     p.add_argument("--only", choices=("torchvision", "timm"), help="run one comparison")
     p.add_argument("--smoke", action="store_true",
                    help="run each command once on a 260 + 100 image copy of the folder (two training steps), "
@@ -195,8 +202,8 @@ def main(argv: list[str] | None = None) -> None:
         missing.append("--timm-train: timm's train.py")
     if missing:
         raise SystemExit("missing " + "; ".join(missing) + "\n\n" + how_to_get())
-    if args.pairs < 1:
-        raise SystemExit("--pairs must be at least 1 (the issue asks for 4 or more)")
+    if args.pairs < 1 or args.warmup < 0:
+        raise SystemExit("--pairs must be at least 1 (the issue asks for 4 or more), --warmup at least 0")
     sizes = dict(train_per_class=26, val_per_class=10) if args.smoke else {}
     if args.smoke:
         args.folder = args.folder.with_name(args.folder.name + "-smoke")
@@ -228,9 +235,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"ok {t:6.1f} s  {key}  (log: {work / name}.log)", flush=True)
         return
     results = [compare(name, absolute(ref, f"{name}-ref"), absolute(ours, f"{name}-sotakit"),
-                       pairs=args.pairs, work=work) for name, ref, ours in comparisons]
+                       pairs=args.pairs, work=work, warmup=args.warmup) for name, ref, ours in comparisons]
     sources = {"vision": _source(args.vision_refs), "timm": _source(args.timm_train)}
-    text = report(results, commands, folder=args.folder, sources=sources)
+    text = report(results, commands, folder=args.folder, sources=sources, warmup=args.warmup)
     path = (Path(__file__).parent / "results"
             / f"side-by-side-{machine_tag()}-torch{torch.__version__.split('+')[0]}.md")
     path.parent.mkdir(exist_ok=True)
