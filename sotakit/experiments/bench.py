@@ -90,6 +90,7 @@ class BenchResult:
     batch_size: int
     steps_per_block: int
     notes: list[str] = field(default_factory=list)
+    setting: str = ""  # model, precision, memory format, workers: what the numbers are of
 
     def median(self, stage: str) -> float:
         return statistics.median(getattr(self, stage))
@@ -126,7 +127,8 @@ def bench_table(result: BenchResult) -> str:
                      f"{statistics.median(vals) / ceiling:.2f} |")
     full, data = result.median("full"), result.median("data")
     lines += ["", f"full step / data pipeline: {full / data:.2f}; full step / ceiling: {full / ceiling:.2f}",
-              f"batch {result.batch_size}, {result.steps_per_block} steps per timed block", "",
+              f"batch {result.batch_size}, {result.steps_per_block} steps per timed block"
+              + (f"; {result.setting}" if result.setting else ""), "",
               limiting_stage(result)]
     return "\n".join(f"note: {n}" for n in result.notes) + ("\n" if result.notes else "") + "\n".join(lines)
 
@@ -265,4 +267,7 @@ def bench_recipe(recipe: Recipe, *, seconds: float = 5.0, blocks: int = 3,
     probe = {stage: batch / measure[stage](2) for stage in STAGES}
     steps = min(steps_for_budget(seconds, probe, blocks=blocks), steps_cap)
     rates = run_blocks(measure, steps=steps, blocks=blocks)
-    return BenchResult(**rates, batch_size=batch, steps_per_block=steps, notes=notes)
+    setting = (f"model {recipe.model}, {str(amp_dtype).replace('torch.', '') if amp_dtype else 'float32'}"
+               f"{', channels-last' if recipe.channels_last else ''}, {recipe.workers} loader workers, "
+               f"device {device}")
+    return BenchResult(**rates, batch_size=batch, steps_per_block=steps, notes=notes, setting=setting)

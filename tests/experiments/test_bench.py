@@ -32,6 +32,15 @@ def test_table_ratios_are_the_medians_over_the_ceiling_median():
                     "| full step (train_one_epoch, whole recipe) | 600 (500-700) | 0.60 |"]
     assert "full step / data pipeline: 0.24; full step / ceiling: 0.60" in text
     assert "n = 3" in text.splitlines()[0]
+    assert "batch 128, 5 steps per timed block\n" in text  # no setting given, none printed
+
+
+def test_the_table_says_what_the_numbers_are_of_and_the_notes_first():
+    r = BenchResult(ceiling=[1.0], data=[1.0], full=[1.0], batch_size=64, steps_per_block=3,
+                    notes=["no CUDA device: running on cpu"], setting="model resnet18, float32")
+    lines = bench_table(r).splitlines()
+    assert lines[0] == "note: no CUDA device: running on cpu"
+    assert "batch 64, 3 steps per timed block; model resnet18, float32" in lines
 
 
 def test_a_slow_loader_the_full_step_keeps_up_with_is_the_limit():
