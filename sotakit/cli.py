@@ -173,6 +173,14 @@ def cmd_data_show(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .experiments.bench import bench_recipe, bench_table, machine_line
+    result = bench_recipe(build_recipe(args, say=note), seconds=args.seconds, blocks=args.blocks)
+    print(f"machine: {machine_line()}")
+    print(bench_table(result))
+    return 0
+
+
 def cmd_interpret(args) -> int:
     from .experiments.inspect import interpret_run
     print(console.interpret_text(interpret_run(args.run_dir, out=args.out, top=args.top)))
@@ -449,7 +457,7 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "recipes_list": cmd_recipes_li
             "recipes_show": cmd_recipes_show, "models": cmd_models, "ablate": cmd_ablate, "sweep": cmd_sweep,
             "runs": cmd_runs, "runs_compare": cmd_runs_compare, "report": cmd_report,
             "tune_resize": cmd_tune_resize, "lr_find": cmd_lr_find,
-            "data_stats": cmd_data_stats, "data_show": cmd_data_show,
+            "data_stats": cmd_data_stats, "data_show": cmd_data_show, "bench": cmd_bench,
             "interpret": cmd_interpret, "export_weights": cmd_export_weights,
             "weights_list": cmd_weights_list, "weights_add": cmd_weights_add,
             "weights_remove": cmd_weights_remove,

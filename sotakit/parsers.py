@@ -227,6 +227,35 @@ def add_lr_find_parser(sub, commands) -> None:
     f.set_defaults(func=commands["lr_find"])
 
 
+def _positive(kind):
+    """An argparse type: a number above 0, with the flag's rule in the error."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a {'whole number' if kind is int else 'number'}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} must be above 0")
+        return value
+    return parse
+
+
+def add_bench_parser(sub, commands) -> None:
+    b = _sub(sub, "bench", help="where a recipe's training time goes on this machine: the compute ceiling (a "
+             "plain loop), the data pipeline alone and the full step, their ratios and which one limits",
+             example="  sotakit bench --recipe fashion-mnist-demo\n"
+                     "  sotakit bench --recipe torchvision-v2 --data photos --model resnet18 --seconds 30")
+    b.add_argument("--recipe", help="preset name (see `sotakit recipes`)")
+    b.add_argument("--config", help="recipe TOML file")
+    b.add_argument("--seconds", type=_positive(float), default=5.0,
+                   help="timed work in seconds, shared by the three stages (default: 5; longer is steadier)")
+    b.add_argument("--blocks", type=_positive(int), default=3,
+                   help="interleaved timed blocks per stage; the medians are over them (default: 3)")
+    add_recipe_arguments(b)
+    b.set_defaults(func=commands["bench"])
+
+
 def add_interpret_parser(sub, commands) -> None:
     i = _sub(sub, "interpret", help="what a run gets wrong: confusion matrix, most confused class pairs and "
              "the test images with the highest loss (fastai's ClassificationInterpretation)",
@@ -359,7 +388,7 @@ def make_parser(commands: dict[str, Callable]) -> tuple[argparse.ArgumentParser,
     train = add_train_parser(sub, commands)
     for add in (add_eval_parser, add_recipes_parser, add_models_parser, add_ablate_parser, add_runs_parser,
                 add_report_parser, add_sweep_parser, add_tune_resize_parser, add_lr_find_parser,
-                add_data_parser, add_interpret_parser, add_export_weights_parser,
+                add_data_parser, add_bench_parser, add_interpret_parser, add_export_weights_parser,
                 add_weights_parser, add_predict_parser, add_calibrate_parser, add_export_parser):
         add(sub, commands)
     return p, train
