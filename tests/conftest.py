@@ -50,6 +50,10 @@ def fmnist_root() -> Path:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     # Folder-index caches and downloads go to a per-session temp dir, never the user's home.
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
+    # Runs keep the recipe's precision and memory format (float32, NCHW) unless a test asks: the machine
+    # probe (sotakit/train/machine.py) would switch on bf16 and channels-last on a CPU with native bf16;
+    # tests/train/test_machine.py unsets this to test it.
+    monkeypatch.setenv("SOTAKIT_PROBE", "off")
 
 
 @pytest.fixture(autouse=True)

@@ -31,6 +31,7 @@ from .ema import build_ema
 from .fine_tune import build_fine_tune_scheduler, fine_tune_groups
 from .loop import Interrupted, train_one_epoch
 from .lr_auto import choose_lr
+from .machine import tune_for_machine
 from .optim import build_optimizer, build_scheduler, param_groups
 from .precise_bn import update_precise_bn
 from .preflight import check_classes, check_output_dir, check_splits
@@ -116,15 +117,19 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                                           force=force_resume, run_dir=point.run_dir,
                                           allowed=("epochs",) if point.extended_from else ())
     device = run_device(recipe.device, local_rank=dist_info.local_rank)
-    amp_dtype, amp_note = amp_dtype_for(**amp_kwargs(recipe), device=device)
     set_backend_flags(device, **backend_kwargs(recipe))
-    notes += resume_notes + ([amp_note] if amp_note else [])
+    notes += resume_notes
 
     # Same initial weights on every rank; then per-rank streams for augmentation.
     torch.manual_seed(recipe.seed)
     built = model_build_kwargs(recipe, num_classes=len(bundle.classes), native_size=bundle.native_size)
     model = build_model(**built)
     check_input_size(**built, **input_size_kwargs(recipe))  # before the run directory exists (vit at 28 px)
+    if not point.resumed:  # precision and memory format from the machine (CPU), stored in recipe.toml
+        recipe, probe_note = tune_for_machine(recipe, model=model, device=device)
+        notes += [probe_note] if probe_note else []
+    amp_dtype, amp_note = amp_dtype_for(**amp_kwargs(recipe), device=device)
+    notes += [amp_note] if amp_note else []
     model = prepare_model(model, **model_kwargs(recipe), device=device, distributed=dist_info.enabled,
                           classes=bundle.classes, say=notes.append)  # --weights: what was loaded, as a note
     torch.manual_seed(recipe.seed + dist_info.rank)

@@ -68,8 +68,9 @@ FINE_TUNE_ARGS = {"lr": "lr"}
 RUN_DIR_ARGS = {"output_dir": "output_dir"}
 
 # Used before the edge: the command line maps --data-path to --data; resolve() scales the lr by
-# lr_ref_batch and sets world_size from torchrun; recipe_name is recorded in recipe.toml.
-RESOLVED_FIELDS = ("data_path", "lr_ref_batch", "world_size", "recipe_name", "test_only")
+# lr_ref_batch and sets world_size from torchrun; recipe_name is recorded in recipe.toml; fit()'s
+# machine probe (train.machine) sets amp and channels_last as machine_probe allows.
+RESOLVED_FIELDS = ("data_path", "lr_ref_batch", "world_size", "recipe_name", "test_only", "machine_probe")
 
 
 def _take(table: dict[str, str], recipe: Recipe) -> dict[str, Any]:
