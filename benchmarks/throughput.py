@@ -29,18 +29,7 @@ from torch import nn
 
 from sotakit.data import load_data, make_loaders
 from sotakit.models import build_model
-
-
-def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo; platform.processor() is empty on Linux): machines of one
-    kind differ by up to 2x, so a result names the one it was measured on."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+from sotakit.train.machine import cpu_name  # machines of one kind differ by up to 2x: a result names its CPU
 
 STEPS, WARMUP, REPEATS, BATCH = 24, 4, 3, 256
 

@@ -104,6 +104,9 @@ class Recipe:
     channels_last: bool = _f(False, "channels-last memory format", ref=False)
     amp_dtype: str = _f("bfloat16", "autocast dtype; float16 uses a GradScaler (CUDA)", ref=False,
                         choices=("bfloat16", "float16"))
+    compile: bool = _f(False, "torch.compile the training module (the model DDP wraps; evaluation and EMA "
+                              "run it eagerly); checkpoints and weights hold the plain model's state dict, "
+                              "and steps that compile are left out of img/s", ref=False)
     machine_probe: str = _f("amp,channels_last", "what a short probe of the machine at the start may switch "
                                                  "on where the recipe leaves it off, on a CPU device: amp "
                                                  "(bf16 autocast where the CPU has native bf16), "

@@ -39,6 +39,7 @@ from .progress import RunProgress, TaskProgress, say_for, task_progress
 from .recipe_kwargs import (
     amp_kwargs,
     backend_kwargs,
+    compile_kwargs,
     criterion_kwargs,
     data_epoch_kwargs,
     ema_kwargs,
@@ -64,9 +65,10 @@ from .state import CheckpointSaver, restore_state, run_meta
 from .stops import RunError, StopRequest, failures_as_run_errors
 from .transfer import load_start_weights
 
-__all__ = ["FitResult", "ResumeMismatchError", "RunError", "amp_dtype_for", "backend_for", "epoch_line",
-           "epoch_record", "final_evaluation", "fit", "log_step", "prepare_model", "run_banner", "run_device",
-           "run_summary", "set_backend_flags", "validation_split", "wrap_ddp"]
+__all__ = ["FitResult", "ResumeMismatchError", "RunError", "amp_dtype_for", "backend_for",
+           "compile_for_training", "epoch_line", "epoch_record", "final_evaluation", "fit", "log_step",
+           "prepare_model", "run_banner", "run_device", "run_summary", "set_backend_flags",
+           "validation_split", "wrap_ddp"]
 
 
 @dataclass
@@ -157,7 +159,9 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
         scheduler = build_scheduler(optimizer, **scheduler_kwargs(recipe, steps_per_epoch=steps_per_epoch))
     ema = (build_ema(model, **ema_kwargs(recipe, steps_per_epoch=steps_per_epoch), device=device)
            if recipe.model_ema else None)
-    train_model = wrap_ddp(model, dist_info=dist_info, device=device)
+    # --compile: the module the steps run; parts["model"] stays the plain one (state dicts without _orig_mod.)
+    train_model = compile_for_training(wrap_ddp(model, dist_info=dist_info, device=device),
+                                       **compile_kwargs(recipe))
     # Everything a resume restores, named once (litgpt's `state`).
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "ema": ema, "scaler": scaler}
 
@@ -323,6 +327,13 @@ def wrap_ddp(model: nn.Module, *, dist_info: DistInfo, device: torch.device) -> 
         return model
     return nn.parallel.DistributedDataParallel(
         model, device_ids=[dist_info.local_rank] if device.type == "cuda" else None)
+
+
+def compile_for_training(model: nn.Module, *, enabled: bool = False) -> nn.Module:
+    """``torch.compile(model)`` with ``enabled`` (the DDP-wrapped model under torchrun, as PyTorch's DDP
+    and compile notes advise), else the model itself. It shares the model's parameters and buffers, so
+    saving, evaluating and averaging the plain model see what the compiled one trains."""
+    return torch.compile(model) if enabled else model
 
 
 def validation_split(loaders) -> tuple:

@@ -14,6 +14,7 @@ a step costs one host sync and (under DDP) one collective besides DDP's own grad
 from __future__ import annotations
 
 import math
+import sys
 import time
 from typing import Callable
 
@@ -96,9 +97,11 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     data_time = 0.0
     steps_per_epoch = first_step + len(loader)
     rank, distributed = current_rank(), is_distributed()
+    compile_time, compile_images = 0.0, 0  # steps during which torch.compile compiled: not throughput
     start = t_data = time.perf_counter()
     for step, (images, targets) in enumerate(loader, start=first_step):
-        waited = time.perf_counter() - t_data
+        t_step, graphs = time.perf_counter(), _compiled_graphs()
+        waited = t_step - t_data
         data_time, window.data = data_time + waited, window.data + waited
         images, targets = to_device(images, targets, device=device, channels_last=channels_last)
         buffers = _snapshot_buffers(model)  # BatchNorm statistics, restored if this step is skipped
@@ -136,6 +139,9 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         # The schedule counts steps, skipped ones too, so the run's lr curve does not shift.
         if step_scheduler is not None:
             step_scheduler.step()
+        if _compiled_graphs() != graphs:
+            compile_time += time.perf_counter() - t_step
+            compile_images += len(images)
         faults.after_step(global_step, rank)
         if on_step is not None:
             on_step(step + 1)
@@ -153,9 +159,18 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     sums.add_sums(epoch_sums, num_classes)
     local_images = sums.sums[3].item()
     out = sums.result(device)  # reduced over ranks: the epoch's metrics of all data
-    out.update(img_s=local_images / max(elapsed, 1e-9), data_time=data_time, epoch_time=elapsed,
-               skipped_steps=skipped)
+    timed = (local_images - compile_images, elapsed - compile_time) if local_images > compile_images else \
+        (local_images, elapsed)  # every step compiled (a tiny epoch): the only figure there is
+    out.update(img_s=timed[0] / max(timed[1], 1e-9), data_time=data_time, epoch_time=elapsed,
+               skipped_steps=skipped, **({"compile_time": compile_time} if compile_time else {}))
     return out
+
+
+def _compiled_graphs() -> int:
+    """Graphs torch.compile has compiled in this process (0 before it is used): a step during which the
+    count grows spent its time compiling. Dynamo's own counter; there is no public one."""
+    utils = sys.modules.get("torch._dynamo.utils")
+    return utils.counters["stats"]["unique_graphs"] if utils is not None else 0
 
 
 def _snapshot_buffers(model: nn.Module) -> list[torch.Tensor]:

@@ -53,6 +53,8 @@ NORMALIZE_ARGS = {"normalize": "normalize"}
 EVAL_ARGS = {"channels_last": "channels_last"}
 # prepare_model (sotakit.train.fit)
 MODEL_ARGS = {"weights": "weights", "channels_last": "channels_last", "sync_bn": "sync_bn"}
+# compile_for_training (sotakit.train.fit)
+COMPILE_ARGS = {"enabled": "compile"}
 # amp_dtype_for (sotakit.train.fit)
 AMP_ARGS = {"amp": "amp", "dtype": "amp_dtype"}
 # set_backend_flags (sotakit.train.fit)
@@ -138,6 +140,10 @@ def input_size_kwargs(recipe: Recipe) -> dict[str, Any]:
 
 def model_kwargs(recipe: Recipe) -> dict[str, Any]:
     return _take(MODEL_ARGS, recipe)
+
+
+def compile_kwargs(recipe: Recipe) -> dict[str, Any]:
+    return _take(COMPILE_ARGS, recipe)
 
 
 def amp_kwargs(recipe: Recipe) -> dict[str, Any]:
