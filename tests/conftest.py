@@ -12,6 +12,11 @@ import torch
 from PIL import Image
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
+# Runs keep the recipe's precision and memory format (float32, NCHW) unless a test asks: the machine probe
+# (sotakit/train/machine.py) would switch on bf16 and channels-last on a CPU with native bf16. Set for the
+# whole session (session fixtures train too) and inherited by the CLI's child processes;
+# tests/train/test_machine.py unsets it to test the probe.
+os.environ["SOTAKIT_PROBE"] = "off"
 
 
 def make_image_folder(root: Path, classes=("cat", "dog", "fox"), per_class=(12, 4), size=32, seed=0) -> Path:
@@ -50,10 +55,6 @@ def fmnist_root() -> Path:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     # Folder-index caches and downloads go to a per-session temp dir, never the user's home.
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
-    # Runs keep the recipe's precision and memory format (float32, NCHW) unless a test asks: the machine
-    # probe (sotakit/train/machine.py) would switch on bf16 and channels-last on a CPU with native bf16;
-    # tests/train/test_machine.py unsets this to test it.
-    monkeypatch.setenv("SOTAKIT_PROBE", "off")
 
 
 @pytest.fixture(autouse=True)

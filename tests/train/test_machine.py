@@ -3,6 +3,7 @@ take a choice out of its hands, and a resume that keeps the stored choice on a m
 
 from __future__ import annotations
 
+import json
 import shlex
 
 import pytest
@@ -13,6 +14,7 @@ from conftest import tiny_recipe
 from sotakit.cli import build_recipe, make_parser
 from sotakit.recipes import RecipeError, make_recipe
 from sotakit.train import Interrupted, fit, load_checkpoint, machine
+from sotakit.train.evaluate_run import evaluate_checkpoint
 from sotakit.train.machine import MachineProbe, machine_choices, tune_for_machine
 
 AMX = MachineProbe(cpu="fake AMX", native_bf16=True, channels_last_fp32=0.9, channels_last_bf16=1.3)
@@ -100,6 +102,10 @@ def test_the_probe_choice_is_stored_and_a_resume_keeps_it_on_a_machine_without_b
     full = fit(tiny_recipe(image_folder, tmp_path / "full", **kw), verbose=False).run_dir
     text = (full / "recipe.toml").read_text()
     assert "amp = true" in text and "channels_last = true" in text and "machine probe (fake AMX)" in text
+    # `sotakit eval` evaluates in the run's precision: the recorded figures
+    recorded = json.loads((full / "summary.json").read_text())["test"]
+    again = evaluate_checkpoint(full)["test"]
+    assert [again[k] for k in ("acc1", "loss", "ece")] == [recorded[k] for k in ("acc1", "loss", "ece")]
     with pytest.raises(Interrupted):
         fit(tiny_recipe(image_folder, tmp_path / "cut", **kw), verbose=False, stop_at=(1, 2))
     run = next((tmp_path / "cut" / "runs").iterdir())
