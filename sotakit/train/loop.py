@@ -85,10 +85,12 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     ``first_step`` is the index of the loader's first batch within the epoch (non-zero when resuming
     mid-epoch; the loader then already skips the batches done). ``on_log`` receives a metrics dict
     every ``print_freq`` steps, ``on_step`` the number of steps done after each step (progress,
-    periodic checkpoints); ``should_stop(steps_done_in_epoch)`` is polled after each step and a true
-    answer (on any rank) raises ``Interrupted``. A step whose loss is not finite (on any rank) is
-    skipped (no update, no EMA; the schedule still advances) and counted in ``skipped_steps``; more
-    than ``max_nonfinite_skips`` in a row raise ``NonFiniteLossError``.
+    periodic checkpoints); ``should_stop(steps_done_in_epoch)`` is polled for each step and a true
+    answer (on any rank) raises ``Interrupted`` once the step is done: after the step on one process,
+    before its backward pass under DDP (with the non-finite check, in one all-reduce), so a signal that
+    lands during a DDP step's backward stops the run one step later. A step whose loss is not finite
+    (on any rank) is skipped (no update, no EMA; the schedule still advances) and counted in
+    ``skipped_steps``; more than ``max_nonfinite_skips`` in a row raise ``NonFiniteLossError``.
     """
     model.train()
     window = _Window(device)
@@ -113,8 +115,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             loss = loss * float("nan")
         optimizer.zero_grad(set_to_none=True)
         # The loss is checked before the backward pass, on every rank alike, so none hangs. Under DDP the
-        # stop request (a signal, --stop-at) is asked here too and shares the check's one all-reduce; it
-        # takes effect after this step, as on one process, where it is asked after the step at no cost.
+        # stop request (a signal, fit's stop_at) is asked here too and shares the check's one all-reduce;
+        # it takes effect after this step, as on one process, where it is asked after the step at no cost.
         poll = should_stop is not None and step + 1 < steps_per_epoch
         nonfinite, stop_asked = any_rank(~torch.isfinite(loss.detach()),
                                          poll and distributed and should_stop(step + 1), device=device)
