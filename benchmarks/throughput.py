@@ -28,8 +28,9 @@ import torchvision
 from torch import nn
 
 from sotakit.data import load_data, make_loaders
-from sotakit.experiments.bench import cpu_name
+from sotakit.experiments.bench import machine_tag
 from sotakit.models import build_model
+from sotakit.train.machine import cpu_name  # machines of one kind differ by up to 2x: a result names its CPU
 
 STEPS, WARMUP, REPEATS, BATCH = 24, 4, 3, 256
 
@@ -102,7 +103,7 @@ def main() -> None:
         med = statistics.median(vals)
         lines.append(f"| {name} | {med:.0f} | {', '.join(f'{v:.0f}' for v in vals)} | {med / base:.2f} |")
     out = (Path(__file__).parent / "results"
-           / f"throughput-{platform.machine()}-{cpu_name().split()[0].lower() or 'cpu'}"
+           / f"throughput-{machine_tag()}"
              f"-torch{torch.__version__.split('+')[0]}.md")
     out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(lines) + "\n")

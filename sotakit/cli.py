@@ -32,6 +32,7 @@ from .recipes import (
     recipe_for_data,
 )
 from .recipes.flags import check_unknown, overrides_from
+from .recipes.recipe import MACHINE_PROBE_CHOICES
 
 log = logging.getLogger("sotakit")
 
@@ -74,6 +75,11 @@ def build_recipe(args: argparse.Namespace, *, say=None) -> Recipe:
         base = load_recipe(args.config, base)
     if args.recipe and "recipe_name" not in overrides:
         overrides["recipe_name"] = args.recipe
+    if "machine_probe" not in overrides:  # a choice typed either way (--amp, --no-amp) is the user's
+        typed = [k for k in MACHINE_PROBE_CHOICES if k in overrides]
+        kept = [k for k in base.machine_probe.split(",") if k and k not in typed]
+        if typed:
+            overrides["machine_probe"] = ",".join(kept) or "none"
     return make_recipe(base, **overrides)
 
 

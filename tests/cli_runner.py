@@ -41,3 +41,33 @@ def start_cli(*args, env=None, fault: str = "", torchrun=(), **kw) -> subprocess
     the progress lines and signal the run mid-way. ``kw`` goes to ``subprocess.Popen``."""
     return subprocess.Popen(cli_cmd(*args, torchrun=torchrun), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=cli_env(env, fault), **kw)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on now (for a rendezvous)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_nodes(*args, nodes: int = 2, env=None, fault: str = "",
+              timeout: float = 300) -> list[tuple[int, str]]:
+    """``torchrun --nnodes N --nproc_per_node 1`` started N times on this machine, as N "nodes" meeting
+    in a c10d rendezvous on 127.0.0.1 (what a multi-node job runs, over loopback); waits for all and
+    returns each node's (exit code, output)."""
+    rdzv = ["--nnodes", nodes, "--nproc_per_node", 1, "--rdzv_backend", "c10d",
+            "--rdzv_endpoint", f"127.0.0.1:{free_port()}", "--rdzv_id", "loopback", "--max_restarts", 0]
+    cmd = [sys.executable, "-m", "torch.distributed.run", *map(str, rdzv), "-m", "sotakit", *map(str, args)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=cli_env(env, fault)) for _ in range(nodes)]
+    outs = []
+    for p in procs:
+        try:
+            out, _ = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+        outs.append((p.returncode, out))
+    return outs

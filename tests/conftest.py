@@ -12,6 +12,11 @@ import torch
 from PIL import Image
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
+# Runs keep the recipe's precision and memory format (float32, NCHW) unless a test asks: the machine probe
+# (sotakit/train/machine.py) would switch on bf16 and channels-last on a CPU with native bf16. Set for the
+# whole session (session fixtures train too) and inherited by the CLI's child processes;
+# tests/train/test_machine.py unsets it to test the probe.
+os.environ["SOTAKIT_PROBE"] = "off"
 
 # `make test` runs two pytest workers (pytest-xdist -n 2) on a 2-core machine: one intra-op thread
 # each, in the worker and in what it starts, since a second thread per worker spin-waits in OpenMP

@@ -8,14 +8,29 @@ import torch.distributed as dist
 from .calibration import CalibrationSums, calibration_result
 
 
-def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> list[int]:
-    """Number of rows whose target class is among the top-k logits, for each k (k capped at classes)."""
+def topk_hits(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> torch.Tensor:
+    """Number of rows whose target class is among the top-k logits, for each k (k capped at classes), as a
+    tensor on the logits' device: nothing waits for the device."""
     if target.ndim == 2:
         target = target.argmax(dim=1)
     maxk = min(max(ks), logits.shape[1])
     pred = logits.topk(maxk, dim=1).indices
     hit = pred.eq(target.unsqueeze(1))
-    return [int(hit[:, : min(k, maxk)].any(dim=1).sum()) for k in ks]
+    return torch.stack([hit[:, : min(k, maxk)].any(dim=1).sum() for k in ks])
+
+
+def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> list[int]:
+    """``topk_hits`` as numbers."""
+    return [int(c) for c in topk_hits(logits, target, ks).tolist()]
+
+
+def batch_sums(loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """[loss x n, correct@1, correct@5, n] of one batch, float64 on the logits' device: a training step
+    adds these there and the host reads them once per logging window (``MetricSums.add_sums`` at the end).
+    The float64 sum of float32 losses is what summing ``loss.item() * n`` on the host gives."""
+    n = torch.tensor(float(len(logits)), dtype=torch.float64, device=logits.device)
+    hits = topk_hits(logits, targets).to(torch.float64)
+    return torch.cat([(loss.detach().to(torch.float64) * n).reshape(1), hits, n.reshape(1)])
 
 
 def reported_k(k: int, num_classes: int | None) -> bool:
@@ -41,6 +56,11 @@ class MetricSums:
         if self.calibration is not None:
             self.calibration.add(logits, targets)
         return c1, c5
+
+    def add_sums(self, sums: torch.Tensor, num_classes: int | None) -> None:
+        """Add ``batch_sums`` rows summed elsewhere (on the device: one read for many batches)."""
+        self.sums += sums.cpu()
+        self.num_classes = num_classes if num_classes is not None else self.num_classes
 
     def result(self, device: torch.device | str = "cpu") -> dict[str, float]:
         """Mean loss, acc@1 and acc@5 in percent, and ``n``; ECE (percent), NLL, Brier score and the

@@ -19,7 +19,6 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -31,6 +30,7 @@ from ..models import build_model
 from ..recipes import Recipe, resolve, training_images
 from ..train import train_one_epoch
 from ..train.fit import amp_dtype_for, prepare_model, run_device, set_backend_flags
+from ..train.machine import cpu_name
 from ..train.optim import build_optimizer, param_groups
 from ..train.progress import task_progress
 from ..train.recipe_kwargs import (
@@ -51,18 +51,6 @@ from ..train.recipe_kwargs import (
 STAGES = ("ceiling", "data", "full")
 # A stage within this fraction of the full step's speed is what the full step waits for.
 LIMIT_MARGIN = 0.15
-
-
-def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo; platform.processor() is empty on Linux): machines of one
-    kind differ by up to 2x, so a result names the one it was measured on."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def machine_line() -> str:

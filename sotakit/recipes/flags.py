@@ -67,7 +67,7 @@ SYNONYMS = {"--learning-rate": "--lr", "--optimizer": "--opt", "--arch": "--mode
             "--log-wandb": "--tracker",
             "--pretrained": "sotakit has no --pretrained (no hub downloads); start from a file with "
                             "--weights FILE.",
-            "--torchcompile": "sotakit has no --torchcompile; the model runs eagerly.",
+            "--torchcompile": "--compile",
             "--grad-accum-steps": "sotakit has no gradient accumulation; use a smaller -b with "
                                   "--lr-ref-batch (the lr then scales with the batch)."}
 # What to add after the flag a synonym names, when one flag does not say it all.

@@ -25,6 +25,7 @@ SCHEDULERS = ("steplr", "cosineannealinglr", "exponentiallr", "onecycle", "flatc
 PER_STEP_SCHEDULERS = ("onecycle", "flatcos")  # fastai's: stepped every batch (train.schedules)
 AUTO_AUGMENT = ("ta_wide", "ra", "augmix", "imagenet", "cifar10", "svhn")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+MACHINE_PROBE_CHOICES = ("amp", "channels_last")  # what train.machine may switch on
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,17 @@ class Recipe:
     channels_last: bool = _f(False, "channels-last memory format", ref=False)
     amp_dtype: str = _f("bfloat16", "autocast dtype; float16 uses a GradScaler (CUDA)", ref=False,
                         choices=("bfloat16", "float16"))
+    compile: bool = _f(False, "torch.compile the training module (the model DDP wraps; evaluation and EMA "
+                              "run it eagerly); checkpoints and weights hold the plain model's state dict, "
+                              "and steps that compile are left out of img/s", ref=False)
+    machine_probe: str = _f("amp,channels_last", "what a short probe of the machine at the start may switch "
+                                                 "on where the recipe leaves it off, on a CPU device: amp "
+                                                 "(bf16 autocast where the CPU has native bf16), "
+                                                 "channels_last (where it measures faster); 'none': nothing. "
+                                                 "A flag you type (--amp, --no-amp, --channels-last, "
+                                                 "--no-channels-last) takes its name out; the choices are "
+                                                 "noted and stored in recipe.toml, so a resume keeps them; "
+                                                 "$SOTAKIT_PROBE=off switches the probe off", ref=False)
     run_name: str = _f("", "name of the run directory (default: recipe or model name)", ref=False)
     lr_ref_batch: Optional[int] = _f(None, "global batch the lr was tuned for; lr is scaled linearly by "
                                            "global batch / this", ref=False)
@@ -356,6 +368,10 @@ def validate(r: Recipe) -> None:
         raise RecipeError("lr_div and lr_div_final must be > 0")
     if r.lr_ref_batch is not None and r.lr_ref_batch <= 0:
         raise RecipeError("lr_ref_batch must be > 0")
+    probed = [k.strip() for k in r.machine_probe.split(",") if k.strip()]
+    if probed != ["none"] and not set(probed) <= set(MACHINE_PROBE_CHOICES):
+        raise RecipeError(f"machine_probe={r.machine_probe!r}: give a comma-separated list of "
+                          f"{', '.join(MACHINE_PROBE_CHOICES)}, or 'none'")
     if r.mixup_alpha == "auto":
         from .model_size import auto_mixup_alpha  # raises for a model the rule has no size for
         auto_mixup_alpha(r.model)

@@ -74,6 +74,20 @@ def all_ranks(flag: bool, device: torch.device | str, op: str) -> bool:
     return bool(t.item())
 
 
+def any_rank(*flags: torch.Tensor | bool, device: torch.device | str) -> list[bool]:
+    """Each flag OR-ed over DDP ranks, all in one all-reduce and read with one host sync (a training
+    step's non-finite check and stop request together); the flags themselves on one process."""
+    t = torch.stack([torch.as_tensor(f, dtype=torch.float32, device=device).reshape(()) for f in flags])
+    if is_distributed():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [v > 0 for v in t.tolist()]
+
+
+def is_distributed() -> bool:
+    """Whether a process group is running (torchrun with several processes)."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def current_rank() -> int:
     """This process's rank in the process group (0 without one)."""
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0

@@ -15,9 +15,10 @@ from ..models import build_model
 from ..recipes import Recipe, dump_recipe, load_recipe, make_recipe
 from .checkpoint import load_checkpoint, load_newest, write_text_atomic
 from .ema import build_ema
-from .fit import backend_for, validation_split
+from .fit import amp_dtype_for, backend_for, validation_split
 from .progress import TaskProgress, task_progress
 from .recipe_kwargs import (
+    amp_kwargs,
     eval_kwargs,
     loader_kwargs,
     model_build_kwargs,
@@ -113,15 +114,19 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, data_root:
     run = load_run(path, data=data, data_root=data_root)
     resize = val_resize_size or run.recipe.val_resize_size
     loaders = run_loaders(run.recipe, run.bundle, batch_size=batch_size, val_resize_size=resize)
+    # In the precision the run evaluated in (bf16 autocast with --amp or the machine probe's choice), so
+    # the figures are the recorded ones; float32 where this machine cannot.
+    amp_dtype, _ = amp_dtype_for(**amp_kwargs(run.recipe), device=run.device)
+    on = {"device": run.device, "amp_dtype": amp_dtype}
     out = {"checkpoint": str(run.checkpoint), "data": run.bundle.name, "epoch": run.ckpt["epoch"],
            "val_resize_size": resize, "val_crop_size": run.recipe.val_crop_size,
-           "test": evaluate(run.model, loaders.test, device=run.device, **eval_kwargs(run.recipe),
+           "test": evaluate(run.model, loaders.test, **on, **eval_kwargs(run.recipe),
                             progress=TaskProgress("evaluating the model on test", unit="batches"))}
     if run.ema_model is not None:
-        out["test_ema"] = evaluate(run.ema_model, loaders.test, device=run.device, **eval_kwargs(run.recipe),
+        out["test_ema"] = evaluate(run.ema_model, loaders.test, **on, **eval_kwargs(run.recipe),
                                    progress=TaskProgress("evaluating the EMA model on test", unit="batches"))
     changes = {k: v for k, v in (("tta", tta), ("tta_beta", tta_beta)) if v is not None}
-    out.update(tta_report(run.model, loaders.test, ema_model=run.ema_model, device=run.device,
+    out.update(tta_report(run.model, loaders.test, ema_model=run.ema_model, **on,
                           **tta_kwargs(make_recipe(run.recipe, **changes))))
     return out
 

@@ -31,6 +31,7 @@ from .ema import build_ema
 from .fine_tune import build_fine_tune_scheduler, fine_tune_groups
 from .loop import Interrupted, train_one_epoch
 from .lr_auto import choose_lr
+from .machine import tune_for_machine
 from .optim import build_optimizer, build_scheduler, param_groups
 from .precise_bn import update_precise_bn
 from .preflight import check_classes, check_output_dir, check_splits
@@ -38,6 +39,7 @@ from .progress import RunProgress, TaskProgress, say_for, task_progress
 from .recipe_kwargs import (
     amp_kwargs,
     backend_kwargs,
+    compile_kwargs,
     criterion_kwargs,
     data_epoch_kwargs,
     ema_kwargs,
@@ -63,9 +65,10 @@ from .state import CheckpointSaver, restore_state, run_meta
 from .stops import RunError, StopRequest, failures_as_run_errors
 from .transfer import load_start_weights
 
-__all__ = ["FitResult", "ResumeMismatchError", "RunError", "amp_dtype_for", "backend_for", "epoch_line",
-           "epoch_record", "final_evaluation", "fit", "log_step", "prepare_model", "run_banner", "run_device",
-           "run_summary", "set_backend_flags", "validation_split", "wrap_ddp"]
+__all__ = ["FitResult", "ResumeMismatchError", "RunError", "amp_dtype_for", "backend_for",
+           "compile_for_training", "epoch_line", "epoch_record", "final_evaluation", "fit", "log_step",
+           "prepare_model", "run_banner", "run_device", "run_summary", "set_backend_flags",
+           "validation_split", "wrap_ddp"]
 
 
 @dataclass
@@ -116,15 +119,19 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                                           force=force_resume, run_dir=point.run_dir,
                                           allowed=("epochs",) if point.extended_from else ())
     device = run_device(recipe.device, local_rank=dist_info.local_rank)
-    amp_dtype, amp_note = amp_dtype_for(**amp_kwargs(recipe), device=device)
     set_backend_flags(device, **backend_kwargs(recipe))
-    notes += resume_notes + ([amp_note] if amp_note else [])
+    notes += resume_notes
 
     # Same initial weights on every rank; then per-rank streams for augmentation.
     torch.manual_seed(recipe.seed)
     built = model_build_kwargs(recipe, num_classes=len(bundle.classes), native_size=bundle.native_size)
     model = build_model(**built)
     check_input_size(**built, **input_size_kwargs(recipe))  # before the run directory exists (vit at 28 px)
+    if not point.resumed:  # precision and memory format from the machine (CPU), stored in recipe.toml
+        recipe, probe_note = tune_for_machine(recipe, model=model, device=device)
+        notes += [probe_note] if probe_note else []
+    amp_dtype, amp_note = amp_dtype_for(**amp_kwargs(recipe), device=device)
+    notes += [amp_note] if amp_note else []
     model = prepare_model(model, **model_kwargs(recipe), device=device, distributed=dist_info.enabled,
                           classes=bundle.classes, say=notes.append)  # --weights: what was loaded, as a note
     torch.manual_seed(recipe.seed + dist_info.rank)
@@ -152,7 +159,9 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
         scheduler = build_scheduler(optimizer, **scheduler_kwargs(recipe, steps_per_epoch=steps_per_epoch))
     ema = (build_ema(model, **ema_kwargs(recipe, steps_per_epoch=steps_per_epoch), device=device)
            if recipe.model_ema else None)
-    train_model = wrap_ddp(model, dist_info=dist_info, device=device)
+    # --compile: the module the steps run; parts["model"] stays the plain one (state dicts without _orig_mod.)
+    train_model = compile_for_training(wrap_ddp(model, dist_info=dist_info, device=device),
+                                       **compile_kwargs(recipe))
     # Everything a resume restores, named once (litgpt's `state`).
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "ema": ema, "scaler": scaler}
 
@@ -318,6 +327,13 @@ def wrap_ddp(model: nn.Module, *, dist_info: DistInfo, device: torch.device) -> 
         return model
     return nn.parallel.DistributedDataParallel(
         model, device_ids=[dist_info.local_rank] if device.type == "cuda" else None)
+
+
+def compile_for_training(model: nn.Module, *, enabled: bool = False) -> nn.Module:
+    """``torch.compile(model)`` with ``enabled`` (the DDP-wrapped model under torchrun, as PyTorch's DDP
+    and compile notes advise), else the model itself. It shares the model's parameters and buffers, so
+    saving, evaluating and averaging the plain model see what the compiled one trains."""
+    return torch.compile(model) if enabled else model
 
 
 def validation_split(loaders) -> tuple:

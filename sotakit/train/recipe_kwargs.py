@@ -53,6 +53,8 @@ NORMALIZE_ARGS = {"normalize": "normalize"}
 EVAL_ARGS = {"channels_last": "channels_last"}
 # prepare_model (sotakit.train.fit)
 MODEL_ARGS = {"weights": "weights", "channels_last": "channels_last", "sync_bn": "sync_bn"}
+# compile_for_training (sotakit.train.fit)
+COMPILE_ARGS = {"enabled": "compile"}
 # amp_dtype_for (sotakit.train.fit)
 AMP_ARGS = {"amp": "amp", "dtype": "amp_dtype"}
 # set_backend_flags (sotakit.train.fit)
@@ -68,8 +70,9 @@ FINE_TUNE_ARGS = {"lr": "lr"}
 RUN_DIR_ARGS = {"output_dir": "output_dir"}
 
 # Used before the edge: the command line maps --data-path to --data; resolve() scales the lr by
-# lr_ref_batch and sets world_size from torchrun; recipe_name is recorded in recipe.toml.
-RESOLVED_FIELDS = ("data_path", "lr_ref_batch", "world_size", "recipe_name", "test_only")
+# lr_ref_batch and sets world_size from torchrun; recipe_name is recorded in recipe.toml; fit()'s
+# machine probe (train.machine) sets amp and channels_last as machine_probe allows.
+RESOLVED_FIELDS = ("data_path", "lr_ref_batch", "world_size", "recipe_name", "test_only", "machine_probe")
 
 
 def _take(table: dict[str, str], recipe: Recipe) -> dict[str, Any]:
@@ -137,6 +140,10 @@ def input_size_kwargs(recipe: Recipe) -> dict[str, Any]:
 
 def model_kwargs(recipe: Recipe) -> dict[str, Any]:
     return _take(MODEL_ARGS, recipe)
+
+
+def compile_kwargs(recipe: Recipe) -> dict[str, Any]:
+    return _take(COMPILE_ARGS, recipe)
 
 
 def amp_kwargs(recipe: Recipe) -> dict[str, Any]:

@@ -30,7 +30,7 @@ def _train_error(capsys, *argv) -> str:
     ("--log-wandb", "Did you mean '--tracker wandb'?"),
     ("--pretrained", "sotakit has no --pretrained (no hub downloads); start from a file with --weights "
                      "FILE."),
-    ("--torchcompile", "sotakit has no --torchcompile; the model runs eagerly."),
+    ("--torchcompile", "Did you mean '--compile'?"),
     ("--grad-accum-steps", "sotakit has no gradient accumulation; use a smaller -b with --lr-ref-batch (the "
                            "lr then scales with the batch)."),
 ])

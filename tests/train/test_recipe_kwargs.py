@@ -27,6 +27,7 @@ from sotakit.train import (
     train_one_epoch,
 )
 from sotakit.train.fine_tune import build_fine_tune_scheduler
+from sotakit.train.fit import compile_for_training
 from sotakit.train.lr_finder import lr_find
 from sotakit.train.rundir import create_run_dir
 
@@ -43,6 +44,7 @@ ADAPTERS = {
     "model_kwargs": (rk.model_kwargs(R), prepare_model),
     "input_size_kwargs": (rk.input_size_kwargs(R), check_input_size),
     "amp_kwargs": (rk.amp_kwargs(R), amp_dtype_for),
+    "compile_kwargs": (rk.compile_kwargs(R), compile_for_training),
     "backend_kwargs": (rk.backend_kwargs(R), set_backend_flags),
     "criterion_kwargs": (rk.criterion_kwargs(R), nn.CrossEntropyLoss),
     "resize_tuning_kwargs": (rk.resize_tuning_kwargs(R), tune_resize),

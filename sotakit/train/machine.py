@@ -1,0 +1,185 @@
+"""The start-up probe of the machine: bf16 autocast where the CPU has native bf16, channels-last where
+it measures faster, chosen once per machine and written into the run's recipe.
+
+What it may choose is the recipe's ``machine_probe`` (``amp``, ``channels_last``); a choice the recipe
+already makes (``--amp``, ``--channels-last``, a preset's value, or a flag typed to turn it off, which
+the command line takes out of ``machine_probe``) is never changed. It runs for new runs on a CPU device
+only: CUDA keeps its own autocast, pinned memory and copies, and a resumed run keeps the choices stored
+in its recipe.toml, on this machine or another. ``$SOTAKIT_PROBE=off`` switches it off (the test suite
+does, so runs there stay in float32 unless a test asks).
+
+The probe reads the CPU's bf16 support from torch (``torch.cpu``: AVX512_BF16 or AMX tiles; AVX-512
+without them only emulates bf16, slower than float32) and times a small conv block, forward and
+backward, in both memory formats at each precision (about 0.2 s, on one thread: a second one
+spin-waits on a busy 2-core machine and the timings turn to noise). The result is cached under
+``$XDG_CACHE_HOME/sotakit/machine/``, keyed by CPU, torch version and capability, so later runs read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+PROBE_ENV = "SOTAKIT_PROBE"
+PROBE_CHOICES = ("amp", "channels_last")
+CHANNELS_LAST_GAIN = 1.05  # channels-last is chosen when the block runs at least 5% faster with it
+
+
+@dataclass(frozen=True)
+class MachineProbe:
+    """What the probe found: native bf16 and how much faster (NCHW time / NHWC time) a conv block runs
+    channels-last in float32 and under bf16 autocast (0.0: not measured)."""
+
+    cpu: str
+    native_bf16: bool
+    channels_last_fp32: float
+    channels_last_bf16: float
+
+
+def probe_enabled() -> bool:
+    """False when ``$SOTAKIT_PROBE`` is off (0, false, no, off)."""
+    return os.environ.get(PROBE_ENV, "").strip().lower() not in ("0", "off", "false", "no")
+
+
+def native_bf16() -> bool:
+    """The CPU computes in bf16 natively (AVX512_BF16 or AMX), so bf16 autocast is faster than float32."""
+    cpu = torch.cpu
+    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cache_file(cpu: str, bf16: bool) -> Path:
+    key = hashlib.sha256(f"{cpu}|{bf16}|{torch.__version__}|{torch.backends.cpu.get_cpu_capability()}"
+                         .encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "sotakit" / "machine" / f"{key}.json"
+
+
+def _block_time(*, channels_last: bool, bf16: bool, reps: int = 5) -> float:
+    """The fastest of ``reps`` forward+backward passes of a conv-BN-ReLU-conv block (the first not
+    counted): the minimum is what the machine can do, the rest is other processes' load."""
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+                          nn.Conv2d(32, 32, 3, padding=1, bias=False))
+    x = torch.randn(16, 32, 16, 16)
+    if channels_last:
+        block = block.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    best = float("inf")
+    for i in range(reps + 1):
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            y = block(x)
+        y.float().sum().backward()
+        if i:
+            best = min(best, time.perf_counter() - t)
+    return best
+
+
+def measure(bf16: bool) -> tuple[float, float]:
+    """The channels-last speed-ups of the conv block in float32 and (with native bf16) bf16."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rng_state = torch.get_rng_state()  # the probe must not move the run's random stream
+    try:
+        with torch.enable_grad():
+            fp32 = _block_time(channels_last=False, bf16=False) / _block_time(channels_last=True, bf16=False)
+            low = (_block_time(channels_last=False, bf16=True) / _block_time(channels_last=True, bf16=True)
+                   if bf16 else 0.0)
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_rng_state(rng_state)
+    return round(fp32, 3), round(low, 3)
+
+
+def probe_machine(*, refresh: bool = False) -> tuple[MachineProbe, bool]:
+    """This machine's probe and whether it came from the cache."""
+    cpu, bf16 = cpu_name(), native_bf16()
+    path = _cache_file(cpu, bf16)
+    if path.exists() and not refresh:
+        try:
+            return MachineProbe(**json.loads(path.read_text())), True
+        except (ValueError, TypeError):
+            pass  # a torn or old cache file: probe again
+    fp32, low = measure(bf16)
+    probe = MachineProbe(cpu=cpu, native_bf16=bf16, channels_last_fp32=fp32, channels_last_bf16=low)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(asdict(probe), indent=1) + "\n")
+        os.replace(tmp, path)  # atomic: a concurrent run reads the old file or the whole new one
+    except OSError:
+        pass  # a read-only cache costs a probe per run, nothing else
+    return probe, False
+
+
+def is_conv_net(model: nn.Module) -> bool:
+    """More than one 2-d convolution: where the memory format matters (a ViT's patch embedding alone does
+    not make it one)."""
+    return sum(isinstance(m, nn.Conv2d) for m in model.modules()) > 1
+
+
+def machine_choices(probe: MachineProbe, *, allowed: tuple[str, ...], amp: bool, amp_dtype: str,
+                    channels_last: bool, conv_net: bool) -> tuple[dict[str, bool], str]:
+    """The recipe changes the probe makes (only switching on what ``allowed`` names and the recipe leaves
+    off) and the note that says what it found and chose."""
+    changes: dict[str, bool] = {}
+    said = []
+    if "amp" in allowed and not amp:
+        if probe.native_bf16 and amp_dtype == "bfloat16":
+            changes["amp"] = True
+            said.append("native bf16: --amp (bf16 autocast)")
+        else:
+            said.append("no native bf16: float32")
+    run_bf16 = changes.get("amp", amp) and amp_dtype == "bfloat16" and probe.native_bf16
+    gain = probe.channels_last_bf16 if run_bf16 else probe.channels_last_fp32
+    if "channels_last" in allowed and not channels_last:
+        if conv_net and gain >= CHANNELS_LAST_GAIN:
+            changes["channels_last"] = True
+            said.append(f"channels-last {gain:.2f}x on a conv block: --channels-last")
+        else:
+            why = f"{gain:.2f}x on a conv block" if conv_net else "no conv net"
+            said.append(f"channels-last kept off ({why})")
+    if not said:
+        return changes, ""
+    off = " / ".join(f"--no-{k.replace('_', '-')}" for k in changes)
+    return changes, (f"machine probe ({probe.cpu}): {'; '.join(said)}"
+                     + (f" ({off} or --machine-probe none to keep the recipe's)" if changes else ""))
+
+
+def tune_for_machine(recipe, *, model: nn.Module, device: torch.device, say=None):
+    """``recipe`` with the probe's choices applied (see the module docstring), and the note, or None when
+    the probe does not run. Under DDP every rank takes rank 0's choices (timings differ between ranks)."""
+    allowed = tuple(k for k in recipe.machine_probe.split(",") if k in PROBE_CHOICES)
+    if device.type != "cpu" or not allowed or not probe_enabled():
+        return recipe, None
+    import torch.distributed as dist
+    distributed = dist.is_available() and dist.is_initialized()
+    decided = [None]
+    if not distributed or dist.get_rank() == 0:
+        probe, _ = probe_machine()
+        decided = [machine_choices(probe, allowed=allowed, amp=recipe.amp, amp_dtype=recipe.amp_dtype,
+                                   channels_last=recipe.channels_last, conv_net=is_conv_net(model))]
+    if distributed:
+        dist.broadcast_object_list(decided, src=0)
+    changes, note = decided[0]
+    return (recipe.replace(**changes) if changes else recipe), (note or None)
