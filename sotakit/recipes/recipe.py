@@ -458,8 +458,14 @@ OPERATIONAL_FIELDS = ("resume", "output_dir", "data_root", "print_freq", "worker
 
 def recipe_hash(recipe: Recipe, ignore=OPERATIONAL_FIELDS) -> str:
     """SHA-256 (16 hex digits) of the recipe without the fields in ``ignore``: by default what the
-    recipe computes (resume checks); experiments pass their own list (one configuration over seeds)."""
+    recipe computes (resume checks); experiments pass their own list (one configuration over seeds).
+
+    Only fields away from their defaults count: a field a later version adds, at a default that keeps
+    the old behaviour, leaves every hash as it was, so an upgrade neither re-runs an experiment's
+    finished runs nor changes what a run reports.
+    """
     import hashlib
     import json
-    d = {k: v for k, v in recipe.to_dict().items() if k not in ignore}
+    defaults = Recipe().to_dict()
+    d = {k: v for k, v in recipe.to_dict().items() if k not in ignore and v != defaults[k]}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -96,3 +96,19 @@ def test_jobs_share_the_cores_and_never_exceed_a_set_omp_num_threads(monkeypatch
     assert [runner.job_threads(j) for j in (1, 2, 4)] == [3, 3, 2]
     monkeypatch.setenv("OMP_NUM_THREADS", "")  # unset in effect; a malformed value is torch's to reject
     assert runner.job_threads(2) == 4
+
+
+def test_a_field_at_its_default_leaves_the_config_key_as_it_was(monkeypatch):
+    """An upgrade that adds a field (at a default keeping the old behaviour) must not re-run an
+    experiment's finished runs: the key of a recipe equals the key the version without the field gave."""
+    from sotakit.experiments import config_key
+    from sotakit.recipes.recipe import Recipe
+    recipe = make_recipe(data="fashion-mnist", lr=0.3)
+    now = config_key(recipe)
+    full = Recipe.to_dict
+    monkeypatch.setattr(Recipe, "to_dict", lambda self: {k: v for k, v in full(self).items()
+                                                          if k != "pca_jitter"})  # the version before it
+    assert config_key(recipe) == now
+    monkeypatch.undo()
+    assert now != config_key(make_recipe(data="fashion-mnist", lr=0.3, pca_jitter=0.1))
+    assert now != config_key(make_recipe(data="fashion-mnist", lr=0.2))
