@@ -11,17 +11,19 @@ The presize rule (``presize_for``):
   ``val_resize_size`` with the recipe's interpolation, exactly as the eval transform resizes, then cropped
   to a square of that side around the evaluation crop. Evaluating the cached image (its Resize is then a
   no-op) gives, bit for bit, the crop the uncached path evaluates.
-* **train split** (RandomResizedCrop to ``train_crop_size``): side ``max(val_resize, min(native, 2 x
-  train_crop))``: twice the crop as fastai presizes (460 for 224), never more than the folder's median
-  short side (``native_size``: more pixels than the files hold buys nothing), and at least the eval
-  size, since the holdout split is evaluated from these images.
+* **train split** (RandomResizedCrop to ``train_crop_size``): side ``min(native, max(val_resize, 2 x
+  train_crop))``: twice the crop as fastai presizes (460 for 224), and at least the eval size, since
+  the holdout split is evaluated from these images; but never more than the folder's median short
+  side (``native_size``): more pixels than the files hold buys nothing, and images of that size
+  are then stored as they are (square ones exactly, not resampled at all).
 
 What differs from decoding the original file each time: a non-square image keeps only its centre
 square (the short side's length), so training crops never reach the cut-off sides (for eval that
 part is cut off anyway); training crops are taken from the presized image, so a crop that would have
 been shrunk from a larger original, or enlarged from a smaller one, is resampled twice; the holdout
-split is resized twice (files -> train size -> val_resize). Progressive resizing works (its largest crop
-is the train crop); tools that evaluate at other sizes (``sotakit tune-resize``) read the files.
+split is resized twice (files -> train size -> val_resize) unless its images have the native size; TTA's
+augmented views are drawn from the cached test images. Progressive resizing works (its largest crop is
+the train crop); tools that evaluate at other sizes (``sotakit tune-resize``) read the files.
 
 The arrays are NumPy ``.npy`` files opened with ``np.load(mmap_mode="c")``: the header records dtype
 and shape, a short or torn file fails to map, and the pages are shared with DataLoader workers and
@@ -103,7 +105,7 @@ class Presize:
 def presize_for(*, train_crop_size: int, val_resize_size: int, val_crop_size: int, native_size: int,
                 interpolation: str = "bilinear") -> Presize:
     """The presize rule of the module docstring."""
-    train = max(val_resize_size, min(native_size, 2 * train_crop_size))
+    train = min(native_size, max(val_resize_size, 2 * train_crop_size))
     return Presize(train, val_resize_size, min(val_crop_size, val_resize_size), interpolation)
 
 

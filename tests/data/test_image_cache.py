@@ -52,10 +52,11 @@ def folder(tmp_path):
 
 
 def test_presize_rule():
-    # twice the crop, capped by the native size, never below the eval resize
+    # twice the crop and at least the eval resize, capped by the native size
     assert presize_for(train_crop_size=32, val_resize_size=36, val_crop_size=32, native_size=72).train == 64
+    assert presize_for(train_crop_size=32, val_resize_size=72, val_crop_size=64, native_size=96).train == 72
     assert presize_for(train_crop_size=32, val_resize_size=36, val_crop_size=32, native_size=50).train == 50
-    assert presize_for(train_crop_size=28, val_resize_size=32, val_crop_size=28, native_size=28).train == 32
+    assert presize_for(train_crop_size=28, val_resize_size=32, val_crop_size=28, native_size=28).train == 28
     assert presize_for(train_crop_size=176, val_resize_size=232, val_crop_size=224, native_size=500).test == 232
 
 
@@ -201,3 +202,21 @@ def test_off_too_big_and_in_memory_data(folder, tmp_path, monkeypatch):
     assert cache(bundle, tmp_path, mode="on")[1].startswith("data cache: built")  # on: whatever its size
     with pytest.raises(ValueError, match="data cache mode 'yes': use one of auto, on, off"):
         cache(bundle, tmp_path, mode="yes")
+
+
+@pytest.mark.slow  # trains twice with fit()
+def test_fit_uses_the_cache_by_default_and_evaluates_as_the_files_do(image_folder, tmp_path, one_thread):
+    import json
+
+    from conftest import tiny_recipe
+    from sotakit.train import fit
+    from sotakit.train.evaluate_run import evaluate_checkpoint
+
+    run = fit(tiny_recipe(image_folder, tmp_path / "a"), verbose=False).run_dir
+    assert "data cache: built (48 images decoded, 36 train at 32 px, 12 test at 37 px" in \
+        (run / "recipe.toml").read_text()
+    # the final evaluation ran on the cached test split; `sotakit eval` reads the files: same figures
+    summary = json.loads((run / "summary.json").read_text())
+    assert evaluate_checkpoint(run)["test"]["acc1"] == summary["test"]["acc1"]
+    off = fit(tiny_recipe(image_folder, tmp_path / "b", data_cache="off"), verbose=False).run_dir
+    assert "data cache: off (--data-cache off)" in (off / "recipe.toml").read_text()
