@@ -57,7 +57,8 @@ def test_presize_rule():
     assert presize_for(train_crop_size=32, val_resize_size=72, val_crop_size=64, native_size=96).train == 72
     assert presize_for(train_crop_size=32, val_resize_size=36, val_crop_size=32, native_size=50).train == 50
     assert presize_for(train_crop_size=28, val_resize_size=32, val_crop_size=28, native_size=28).train == 28
-    assert presize_for(train_crop_size=176, val_resize_size=232, val_crop_size=224, native_size=500).test == 232
+    imagenet = presize_for(train_crop_size=176, val_resize_size=232, val_crop_size=224, native_size=500)
+    assert (imagenet.train, imagenet.test, imagenet.align) == (352, 232, 224)
 
 
 def test_cached_images_are_the_decoded_files_presized_and_labels_match(folder, tmp_path):
