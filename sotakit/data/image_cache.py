@@ -211,7 +211,7 @@ def cached_bundle(bundle: DataBundle, *, mode: str = "auto", fingerprint: str, t
         build_cache(folder, expected, bundle, size, progress=progress)
         train, test = open_cache(folder, expected, shapes, bundle)
         _remove_superseded(folder, data_root=expected["root"])
-    except OSError as e:  # a full disk, a read-only cache folder: train from the files
+    except (OSError, CacheInvalid) as e:  # a full disk, a read-only cache folder: train from the files
         return bundle, (f"data cache: could not be written ({e}): images are decoded from the files every "
                         "epoch")
     check_all(train, test, max_decode_errors)
