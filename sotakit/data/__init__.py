@@ -12,6 +12,7 @@ from .datasets import (
 )
 from .fingerprint import data_fingerprint
 from .folder_index import write_data_report
+from .image_cache import CachedFolderSource, cached_bundle
 from .loaders import (
     Loaders,
     SampleDataset,
@@ -28,7 +29,8 @@ from .samplers import RASampler, sample_seed, worker_seed
 from .stats import ColorStats, color_stats, compute_color_stats, normalization, normalized
 from .transforms import BatchFinish, make_eval_transform, make_preprocess_transform, make_train_transform
 
-__all__ = ["BatchCropFlip", "BatchFinish", "ColorStats", "Collate", "color_stats", "compute_color_stats",
+__all__ = ["BatchCropFlip", "BatchFinish", "CachedFolderSource", "cached_bundle",
+           "ColorStats", "Collate", "color_stats", "compute_color_stats",
            "normalization", "normalized", "DataBundle", "DecodeErrorLimit", "FolderSource",
            "Loaders", "RASampler", "SampleDataset", "TensorSource", "batch_crop_for", "data_fingerprint",
            "image_channels", "kill_loader_workers", "load_data", "load_image_folder", "make_eval_transform",

@@ -85,6 +85,20 @@ def list_files(root: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]
         out += files
     return out
 
+def common_root(paths: list[str]) -> str:
+    """``os.path.commonpath(paths)`` from the first and last path in sort order only: for file paths
+    (none a folder of another) that is the same, and 70,000 paths split one by one take about 1 s."""
+    return os.path.commonpath([min(paths), max(paths)]) if paths else ""
+
+
+def relative_to(paths: list[str], root: str) -> list[str]:
+    """``os.path.relpath(p, root)`` of each path; by slicing when ``root`` is an absolute prefix."""
+    n = len(root)
+    if os.path.isabs(root) and all(p.startswith(root) and p[n:n + 1] == os.sep for p in paths):
+        return [p[n + 1:] for p in paths]
+    return [os.path.relpath(p, root) for p in paths]
+
+
 REPORT_COLUMNS = ("path", "split", "class", "status", "reason", "detail", "format", "mode", "width", "height",
                   "bytes")
 _CACHE_VERSION = 2  # bump when a row's meaning changes, so old caches are not trusted
@@ -92,10 +106,12 @@ _CACHE_VERSION = 2  # bump when a row's meaning changes, so old caches are not t
 
 def scan_folder(root: Path, class_to_idx: dict[str, int], *, max_pixels: int | None = None, workers: int = 8,
                 cache_dir: Path | None = None, progress: Callable[[int, int], None] | None = None,
-                ) -> tuple[list[tuple[str, int]], list[dict]]:
-    """(loadable samples as (path, class index), one report row per file found), in path order.
+                ) -> tuple[list[tuple[str, int]], list[dict], list[tuple[int, int]]]:
+    """(loadable samples as (path, class index), one report row per file found, each sample's (size in
+    bytes, mtime in ns) as the scan saw it), in path order.
 
-    Row paths are relative to ``root.parent`` (the data folder), so they read ``train/cat/1.jpg``.
+    Row paths are relative to ``root.parent`` (the data folder), so they read ``train/cat/1.jpg``. The
+    (size, mtime) pairs spare later steps (fingerprint, data cache) a second stat of every file.
     ``progress(files_done, files_total)`` is called after every file (ImageNet: 1.28M files).
     """
     # the limit is part of the cache key
@@ -104,6 +120,17 @@ def scan_folder(root: Path, class_to_idx: dict[str, int], *, max_pixels: int | N
     cache_file = _cache_path(root, cache_dir, max_pixels)
     cache = _read_cache(cache_file)
     idx_to_class = {i: c for c, i in class_to_idx.items()}
+
+    def unchanged(path: str) -> dict | None:
+        """The cached row of ``path`` if its size and mtime are the ones it was read with."""
+        hit = cache.get(path)
+        if hit is None:
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None  # check() reports it
+        return hit if hit["key"] == f"{st.st_size}:{st.st_mtime_ns}" else None
 
     def check(item: tuple[str, int]) -> dict:
         path, target = item
@@ -114,11 +141,7 @@ def scan_folder(root: Path, class_to_idx: dict[str, int], *, max_pixels: int | N
             what = "dangling symlink" if os.path.islink(path) and e.errno == errno.ENOENT else e.strerror
             return {**row, "key": None, "bytes": 0, "status": "excluded", "reason": "unreadable",
                     "detail": f"{what}: {e}"}
-        key = f"{st.st_size}:{st.st_mtime_ns}"
-        hit = cache.get(path)
-        if hit and hit["key"] == key:
-            return hit
-        row.update(key=key, bytes=st.st_size)
+        row.update(key=f"{st.st_size}:{st.st_mtime_ns}", bytes=st.st_size)
         try:
             _, info = read_image(path, max_pixels=max_pixels)
             row.update(status="loaded", reason="", **info)
@@ -128,26 +151,36 @@ def scan_folder(root: Path, class_to_idx: dict[str, int], *, max_pixels: int | N
             row.update(status="excluded", reason="unreadable", detail=f"{type(e).__name__}: {e}")
         return row
 
+    # Unchanged files first, in this thread: a stat each (a pool's future per file costs more than the
+    # stat, 70,000 of them about 1 s); only new or changed files are decoded in the pool.
+    rows = [unchanged(path) for path, _ in files]
+    todo = [k for k, row in enumerate(rows) if row is None]
+    done = len(files) - len(todo)
+    if progress is not None and done:
+        progress(done, len(files))
     pool = ThreadPoolExecutor(max(1, workers))
-    rows = []
     try:
-        for i, row in enumerate(pool.map(check, files), 1):
-            rows.append(row)
+        for k, row in zip(todo, pool.map(check, [files[k] for k in todo])):
+            rows[k] = row
+            done += 1
             if progress is not None:
-                progress(i, len(files))
+                progress(done, len(files))
     finally:  # a stop (signal) mid-scan: the files not yet read are not read
         pool.shutdown(wait=True, cancel_futures=True)
-    good = [(path, target) for (path, target), row in zip(files, rows) if row["status"] == "loaded"]
-    _write_cache(cache_file, {path: row for (path, _), row in zip(files, rows)})
-    return good, [{k: row.get(k, "") for k in REPORT_COLUMNS} for row in rows]
+    loaded = [(item, row) for item, row in zip(files, rows) if row["status"] == "loaded"]
+    good = [item for item, _ in loaded]
+    stats = [tuple(int(v) for v in row["key"].split(":")) for _, row in loaded]
+    if todo or len(cache) != len(files):
+        _write_cache(cache_file, {path: row for (path, _), row in zip(files, rows)})  # only when it changed
+    return good, [{k: row.get(k, "") for k in REPORT_COLUMNS} for row in rows], stats
 
 
 def write_data_report(path: Path, rows: list[dict]) -> None:
     """``data_report.csv``: one row per file of an image folder, excluded ones with their reason."""
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=REPORT_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
+    with open(path, "w", newline="") as f:  # csv.writer on tuples: DictWriter takes 3x as long
+        w = csv.writer(f)
+        w.writerow(REPORT_COLUMNS)
+        w.writerows([row.get(k, "") for k in REPORT_COLUMNS] for row in rows)
 
 
 def _cache_path(root: Path, cache_dir: Path | None, max_pixels: int | None) -> Path | None:

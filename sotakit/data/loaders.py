@@ -11,7 +11,7 @@ from torchvision.transforms import v2
 
 from ..faults import fault_count
 from .batch_augment import batch_crop_for
-from .datasets import DataBundle, DecodeErrorLimit, TensorSource
+from .datasets import DataBundle, TensorSource, check_decode_errors
 from .mixing import Collate
 from .samplers import RASampler, ResumableSampler, worker_seed
 from .stats import color_stats
@@ -59,16 +59,6 @@ class SampleDataset(Dataset):
     @property
     def targets(self) -> torch.Tensor:
         return self.source.targets[self.indices]
-
-
-def check_decode_errors(source, max_decode_errors: float) -> None:
-    """Raise DecodeErrorLimit once more than ``max_decode_errors`` x len(source) files failed to decode."""
-    count, allowed = source.decode_errors(), max_decode_errors * len(source)
-    if count > allowed:
-        raise DecodeErrorLimit(
-            f"{count} of {len(source)} images failed to decode during the run, more than the threshold "
-            f"--max-decode-errors {max_decode_errors} ({allowed:g} images); each was replaced by the next "
-            f"readable image. Check the disk or the files, or raise --max-decode-errors to continue.")
 
 
 def stratified_split(targets: torch.Tensor, fraction: float, seed: int) -> tuple[list[int], list[int]]:

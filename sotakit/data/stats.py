@@ -22,6 +22,7 @@ from torchvision.transforms.v2 import functional as F
 from .catalog import IMAGENET_MEAN, IMAGENET_STD
 from .datasets import DataBundle, TensorSource
 from .fingerprint import data_fingerprint
+from .image_cache import CachedFolderSource
 
 NORMALIZE_CHOICES = ("", "data", "imagenet", "none")
 
@@ -62,7 +63,10 @@ def compute_color_stats(source, *, max_images: int = 5000, seed: int = 0, chunk:
                         progress=None) -> ColorStats:
     """The statistics of ``source`` (every image in memory; a seeded sample of a folder's)."""
     n = len(source)
-    if isinstance(source, TensorSource):
+    # a cached image folder is sampled as the folder is: the statistics are cached by the fingerprint,
+    # which is the folder's either way
+    in_memory = isinstance(source, TensorSource) and not isinstance(source, CachedFolderSource)
+    if in_memory:
         order = list(range(n))
     else:
         g = torch.Generator().manual_seed(seed)
@@ -70,7 +74,7 @@ def compute_color_stats(source, *, max_images: int = 5000, seed: int = 0, chunk:
     total, outer, count = torch.zeros(3, dtype=torch.float64), torch.zeros(3, 3, dtype=torch.float64), 0
     for start in range(0, len(order), chunk):
         part = order[start:start + chunk]
-        if isinstance(source, TensorSource):
+        if in_memory:
             batches = [source.images[part]]
         else:  # images of any size: one at a time
             batches = [F.to_image(source.load(i)[0])[None] for i in part]

@@ -189,6 +189,12 @@ class Recipe:
                                         "(each is replaced by the next readable image and counted) before "
                                         "the run stops; the index pass has already excluded files broken at "
                                         "the start (data_report.csv)", ref=False)
+    data_cache: str = _f("auto", "image folders: decode every image once into a presized uint8 cache "
+                                 "($XDG_CACHE_HOME/sotakit/images, keyed by the data fingerprint) that later "
+                                 "runs and every epoch memory-map instead of decoding the files; auto: when "
+                                 "it fits in half the free disk and half the RAM; on: whatever its size; "
+                                 "off: decode the files every epoch", ref=False,
+                         choices=("auto", "on", "off"))
     # --- fine-tuning from --weights (issue 13) ---
     freeze_epochs: int = _f(0, "fastai's fine_tune: the first K of --epochs train only the head (and the "
                                "normalization layers), the rest everything at half the lr, lower for earlier "

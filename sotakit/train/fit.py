@@ -19,7 +19,7 @@ from statistics import median
 import torch
 from torch import nn
 
-from ..data import data_fingerprint, load_data, make_loaders, normalized, set_data_epoch
+from ..data import cached_bundle, data_fingerprint, load_data, make_loaders, normalized, set_data_epoch
 from ..evaluate import evaluate, tta_report
 from ..evaluate.evaluate import StopEvaluation
 from ..models import build_model, check_input_size
@@ -41,6 +41,7 @@ from .recipe_kwargs import (
     backend_kwargs,
     compile_kwargs,
     criterion_kwargs,
+    data_cache_kwargs,
     data_epoch_kwargs,
     ema_kwargs,
     epoch_kwargs,
@@ -118,6 +119,14 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
     load_all, resume_notes = check_resume(point.ckpt, recipe, classes=bundle.classes, fingerprint=fingerprint,
                                           force=force_resume, run_dir=point.run_dir,
                                           allowed=("epochs",) if point.extended_from else ())
+    # Folder data decoded once into the presized uint8 cache (rank 0 builds it, then the others open it).
+    if dist_info.enabled and not dist_info.is_main:
+        barrier()
+    bundle, cache_note = cached_bundle(bundle, **data_cache_kwargs(recipe), fingerprint=fingerprint,
+                                       progress=task_progress)
+    if dist_info.enabled and dist_info.is_main:
+        barrier()
+    notes += [cache_note] if cache_note else []
     device = run_device(recipe.device, local_rank=dist_info.local_rank)
     set_backend_flags(device, **backend_kwargs(recipe))
     notes += resume_notes

@@ -27,6 +27,10 @@ LOADER_ARGS = {name: name for name in (
     "ra_magnitude", "augmix_severity", "random_erase", "crop_min_scale", "color_jitter", "mixup_alpha",
     "cutmix_alpha", "ra_sampler", "ra_reps", "holdout", "seed", "workers", "train_limit", "test_limit",
     "kfold", "fold", "max_decode_errors", "pca_jitter", "pca_stats")} | {"timeout": "loader_timeout"}
+# cached_bundle (sotakit.data): the presize follows the crop and eval sizes of the resolved recipe
+DATA_CACHE_ARGS = {"mode": "data_cache", "train_crop_size": "train_crop_size",
+                   "val_resize_size": "val_resize_size", "val_crop_size": "val_crop_size",
+                   "interpolation": "interpolation", "max_decode_errors": "max_decode_errors"}
 # param_groups (sotakit.train.optim)
 PARAM_GROUP_ARGS = {name: name for name in (
     "weight_decay", "norm_weight_decay", "bias_weight_decay", "transformer_embedding_decay")}
@@ -82,6 +86,11 @@ def _take(table: dict[str, str], recipe: Recipe) -> dict[str, Any]:
 def loader_kwargs(recipe: Recipe) -> dict[str, Any]:
     """make_loaders' arguments."""
     return _take(LOADER_ARGS, recipe)
+
+
+def data_cache_kwargs(recipe: Recipe) -> dict[str, Any]:
+    """cached_bundle's arguments."""
+    return _take(DATA_CACHE_ARGS, recipe)
 
 
 def param_group_kwargs(recipe: Recipe) -> dict[str, Any]:

@@ -30,7 +30,7 @@ def test_symlink_loops_and_dangling_links_become_excluded_rows(folder_factory, t
     (cat / "gone.png").symlink_to(tmp_path / "nowhere.png")
     files = list_files(root, {"cat": 0, "dog": 1})
     assert len(files) == 3 + 3 + 3  # 3 images + 3 links in cat (the folder loop adds none), 3 in dog
-    good, rows = scan_folder(root, {"cat": 0, "dog": 1})
+    good, rows, _ = scan_folder(root, {"cat": 0, "dog": 1})
     bad = {r["path"]: r["detail"] for r in rows if r["status"] != "loaded"}
     assert len(good) == 6 and set(bad) == {"train/cat/x.png", "train/cat/y.png", "train/cat/gone.png"}
     assert bad["train/cat/gone.png"].startswith("dangling symlink") and "Errno 40" in bad["train/cat/x.png"]

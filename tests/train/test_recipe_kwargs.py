@@ -10,7 +10,7 @@ import pytest
 from torch import nn
 
 import sotakit.train.recipe_kwargs as rk
-from sotakit.data import make_loaders, normalized, set_data_epoch
+from sotakit.data import cached_bundle, make_loaders, normalized, set_data_epoch
 from sotakit.evaluate import evaluate, tta_report, tune_resize
 from sotakit.models import build_model, check_input_size
 from sotakit.recipes import Recipe, make_recipe
@@ -35,6 +35,7 @@ R = Recipe(model_ema=True)
 # adapter -> (its keyword arguments for a reference recipe, the helper they are passed to)
 ADAPTERS = {
     "loader_kwargs": (rk.loader_kwargs(R), make_loaders),
+    "data_cache_kwargs": (rk.data_cache_kwargs(R), cached_bundle),
     "param_group_kwargs": (rk.param_group_kwargs(R), param_groups),
     "optimizer_kwargs": (rk.optimizer_kwargs(R), build_optimizer),
     "scheduler_kwargs": (rk.scheduler_kwargs(R, steps_per_epoch=7), build_scheduler),
