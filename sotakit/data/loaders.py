@@ -154,12 +154,13 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
                  pca_eigvec=IMAGENET_PCA_EIGVEC) -> Loaders:
     """Train, holdout and test loaders for one process (rank ``rank`` of ``world_size``).
 
-    The split is ``split_indices``'. When the per-image transform is exactly crop + flip and the data
-    is in memory, crop and flip run on whole batches (``batch_crop_for``; ``batch_augment=False``
-    forces the per-image path). ``pca_jitter`` std of AlexNet's PCA lighting per training batch, with
-    the eigen-decomposition ``pca_eigval``/``pca_eigvec`` (ImageNet's by default; ``pca_stats="data"``:
-    the training split's own, from ``color_stats``, cached by the data fingerprint). ``timeout``
-    (seconds, workers > 0) turns a hung or killed worker into an error instead of a stall.
+    The split is ``split_indices``'. When the per-image transform is exactly crop + flip, optionally
+    with TrivialAugmentWide or RandAugment, and the data is in memory, these run on whole batches
+    (``batch_crop_for``; ``batch_augment=False`` forces the per-image path). ``pca_jitter`` std of
+    AlexNet's PCA lighting per training batch, with the eigen-decomposition ``pca_eigval``/``pca_eigvec``
+    (ImageNet's by default; ``pca_stats="data"``: the training split's own, from ``color_stats``, cached
+    by the data fingerprint). ``timeout`` (seconds, workers > 0) turns a hung or killed worker into an
+    error instead of a stall.
     """
     train_tf = make_train_transform(
         crop_size=train_crop_size, interpolation=interpolation, hflip_prob=hflip_prob,
@@ -168,7 +169,7 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
     crop = (batch_crop_for(train_tf, in_memory=isinstance(bundle.train, TensorSource))
             if batch_augment else None)
     if crop is not None:
-        train_tf = v2.ToPureTensor()  # crop and flip happen in the collate function, per batch
+        train_tf = v2.ToPureTensor()  # crop, flip (and the policy) happen in the collate function, per batch
     eval_tf = make_eval_transform(resize_size=val_resize_size, crop_size=val_crop_size,
                                   interpolation=interpolation)
     if pca_jitter > 0 and pca_stats == "data":

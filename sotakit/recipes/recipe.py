@@ -136,6 +136,10 @@ class Recipe:
     pca_stats: str = _f("imagenet", "the colour eigen-decomposition --pca-jitter uses: ImageNet's, or the "
                                     "training split's own ('data': `sotakit data stats`, cached)", ref=False,
                         choices=("imagenet", "data"))
+    batch_augment: bool = _f(True, "on in-memory data, run crop, flip, TrivialAugment/RandAugment and "
+                                   "random erasing on whole batches in the collate function (each image "
+                                   "its own draws, from torchvision's distributions); --no-batch-augment: "
+                                   "torchvision's per-image transforms", ref=False)
     precise_bn: int = _f(0, "before each evaluation, set BatchNorm statistics (model and EMA) to the average "
                             "of the batch statistics of this many training images, as pycls (8192; 0: off)",
                          ref=False)
