@@ -126,7 +126,8 @@ def erase_boxes(keys: torch.Tensor, height: int, width: int, p: float, scale=(0.
 
 
 class BatchErasing:
-    """v2.RandomErasing(p) (value 0) on a float batch, each image with its own box, in one masked fill."""
+    """v2.RandomErasing(p, inplace=True) (value 0) on a float batch, each image with its own box, in one
+    masked fill of the images erased."""
 
     def __init__(self, p: float, scale=(0.02, 0.33), ratio=(0.3, 3.3)):
         self.p, self.scale, self.ratio = p, scale, ratio
@@ -135,10 +136,12 @@ class BatchErasing:
         n, _, height, width = x.shape
         keys = draw_keys(n) if keys is None else keys
         boxes = erase_boxes(keys, height, width, self.p, self.scale, self.ratio)
-        top, left, h, w = boxes.view(n, 4, 1, 1).unbind(1)
+        erased = torch.nonzero(boxes[:, 2] > 0).flatten()  # the mask only for the images erased
+        top, left, h, w = boxes[erased].view(-1, 4, 1, 1).unbind(1)
         ys, xs = torch.arange(height).view(1, -1, 1), torch.arange(width).view(1, 1, -1)
         inside = (ys >= top) & (ys < top + h) & (xs >= left) & (xs < left + w)
-        return x.masked_fill(inside.unsqueeze(1), 0.0)
+        x[erased] = x[erased].masked_fill_(inside.unsqueeze(1), 0.0)
+        return x
 
 
 def batch_crop_for(transform: v2.Compose, *, in_memory: bool) -> BatchCropFlip | None:

@@ -160,7 +160,7 @@ class BatchAutoAugment:
     def draw(self, keys: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, rounds) op indices and signed float64 magnitudes, each row from its image's key."""
         rounds = 1 if self.policy == "ta_wide" else self.num_ops
-        u = sample_uniforms(keys, POLICY_STREAM, 3 * rounds).view(-1, rounds, 3)
+        u = sample_uniforms(keys, POLICY_STREAM, 3 * rounds).view(len(keys), rounds, 3)
         ops = (u[..., 0] * len(self.names)).long()
         if self.policy == "ta_wide":
             bins = (u[..., 1] * self.num_magnitude_bins).long()

@@ -154,8 +154,8 @@ def test_a_key_repeats_exactly_whatever_its_batch():
     assert not torch.equal(b(x, keys + 1), out)
     erase = BatchErasing(0.5)
     y = torch.ones(48, 3, 16, 16)
-    assert torch.equal(erase(y, keys)[5:9], erase(y[5:9], keys[5:9]))
-    assert not torch.equal(erase(y, keys), erase(y, keys + 1))
+    assert torch.equal(erase(y.clone(), keys)[5:9], erase(y[5:9].clone(), keys[5:9]))
+    assert not torch.equal(erase(y.clone(), keys), erase(y.clone(), keys + 1))
 
 
 def test_erase_boxes_follow_torchvision_random_erasing():
@@ -181,7 +181,7 @@ def test_erase_boxes_follow_torchvision_random_erasing():
 def test_batched_erasing_is_torchvision_erase_at_the_drawn_boxes():
     x = torch.randn(32, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     keys = torch.arange(32) * 31
-    out = BatchErasing(0.7)(x, keys)
+    out = BatchErasing(0.7)(x.clone(), keys)
     for img, got, (i, j, h, w) in zip(x, out, erase_boxes(keys, 16, 16, 0.7).tolist()):
         expected = F.erase(img, i, j, h, w, torch.zeros(3, 1, 1)) if h else img
         assert torch.equal(got, expected)
