@@ -18,11 +18,10 @@ from __future__ import annotations
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torchvision
-from throughput import cpu_name
+from throughput import cpu_name, write_results
 from torchvision.transforms.v2 import functional as F
 
 from sotakit.data import DataBundle, TensorSource, load_data, make_loaders
@@ -81,13 +80,7 @@ def main() -> None:
             lines.append(f"| {d} | {p} | {statistics.median(per):.0f} ({min(per):.0f}-{max(per):.0f}) | "
                          f"{statistics.median(bat):.0f} ({min(bat):.0f}-{max(bat):.0f}) | "
                          f"{statistics.median(bat) / statistics.median(per):.1f}x |")
-    out = (Path(__file__).parent / "results"
-           / f"batch-augment-{platform.machine()}-{cpu_name().split()[0].lower() or 'cpu'}"
-             f"-torch{torch.__version__.split('+')[0]}.md")
-    out.parent.mkdir(exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-
+    write_results("batch-augment", lines)
 
 if __name__ == "__main__":
     main()

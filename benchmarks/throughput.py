@@ -42,6 +42,16 @@ def cpu_name() -> str:
         pass
     return platform.processor()
 
+
+def write_results(what: str, lines: list[str]) -> None:
+    """Print ``lines`` and write them to results/<what>-<machine>-torch<version>.md."""
+    out = (Path(__file__).parent / "results"
+           / f"{what}-{platform.machine()}-{cpu_name().split()[0].lower() or 'cpu'}"
+             f"-torch{torch.__version__.split('+')[0]}.md")
+    out.parent.mkdir(exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
 STEPS, WARMUP, REPEATS, BATCH = 24, 4, 3, 256
 
 
@@ -112,12 +122,7 @@ def main() -> None:
     for name, vals in results.items():
         med = statistics.median(vals)
         lines.append(f"| {name} | {med:.0f} | {', '.join(f'{v:.0f}' for v in vals)} | {med / base:.2f} |")
-    out = (Path(__file__).parent / "results"
-           / f"throughput-{platform.machine()}-{cpu_name().split()[0].lower() or 'cpu'}"
-             f"-torch{torch.__version__.split('+')[0]}.md")
-    out.parent.mkdir(exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("throughput", lines)
 
 
 if __name__ == "__main__":
