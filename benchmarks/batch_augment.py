@@ -2,7 +2,7 @@
 
 Run by hand (the machine should be otherwise idle):
 
-    .venv/bin/python benchmarks/batch_augment.py
+    .venv/bin/python benchmarks/batch_augment.py [--repeats N]
 
 Iterates the training loader (main process, no model) of in-memory Fashion-MNIST at 28 px (crop 28)
 and of the same images upscaled to 72 px (crops 32 and 72), batch 256, with the TorchVision v2 recipe's
@@ -15,6 +15,8 @@ timed. Writes benchmarks/results/batch-augment-<machine>-torch<version>.md.
 
 from __future__ import annotations
 
+import argparse
+import os
 import platform
 import statistics
 import time
@@ -56,13 +58,17 @@ def images_per_second(bundle: DataBundle, crop: int, batch_augment: bool, **augm
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="interleaved repeats (median taken)")
+    repeats = parser.parse_args().repeats
+    load = os.getloadavg()[0]  # written with the result: a loaded machine's figures are not the machine's
     fmnist = load_data("fashion-mnist")
     datasets = {"Fashion-MNIST 28 px, crop 28": (fmnist, 28),
                 "72 px, crop 32": (upscaled(fmnist, 72, BATCH * (WARMUP + STEPS) + 1), 32),
                 "72 px, crop 72": (upscaled(fmnist, 72, BATCH * (WARMUP + STEPS) + 1), 72)}
     cases = [(d, p, b) for d in datasets for p in POLICIES for b in (False, True)]
     results = {case: [] for case in cases}
-    for _ in range(REPEATS):  # interleaved, so drift in machine load hits every setting alike
+    for _ in range(repeats):  # interleaved, so drift in machine load hits every setting alike
         for d, p, b in cases:
             bundle, crop = datasets[d]
             results[(d, p, b)].append(images_per_second(bundle, crop, b, **POLICIES[p]))
@@ -70,9 +76,9 @@ def main() -> None:
              f"`.venv/bin/python benchmarks/batch_augment.py` on {time.strftime('%Y-%m-%d')}",
              f"machine: {platform.machine()} {cpu_name()}, {torch.get_num_threads()} threads; "
              f"python {platform.python_version()}, torch {torch.__version__}, torchvision "
-             f"{torchvision.__version__}",
+             f"{torchvision.__version__}; load average {load:.1f} at the start",
              f"{STEPS} timed batches after {WARMUP} warm-up batches, main process (workers 0), no model; "
-             f"median of {REPEATS} interleaved repeats (min-max in brackets)", "",
+             f"median of {repeats} interleaved repeats (min-max in brackets)", "",
              "| data | augmentation | per-image img/s | batched img/s | speed-up |", "|---|---|---|---|---|"]
     for d in datasets:
         for p in POLICIES:

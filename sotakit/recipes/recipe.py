@@ -329,6 +329,9 @@ def validate(r: Recipe) -> None:
         raise RecipeError(f"holdout must be in [0, 1), got {r.holdout}; use e.g. --holdout 0.1")
     if not 1 <= r.augmix_severity <= 10:
         raise RecipeError(f"augmix_severity must be in 1..10, got {r.augmix_severity}")
+    if r.ra_magnitude > 30:  # torchvision's RandAugment indexes its 31 magnitude bins with it
+        raise RecipeError(f"ra_magnitude must be in 0..30 (RandAugment's 31 magnitude bins), got "
+                          f"{r.ra_magnitude}; 9 is the reference's and timm's default")
     if r.progressive_resize > r.train_crop_size:
         raise RecipeError(f"progressive_resize ({r.progressive_resize}) must not exceed train_crop_size "
                           f"({r.train_crop_size})")
