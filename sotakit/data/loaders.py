@@ -52,6 +52,8 @@ class SampleDataset(Dataset):
             check_decode_errors(self.source, self.max_decode_errors)
         if key is None:
             return self.transform(image), int(self.source.targets[j])
+        if type(self.transform) is v2.ToPureTensor:  # the batch path: nothing random to seed per image
+            return self.transform(image), int(self.source.targets[j]), key
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(key)  # CPU only: torch.manual_seed would reseed CUDA too
             return self.transform(image), int(self.source.targets[j]), key
