@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from throughput import cpu_name  # noqa: E402  (a sibling script, run from this folder)
+from sotakit.experiments.bench import machine_tag
+from sotakit.train.machine import cpu_name
 
 STEP_LINE = re.compile(r" step \d+/\d+ ")
 BANNER_LINE = re.compile(r"^run: ")  # printed by fit() just before the training loop starts
@@ -80,12 +80,6 @@ def logged(lines: list[str], pattern: str) -> str:
     return next((ln.strip() for ln in reversed(lines) if re.search(pattern, ln)), "(not logged)")
 
 
-def machine_tag() -> str:
-    """``xeon``, ``epyc``, ...: the CPU's model word, as the other results files are named."""
-    words = [w for w in re.sub(r"\(\w+\)", "", cpu_name()).lower().split() if w not in ("intel", "amd")]
-    return words[0] if words else "cpu"
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--folder", default="/tmp/sotakit-fmnist-png")
@@ -122,7 +116,7 @@ def main() -> None:
               f"- scan: `{logged(second['lines'], r'indexing .*train: files')}`",
               f"- cache: `{logged(second['lines'], r'data cache')}`"]
     result = (Path(__file__).parent / "results"
-              / f"startup-{platform.machine()}-{machine_tag()}-torch{torch.__version__.split('+')[0]}.md")
+              / f"startup-{machine_tag()}-torch{torch.__version__.split('+')[0]}.md")
     result.parent.mkdir(exist_ok=True)
     result.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

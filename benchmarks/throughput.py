@@ -32,6 +32,15 @@ from sotakit.experiments.bench import machine_tag
 from sotakit.models import build_model
 from sotakit.train.machine import cpu_name  # machines of one kind differ by up to 2x: a result names its CPU
 
+
+def write_results(what: str, lines: list[str]) -> None:
+    """Print ``lines`` and write them to results/<what>-<machine>-torch<version>.md."""
+    out = (Path(__file__).parent / "results"
+           / f"{what}-{machine_tag()}-torch{torch.__version__.split('+')[0]}.md")
+    out.parent.mkdir(exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
 STEPS, WARMUP, REPEATS, BATCH = 24, 4, 3, 256
 
 
@@ -102,12 +111,7 @@ def main() -> None:
     for name, vals in results.items():
         med = statistics.median(vals)
         lines.append(f"| {name} | {med:.0f} | {', '.join(f'{v:.0f}' for v in vals)} | {med / base:.2f} |")
-    out = (Path(__file__).parent / "results"
-           / f"throughput-{machine_tag()}"
-             f"-torch{torch.__version__.split('+')[0]}.md")
-    out.parent.mkdir(exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("throughput", lines)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,8 @@ class SampleDataset(Dataset):
             check_decode_errors(self.source, self.max_decode_errors)
         if key is None:
             return self.transform(image), int(self.source.targets[j])
+        if type(self.transform) is v2.ToPureTensor:  # the batch path: nothing random to seed per image
+            return self.transform(image), int(self.source.targets[j]), key
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(key)  # CPU only: torch.manual_seed would reseed CUDA too
             return self.transform(image), int(self.source.targets[j]), key
@@ -144,12 +146,13 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
                  pca_eigvec=IMAGENET_PCA_EIGVEC) -> Loaders:
     """Train, holdout and test loaders for one process (rank ``rank`` of ``world_size``).
 
-    The split is ``split_indices``'. When the per-image transform is exactly crop + flip and the data
-    is in memory, crop and flip run on whole batches (``batch_crop_for``; ``batch_augment=False``
-    forces the per-image path). ``pca_jitter`` std of AlexNet's PCA lighting per training batch, with
-    the eigen-decomposition ``pca_eigval``/``pca_eigvec`` (ImageNet's by default; ``pca_stats="data"``:
-    the training split's own, from ``color_stats``, cached by the data fingerprint). ``timeout``
-    (seconds, workers > 0) turns a hung or killed worker into an error instead of a stall.
+    The split is ``split_indices``'. When the per-image transform is exactly crop + flip, optionally
+    with TrivialAugmentWide or RandAugment, and the data is in memory, these run on whole batches
+    (``batch_crop_for``; ``batch_augment=False`` forces the per-image path). ``pca_jitter`` std of
+    AlexNet's PCA lighting per training batch, with the eigen-decomposition ``pca_eigval``/``pca_eigvec``
+    (ImageNet's by default; ``pca_stats="data"``: the training split's own, from ``color_stats``, cached
+    by the data fingerprint). ``timeout`` (seconds, workers > 0) turns a hung or killed worker into an
+    error instead of a stall.
     """
     train_tf = make_train_transform(
         crop_size=train_crop_size, interpolation=interpolation, hflip_prob=hflip_prob,
@@ -158,7 +161,7 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
     crop = (batch_crop_for(train_tf, in_memory=isinstance(bundle.train, TensorSource))
             if batch_augment else None)
     if crop is not None:
-        train_tf = v2.ToPureTensor()  # crop and flip happen in the collate function, per batch
+        train_tf = v2.ToPureTensor()  # crop, flip (and the policy) happen in the collate function, per batch
     eval_tf = make_eval_transform(resize_size=val_resize_size, crop_size=val_crop_size,
                                   interpolation=interpolation)
     if pca_jitter > 0 and pca_stats == "data":

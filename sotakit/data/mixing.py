@@ -33,11 +33,11 @@ class Collate:
             images, targets, keys = default_collate(batch)
             with torch.random.fork_rng(devices=[]):
                 torch.default_generator.manual_seed(batch_seed(keys[0]))  # CPU only, as fork_rng restores
-                return self._finish(images, targets)
+                return self._finish(images, targets, keys)
         return self._finish(*default_collate(batch))
 
-    def _finish(self, images, targets):
-        images = self.finish(images)
+    def _finish(self, images, targets, keys=None):
+        images = self.finish(images, keys)
         if self.mix is not None:
             images, targets = self.mix(images, targets)
         return images, targets

@@ -69,6 +69,35 @@ def sample_seed(*counters: int) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def _as_int64(value: int) -> int:
+    """An unsigned 64-bit constant as the signed int64 that has its bits (torch has no uint64 math)."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 bit patterns (torch's >> is arithmetic on signed integers)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def sample_uniforms(keys: torch.Tensor, stream: int, count: int) -> torch.Tensor:
+    """(n, count) float64 uniforms in [0, 1), row i a function of (``keys[i]``, ``stream``) only.
+
+    Counter-based (splitmix64's increment and finalizer on the key plus a counter, in int64 with
+    wrapping multiplication), so a batch's per-image draws are a few tensor operations instead of
+    a generator seeded per image, and an image draws the same values in whichever batch, worker or
+    resumed epoch it lands. ``stream`` separates the uses of one key (policy, erasing).
+    """
+    counters = torch.arange(count, dtype=torch.int64) + (stream << 32) + 1
+    z = keys.to(torch.int64).view(-1, 1) + counters * _as_int64(0x9E3779B97F4A7C15)
+    z = (z ^ _shift_right(z, 30)) * _as_int64(0xBF58476D1CE4E5B9)
+    z = (z ^ _shift_right(z, 27)) * _as_int64(0x94D049BB133111EB)
+    z = z ^ _shift_right(z, 31)
+    return _shift_right(z, 11).to(torch.float64) * (1.0 / (1 << 53))
+
+
 def batch_seed(first_sample_seed: int) -> int:
     """The seed of a batch's own randomness (MixUp/CutMix, erasing): derived from its first sample's."""
     return int(first_sample_seed) ^ 0x5EED

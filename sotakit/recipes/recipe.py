@@ -148,6 +148,10 @@ class Recipe:
     pca_stats: str = _f("imagenet", "the colour eigen-decomposition --pca-jitter uses: ImageNet's, or the "
                                     "training split's own ('data': `sotakit data stats`, cached)", ref=False,
                         choices=("imagenet", "data"))
+    batch_augment: bool = _f(True, "on in-memory data, run crop, flip, TrivialAugment/RandAugment and "
+                                   "random erasing on whole batches in the collate function (each image "
+                                   "its own draws, from torchvision's distributions); --no-batch-augment: "
+                                   "torchvision's per-image transforms", ref=False)
     precise_bn: int = _f(0, "before each evaluation, set BatchNorm statistics (model and EMA) to the average "
                             "of the batch statistics of this many training images, as pycls (8192; 0: off)",
                          ref=False)
@@ -343,6 +347,9 @@ def validate(r: Recipe) -> None:
         raise RecipeError(f"holdout must be in [0, 1), got {r.holdout}; use e.g. --holdout 0.1")
     if not 1 <= r.augmix_severity <= 10:
         raise RecipeError(f"augmix_severity must be in 1..10, got {r.augmix_severity}")
+    if r.ra_magnitude > 30:  # torchvision's RandAugment indexes its 31 magnitude bins with it
+        raise RecipeError(f"ra_magnitude must be in 0..30 (RandAugment's 31 magnitude bins), got "
+                          f"{r.ra_magnitude}; 9 is the reference's and timm's default")
     if r.progressive_resize > r.train_crop_size:
         raise RecipeError(f"progressive_resize ({r.progressive_resize}) must not exceed train_crop_size "
                           f"({r.train_crop_size})")

@@ -26,7 +26,8 @@ LOADER_ARGS = {name: name for name in (
     "batch_size", "train_crop_size", "val_resize_size", "val_crop_size", "interpolation", "auto_augment",
     "ra_magnitude", "augmix_severity", "random_erase", "crop_min_scale", "color_jitter", "mixup_alpha",
     "cutmix_alpha", "ra_sampler", "ra_reps", "holdout", "seed", "workers", "train_limit", "test_limit",
-    "kfold", "fold", "max_decode_errors", "pca_jitter", "pca_stats")} | {"timeout": "loader_timeout"}
+    "kfold", "fold", "max_decode_errors", "pca_jitter", "pca_stats", "batch_augment")} | {
+    "timeout": "loader_timeout"}
 # cached_bundle (sotakit.data): the presize follows the crop and eval sizes of the resolved recipe
 DATA_CACHE_ARGS = {"mode": "data_cache", "train_crop_size": "train_crop_size",
                    "val_resize_size": "val_resize_size", "val_crop_size": "val_crop_size",

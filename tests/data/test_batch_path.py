@@ -20,7 +20,7 @@ AUGMENTATIONS = {"auto_augment": "ta_wide", "random_erase": 0.5, "mixup_alpha": 
 NOT_AUGMENTATIONS = {"batch_size", "train_crop_size", "val_resize_size", "val_crop_size", "holdout", "seed",
                      "workers", "train_limit", "test_limit", "kfold", "fold", "max_decode_errors",
                      "loader_timeout", "ra_magnitude", "augmix_severity", "ra_sampler", "ra_reps",
-                     "pca_stats"}
+                     "pca_stats", "batch_augment"}
 
 
 def rgb_bundle():
@@ -54,11 +54,19 @@ def test_each_augmentation_changes_the_first_batch_on_in_memory_data(field):
             f"--{field} left the first batch unchanged (batch path {path})"
 
 
-def test_batch_path_only_for_exactly_crop_and_flip():
+def test_batch_path_only_for_exactly_crop_flip_and_a_batched_policy():
     plain, _ = first_batch(BASE)
     assert plain.train.collate_fn.finish.crop is not None  # crop + flip: whole batches at once
-    for field in ("auto_augment", "color_jitter", "interpolation"):
-        loaders, _ = first_batch(BASE.replace(**{field: AUGMENTATIONS[field]}))
+    assert plain.train.collate_fn.finish.crop.augment is None
+    for policy in ("ta_wide", "ra"):  # crop + flip + a batched policy: whole batches too
+        crop = first_batch(BASE.replace(auto_augment=policy))[0].train.collate_fn.finish.crop
+        assert crop is not None and crop.augment.policy == policy
+        assert crop.augment.interpolation == "bilinear"  # the recipe's interpolation, as the per-image path
+    assert first_batch(BASE.replace(auto_augment="ta_wide", batch_augment=False))[0] \
+        .train.collate_fn.finish.crop is None  # --no-batch-augment: the per-image path
+    for field, value in (("auto_augment", "augmix"), ("auto_augment", "imagenet"),
+                         ("color_jitter", 0.4), ("interpolation", "bicubic")):
+        loaders, _ = first_batch(BASE.replace(**{field: value}))
         assert loaders.train.collate_fn.finish.crop is None, field  # a per-image step: per-image path
     tf = make_train_transform(crop_size=12)
     assert batch_crop_for(tf, in_memory=False) is None  # image folders decode per image anyway

@@ -32,7 +32,8 @@ BASE = ["--data", "fashion-mnist", "--model", "resnet9_w16", "--train-limit", "5
         "-b", "32", "--epochs", str(EPOCHS), "--lr", "0.05", "--seed", "0", "--print-freq", "4",
         "--use-deterministic-algorithms", "--checkpoint-every", "4", "--device", "cpu"]
 # The per-image path with a DataLoader worker, erasing and MixUp: per-sample and per-batch seeds.
-WORKERS = ["--workers", "1", "--auto-augment", "ta_wide", "--random-erase", "0.25", "--mixup-alpha", "0.2"]
+WORKERS = ["--workers", "1", "--auto-augment", "ta_wide", "--random-erase", "0.25", "--mixup-alpha", "0.2",
+           "--no-batch-augment"]
 
 
 @dataclass

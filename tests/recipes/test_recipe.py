@@ -100,6 +100,7 @@ def test_flags_override_preset_and_bool_can_be_switched_off():
     ("--auto-augment ta_wid", "Did you mean 'ta_wide'"),
     ("--epochs ten", "epochs must be an integer"),
     ("--label-smoothing 1.5", "label_smoothing must be in [0, 1]"),
+    ("--auto-augment ra --ra-magnitude 31", "ra_magnitude must be in 0..30"),
     ("--recipe torchvision-v3", "Did you mean 'torchvision-v2'"),
 ])
 def test_invalid_input_fails_with_the_fix(cmd, message):

@@ -114,10 +114,13 @@ def test_fashion_mnist_subset_learns(fmnist_root, tmp_path):
     assert s["test"]["acc1"] > 55.0  # chance is 10%; 2 short epochs on 1k images reach ~70%
 
 
-def test_resume_mid_epoch_on_in_memory_data_with_batch_crops(fmnist_root, tmp_path, one_thread):
+@pytest.mark.parametrize("auto_augment", [None, "ta_wide"])
+def test_resume_mid_epoch_on_in_memory_data_with_batch_crops(fmnist_root, tmp_path, auto_augment, one_thread):
+    """Crop, flip, erasing and (ta_wide) the policy all on the batch path, each image's draws seeded by
+    its own key."""
     kw = dict(data_root=str(fmnist_root), train_limit=256, test_limit=64, batch_size=32,
               epochs=2, crop_min_scale=0.5, mixup_alpha=0.2, cutmix_alpha=1.0, random_erase=0.5,
-              use_deterministic_algorithms=True)
+              auto_augment=auto_augment, use_deterministic_algorithms=True)
     full = weights_of(fit(tiny_recipe("fashion-mnist", tmp_path / "full", **kw), verbose=False).run_dir)
     with pytest.raises(Interrupted):
         fit(tiny_recipe("fashion-mnist", tmp_path / "cut", **kw), verbose=False, stop_at=(1, 3))
