@@ -164,12 +164,14 @@ def spot_digest(images: np.ndarray) -> str:
 def cached_bundle(bundle: DataBundle, *, mode: str = "auto", fingerprint: str, train_crop_size: int,
                   val_resize_size: int, val_crop_size: int, interpolation: str = "bilinear",
                   max_decode_errors: float = 0.01, progress: ProgressFor | None = None,
-                  root: Path | None = None) -> tuple[DataBundle, str | None]:
+                  root: Path | None = None, build: bool = True) -> tuple[DataBundle, str | None]:
     """``bundle`` with its folder splits replaced by the data cache, and the run note saying what happened
     (hit, built, rebuilt and why, or not used and why); in-memory data sets come back as they are, with
     no note. ``mode``: "auto" (use or build it when it fits, see FIT_FRACTION), "on" (build it whatever
     its size), "off". A file that fails to decode at build time counts against ``max_decode_errors``
-    as during a run (DecodeErrorLimit past it)."""
+    as during a run (DecodeErrorLimit past it). ``build=False``: a valid cache is used, a missing or
+    stale one is neither built nor removed (`sotakit eval` reads the cache the run evaluated on, and
+    never decodes a whole training split to evaluate a test split)."""
     if mode not in CACHE_MODES:
         raise ValueError(f"data cache mode {mode!r}: use one of {', '.join(CACHE_MODES)}")
     if not (isinstance(bundle.train, FolderSource) and isinstance(bundle.test, FolderSource)):
@@ -202,6 +204,8 @@ def cached_bundle(bundle: DataBundle, *, mode: str = "auto", fingerprint: str, t
         except CacheInvalid as e:
             rebuild = f"{e}; "
             log.info(f"data cache {folder} not used: {e}; building it again")
+    if not build:
+        return bundle, f"data cache: {rebuild or 'none '}for these sizes: images are read from the files"
     nbytes = sum(int(np.prod(s)) for s in shapes.values())
     too_big = _too_big(nbytes, folder.parent)
     if too_big and mode == "auto":

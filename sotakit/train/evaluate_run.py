@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data import DataBundle, Loaders, load_data, make_loaders, normalized
+from ..data import DataBundle, Loaders, cached_bundle, data_fingerprint, load_data, make_loaders, normalized
 from ..evaluate import ResizeTuning, evaluate, tta_report, tune_resize
 from ..models import build_model
 from ..recipes import Recipe, dump_recipe, load_recipe, make_recipe
@@ -19,6 +19,7 @@ from .fit import amp_dtype_for, backend_for, validation_split
 from .progress import TaskProgress, task_progress
 from .recipe_kwargs import (
     amp_kwargs,
+    data_cache_kwargs,
     eval_kwargs,
     loader_kwargs,
     model_build_kwargs,
@@ -113,7 +114,11 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, data_root:
     """
     run = load_run(path, data=data, data_root=data_root)
     resize = val_resize_size or run.recipe.val_resize_size
-    loaders = run_loaders(run.recipe, run.bundle, batch_size=batch_size, val_resize_size=resize)
+    bundle = run.bundle
+    if resize == run.recipe.val_resize_size:  # the run's data cache, if it has one: what fit evaluated on
+        bundle, _ = cached_bundle(bundle, **data_cache_kwargs(run.recipe),
+                                  fingerprint=data_fingerprint(bundle), build=False)
+    loaders = run_loaders(run.recipe, bundle, batch_size=batch_size, val_resize_size=resize)
     # In the precision the run evaluated in (bf16 autocast with --amp or the machine probe's choice), so
     # the figures are the recorded ones; float32 where this machine cannot.
     amp_dtype, _ = amp_dtype_for(**amp_kwargs(run.recipe), device=run.device)

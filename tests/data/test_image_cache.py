@@ -23,7 +23,7 @@ from sotakit.data import (
     load_image_folder,
     make_eval_transform,
 )
-from sotakit.data.image_cache import presize_for
+from sotakit.data.image_cache import cache_root, presize_for
 from sotakit.data.images import read_image
 
 # (width, height) per file: non-square both ways; 41 x 33 resized to short side 16 gives an odd 19 x 16
@@ -206,18 +206,26 @@ def test_off_too_big_and_in_memory_data(folder, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow  # trains twice with fit()
-def test_fit_uses_the_cache_by_default_and_evaluates_as_the_files_do(image_folder, tmp_path, one_thread):
+def test_fit_uses_the_cache_by_default_and_evaluates_as_the_files_do(image_folder, tmp_path, one_thread,
+                                                                    monkeypatch):
     import json
+    import shutil
 
     from conftest import tiny_recipe
     from sotakit.train import fit
     from sotakit.train.evaluate_run import evaluate_checkpoint
 
-    run = fit(tiny_recipe(image_folder, tmp_path / "a"), verbose=False).run_dir
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no cache of this folder yet
+    run = fit(tiny_recipe(image_folder, tmp_path / "a", tta="2"), verbose=False).run_dir
     assert "data cache: built (48 images decoded, 36 train at 32 px, 12 test at 37 px" in \
         (run / "recipe.toml").read_text()
-    # the final evaluation ran on the cached test split; `sotakit eval` reads the files: same figures
+    # the final evaluation ran on the cached test split; `sotakit eval` reads that cache (TTA's augmented
+    # views too), and the plain figure is the same from the files
     summary = json.loads((run / "summary.json").read_text())
+    cached = evaluate_checkpoint(run)
+    assert cached["test"] == summary["test"] and cached["test_tta"] == summary["test_tta"]
+    shutil.rmtree(cache_root())
     assert evaluate_checkpoint(run)["test"]["acc1"] == summary["test"]["acc1"]
+    assert not cache_root().exists()  # eval never builds a cache
     off = fit(tiny_recipe(image_folder, tmp_path / "b", data_cache="off"), verbose=False).run_dir
     assert "data cache: off (--data-cache off)" in (off / "recipe.toml").read_text()
