@@ -143,7 +143,7 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
                  train_limit: int = 0, test_limit: int = 0, batch_augment: bool = True, timeout: float = 0.0,
                  kfold: int = 0, fold: int = 0, max_decode_errors: float = 0.01, pca_jitter: float = 0.0,
                  pca_stats: str = "imagenet", pca_eigval=IMAGENET_PCA_EIGVAL,
-                 pca_eigvec=IMAGENET_PCA_EIGVEC) -> Loaders:
+                 pca_eigvec=IMAGENET_PCA_EIGVEC, batch_path_workers: int | None = None) -> Loaders:
     """Train, holdout and test loaders for one process (rank ``rank`` of ``world_size``).
 
     The split is ``split_indices``'. When the per-image transform is exactly crop + flip, optionally
@@ -152,7 +152,8 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
     AlexNet's PCA lighting per training batch, with the eigen-decomposition ``pca_eigval``/``pca_eigvec``
     (ImageNet's by default; ``pca_stats="data"``: the training split's own, from ``color_stats``, cached
     by the data fingerprint). ``timeout`` (seconds, workers > 0) turns a hung or killed worker into an
-    error instead of a stall.
+    error instead of a stall. ``batch_path_workers``: at most this many worker processes when the batch
+    path applies (fit passes 0 on a CPU, see ``cpu_batch_workers``).
     """
     train_tf = make_train_transform(
         crop_size=train_crop_size, interpolation=interpolation, hflip_prob=hflip_prob,
@@ -162,6 +163,8 @@ def make_loaders(bundle: DataBundle, *, batch_size: int, train_crop_size: int, v
             if batch_augment else None)
     if crop is not None:
         train_tf = v2.ToPureTensor()  # crop, flip (and the policy) happen in the collate function, per batch
+        if batch_path_workers is not None:
+            workers = min(workers, batch_path_workers)
     eval_tf = make_eval_transform(resize_size=val_resize_size, crop_size=val_crop_size,
                                   interpolation=interpolation)
     if pca_jitter > 0 and pca_stats == "data":

@@ -29,7 +29,7 @@ from ..evaluate import autocast
 from ..models import build_model
 from ..recipes import Recipe, resolve, training_images
 from ..train import train_one_epoch
-from ..train.fit import amp_dtype_for, prepare_model, run_device, set_backend_flags
+from ..train.fit import amp_dtype_for, cpu_batch_workers, prepare_model, run_device, set_backend_flags
 from ..train.machine import cpu_name
 from ..train.optim import build_optimizer, param_groups
 from ..train.progress import task_progress
@@ -215,7 +215,8 @@ def bench_recipe(recipe: Recipe, *, seconds: float = 5.0, blocks: int = 3,
     built = model_build_kwargs(recipe, num_classes=len(bundle.classes), native_size=bundle.native_size)
     if small_input is not None:
         built["small_input"] = small_input
-    loaders = make_loaders(bundle, **loader_kwargs(recipe), pin_memory=device.type == "cuda")
+    loaders = make_loaders(bundle, **loader_kwargs(recipe), pin_memory=device.type == "cuda",
+                           batch_path_workers=cpu_batch_workers(device))
     set_data_epoch(loaders, epoch=0, skip_batches=0, **data_epoch_kwargs(recipe, epoch=0))
     steps_per_epoch = len(loaders.train)
 

@@ -67,8 +67,8 @@ from .stops import RunError, StopRequest, failures_as_run_errors
 from .transfer import load_start_weights
 
 __all__ = ["FitResult", "ResumeMismatchError", "RunError", "amp_dtype_for", "backend_for",
-           "compile_for_training", "epoch_line", "epoch_record", "final_evaluation", "fit", "log_step",
-           "prepare_model", "run_banner", "run_device", "run_summary", "set_backend_flags",
+           "compile_for_training", "cpu_batch_workers", "epoch_line", "epoch_record", "final_evaluation",
+           "fit", "log_step", "prepare_model", "run_banner", "run_device", "run_summary", "set_backend_flags",
            "validation_split", "wrap_ddp"]
 
 
@@ -145,7 +145,12 @@ def fit(recipe: Recipe | None = None, *, resume: str | Path | None = None, verbo
                           classes=bundle.classes, say=notes.append)  # --weights: what was loaded, as a note
     torch.manual_seed(recipe.seed + dist_info.rank)
     loaders = make_loaders(bundle, **loader_kwargs(recipe), world_size=dist_info.world_size,
-                           rank=dist_info.rank, pin_memory=device.type == "cuda")
+                           rank=dist_info.rank, pin_memory=device.type == "cuda",
+                           batch_path_workers=cpu_batch_workers(device))
+    if loaders.train.num_workers < recipe.workers:
+        notes.append(f"workers {recipe.workers} -> {loaders.train.num_workers}: augmentation runs on whole "
+                     "batches in this process; on a CPU a worker process only takes cores from the training "
+                     "threads")
     steps_per_epoch = len(loaders.train)
     check_splits(loaders, classes=bundle.classes, holdout=recipe.holdout, steps_per_epoch=steps_per_epoch)
     notes += run_warnings(recipe, steps_per_epoch, train_images=len(loaders.train.dataset),
@@ -336,6 +341,14 @@ def wrap_ddp(model: nn.Module, *, dist_info: DistInfo, device: torch.device) -> 
         return model
     return nn.parallel.DistributedDataParallel(
         model, device_ids=[dist_info.local_rank] if device.type == "cuda" else None)
+
+
+def cpu_batch_workers(device: torch.device) -> int | None:
+    """DataLoader workers when augmentation runs on whole batches: none on a CPU, where the batched path
+    costs a few percent of a step in the main process while a worker process takes cores from the
+    training threads (benchmarks/ceiling.py, resnet18 at 32 px on 2 cores: the full recipe at 0.67 of a
+    plain loop's img/s with one worker, 0.96 with none); the recipe's on a GPU, where workers overlap."""
+    return 0 if device.type == "cpu" else None
 
 
 def compile_for_training(model: nn.Module, *, enabled: bool = False) -> nn.Module:

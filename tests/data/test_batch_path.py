@@ -101,3 +101,20 @@ def test_color_jitter_on_a_tiny_tensor():
     assert not torch.equal(tf(red), red)
     torch.manual_seed(0)
     assert torch.equal(make_train_transform(crop_size=4, hflip_prob=0.0, crop_min_scale=1.0)(red), red)
+
+
+def test_the_batch_path_on_a_cpu_keeps_its_augmentation_in_the_main_process():
+    """A worker process beside the training threads cost 30% of a step on 2 cores once augmentation is
+    batched (benchmarks/ceiling.py): fit passes batch_path_workers=0 on a CPU; the per-image path keeps
+    its workers, and so does a GPU."""
+    from sotakit.train.fit import cpu_batch_workers
+    bundle = tensor_bundle(n=40, size=12)
+    kw = {**loader_kwargs(Recipe(train_crop_size=12, val_resize_size=12, val_crop_size=12, batch_size=8)),
+          "workers": 1}
+    cpu = cpu_batch_workers(torch.device("cpu"))
+    assert cpu == 0 and cpu_batch_workers(torch.device("cuda")) is None
+    batched = make_loaders(bundle, **kw, batch_path_workers=cpu)
+    assert batched.train.num_workers == 0 and batched.test.num_workers == 0
+    per_image = make_loaders(bundle, **{**kw, "batch_augment": False}, batch_path_workers=cpu)
+    assert per_image.train.num_workers == 1
+    assert make_loaders(bundle, **kw).train.num_workers == 1  # not asked (a GPU run)
