@@ -19,13 +19,12 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
+from throughput import write_results  # a sibling script: the results file named by machine
 from torch import nn
 
 from sotakit.data import load_data, make_loaders, set_data_epoch
-from sotakit.experiments.bench import machine_tag
 from sotakit.models import build_model
 from sotakit.train import train_one_epoch
 from sotakit.train.machine import cpu_name, probe_machine
@@ -87,11 +86,7 @@ def main() -> None:
     for name, vals in results.items():
         med = statistics.median(vals)
         lines.append(f"| {name} | {med:.0f} | {', '.join(f'{v:.0f}' for v in vals)} | {med / base:.2f} |")
-    out = (Path(__file__).parent / "results"
-           / f"runtime-{machine_tag()}"
-             f"-torch{torch.__version__.split('+')[0]}.md")
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("runtime", lines)
 
 
 if __name__ == "__main__":
