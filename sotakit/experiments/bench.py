@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..data import load_data, make_loaders, normalized, set_data_epoch
+from ..data import cached_bundle, data_fingerprint, load_data, make_loaders, normalized, set_data_epoch
 from ..evaluate import autocast
 from ..models import build_model
 from ..recipes import Recipe, resolve, training_images
@@ -37,6 +37,7 @@ from ..train.recipe_kwargs import (
     amp_kwargs,
     backend_kwargs,
     criterion_kwargs,
+    data_cache_kwargs,
     data_epoch_kwargs,
     ema_kwargs,
     epoch_kwargs,
@@ -208,6 +209,10 @@ def bench_recipe(recipe: Recipe, *, seconds: float = 5.0, blocks: int = 3,
                         **normalize_kwargs(recipe))
     recipe, notes = resolve(recipe, native_size=bundle.native_size, cuda_available=torch.cuda.is_available(),
                             train_images=training_images(len(bundle.train), recipe))
+    # Folder data through the data cache, as fit() reads it (the batch path, not a decode per image).
+    bundle, cache_note = cached_bundle(bundle, **data_cache_kwargs(recipe),
+                                       fingerprint=data_fingerprint(bundle), progress=task_progress)
+    notes += [cache_note] if cache_note else []
     device = run_device(recipe.device)
     amp_dtype, amp_note = amp_dtype_for(**amp_kwargs(recipe), device=device)
     notes += [amp_note] if amp_note else []
@@ -257,6 +262,6 @@ def bench_recipe(recipe: Recipe, *, seconds: float = 5.0, blocks: int = 3,
     steps = min(steps_for_budget(seconds, probe, blocks=blocks), steps_cap)
     rates = run_blocks(measure, steps=steps, blocks=blocks)
     setting = (f"model {recipe.model}, {str(amp_dtype).replace('torch.', '') if amp_dtype else 'float32'}"
-               f"{', channels-last' if recipe.channels_last else ''}, {recipe.workers} loader workers, "
-               f"device {device}")
+               f"{', channels-last' if recipe.channels_last else ''}, "
+               f"{loaders.train.num_workers} loader workers, device {device}")
     return BenchResult(**rates, batch_size=batch, steps_per_block=steps, notes=notes, setting=setting)

@@ -112,3 +112,17 @@ def test_an_unknown_recipe_is_an_error_line(capsys):
     assert main(["bench", "--recipe", "no-such-preset"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no-such-preset" in err and "Traceback" not in err
+
+
+def test_bench_reads_a_folder_through_the_data_cache_as_fit_does(tmp_path, monkeypatch, one_thread):
+    """The full step is measured on the path fit() trains on: a folder's images from the data cache
+    (in memory, batched augmentation), not decoded per image."""
+    from sotakit.experiments.bench import bench_recipe
+    from sotakit.recipes import make_recipe
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = make_image_folder(tmp_path / "imgs", per_class=(8, 2), size=20)
+    recipe = make_recipe(data=str(folder), model="resnet9_w16", batch_size=4, device="cpu", workers=0)
+    result = bench_recipe(recipe, seconds=0.5, blocks=1)
+    assert any(n.startswith("data cache: built (30 images decoded") for n in result.notes), result.notes
+    again = bench_recipe(recipe, seconds=0.5, blocks=1)
+    assert any(n.startswith("data cache: hit") for n in again.notes), again.notes
