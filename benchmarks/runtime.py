@@ -21,7 +21,7 @@ import sys
 import time
 
 import torch
-from throughput import write_results  # a sibling script: the results file named by machine
+from throughput import ratio_rows, write_results  # a sibling script: the results file named by machine
 from torch import nn
 
 from sotakit.data import load_data, make_loaders, set_data_epoch
@@ -83,9 +83,7 @@ def main() -> None:
              f"{STEPS} steps an epoch, {EPOCHS} epochs (the first a warm-up), median img/s of the rest, each "
              f"setting in a fresh process, {REPEATS} interleaved repeats", "",
              "| setting | img/s (median of repeats) | repeats | ratio to float32 NCHW |", "|---|---|---|---|"]
-    for name, vals in results.items():
-        med = statistics.median(vals)
-        lines.append(f"| {name} | {med:.0f} | {', '.join(f'{v:.0f}' for v in vals)} | {med / base:.2f} |")
+    lines += ratio_rows(results, base)
     write_results("runtime", lines)
 
 

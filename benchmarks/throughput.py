@@ -33,6 +33,15 @@ from sotakit.models import build_model
 from sotakit.train.machine import cpu_name  # machines of one kind differ by up to 2x: a result names its CPU
 
 
+def ratio_rows(results: dict[str, list[float]], base: float) -> list[str]:
+    """Table rows: setting, median img/s, every repeat, and the median's ratio to ``base``."""
+    rows = []
+    for name, vals in results.items():
+        med = statistics.median(vals)
+        rows.append(f"| {name} | {med:.0f} | {', '.join(f'{v:.0f}' for v in vals)} | {med / base:.2f} |")
+    return rows
+
+
 def write_results(what: str, lines: list[str]) -> None:
     """Print ``lines`` and write them to results/<what>-<machine>-torch<version>.md."""
     out = (Path(__file__).parent / "results"
@@ -108,9 +117,7 @@ def main() -> None:
              f"{STEPS} timed steps after {WARMUP} warm-up steps, each in a fresh process, median of "
              f"{REPEATS} repeats", "",
              "| setting | img/s (median) | runs | ratio to default |", "|---|---|---|---|"]
-    for name, vals in results.items():
-        med = statistics.median(vals)
-        lines.append(f"| {name} | {med:.0f} | {', '.join(f'{v:.0f}' for v in vals)} | {med / base:.2f} |")
+    lines += ratio_rows(results, base)
     write_results("throughput", lines)
 
 

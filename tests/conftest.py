@@ -41,6 +41,15 @@ def make_image_folder(root: Path, classes=("cat", "dog", "fox"), per_class=(12, 
     return root
 
 
+def corrupt_in_place(path: Path) -> None:
+    """Garble a file's pixels but keep its size and mtime, so the scan's cached index still trusts it."""
+    st = os.stat(path)
+    data = bytearray(path.read_bytes())
+    data[20:] = bytes(len(data) - 20)
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
 @pytest.fixture
 def folder_factory():
     return make_image_folder

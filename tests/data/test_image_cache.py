@@ -14,6 +14,7 @@ from torchvision.transforms.v2 import functional as F
 
 import sotakit.data.datasets as datasets
 import sotakit.data.image_cache as image_cache
+from conftest import corrupt_in_place
 from sotakit.data import (
     CachedFolderSource,
     DecodeErrorLimit,
@@ -170,18 +171,9 @@ def test_a_build_that_dies_half_way_leaves_nothing_trusted(folder, tmp_path, mon
     assert cache(bundle, tmp_path)[1].startswith("data cache: built")
 
 
-def _corrupt_in_place(path) -> None:
-    """Garble a file's pixels but keep its size and mtime, so the scan's cache still trusts it."""
-    st = os.stat(path)
-    data = bytearray(path.read_bytes())
-    data[20:] = bytes(len(data) - 20)
-    path.write_bytes(bytes(data))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
 def test_decode_errors_at_build_time_follow_max_decode_errors(folder, tmp_path):
     load_image_folder(folder)  # the scan, cached
-    _corrupt_in_place(folder / "train" / "cat" / "1.png")
+    corrupt_in_place(folder / "train" / "cat" / "1.png")
     bundle = load_image_folder(folder)
     with pytest.raises(DecodeErrorLimit, match=r"1 of 5 images failed to decode during the run, more than "
                                                r"the threshold --max-decode-errors 0.1 \(0.5 images\)"):

@@ -68,19 +68,24 @@ def fingerprint(run_dir: Path) -> str:
     return json.loads((run_dir / "summary.json").read_text())["state_fingerprint"]
 
 
-_REFERENCE: dict[tuple, str] = {}
+_REFERENCE: dict = {}  # configuration -> run dir; "ddp" -> fingerprint
 # The full tier (run_full.py) sets this: cases with several variants try them all, the fast tier one.
 THOROUGH = False
 
 
 def reference(work: Path, *extra) -> str:
     """The fingerprint of an uninterrupted run (computed once per configuration)."""
+    return fingerprint(reference_run(work, *extra))
+
+
+def reference_run(work: Path, *extra) -> Path:
+    """The run directory of an uninterrupted run of the configuration (trained once, on first use)."""
     key = tuple(extra)
     if key not in _REFERENCE:
         out = work / f"reference-{len(_REFERENCE)}"
         r = run_cli(*train_args(out, *extra))
         assert r.returncode == 0, r.stderr[-2000:]
-        _REFERENCE[key] = fingerprint(only_run(out))
+        _REFERENCE[key] = only_run(out)
     return _REFERENCE[key]
 
 
@@ -763,10 +768,7 @@ def damaged_run_in_listing(work: Path, rng: random.Random) -> Trial:
     """Three runs, one with a garbage recipe.toml and one with a torn summary.json (today: the whole
     `sotakit runs` listing fails): exit 0, all three listed, each damaged file named in a warning."""
     root = work / f"listing-{time.perf_counter_ns()}"
-    src = only_run(work / "reference-0") if (work / "reference-0").exists() else None
-    if src is None:
-        reference(work)
-        src = only_run(work / "reference-0")
+    src = reference_run(work)  # not "reference-0": which configuration trained first depends on the order
     import shutil
     for name in ("a", "b", "c"):
         shutil.copytree(src, root / "runs" / f"20260101-00000{ord(name) - 97}-{name}")

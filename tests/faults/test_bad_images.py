@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from cli_runner import run_cli
+from conftest import corrupt_in_place
 from sotakit.data import DecodeErrorLimit, load_image_folder, make_loaders, write_data_report
 from sotakit.data.images import ImageRejected, read_image, to_rgb
 
@@ -203,15 +204,6 @@ def test_sixteen_bit_and_other_modes_convert_without_saturating():
         assert got[..., 0].flatten().tolist() == want, mode
 
 
-def _corrupt_in_place(path) -> None:
-    """Garble a file's pixels but keep its size and mtime, so the cached index still trusts it."""
-    st = os.stat(path)
-    data = bytearray(path.read_bytes())
-    data[20:] = bytes(len(data) - 20)
-    path.write_bytes(bytes(data))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
 # workers=2 starts worker processes, and the two the raise leaves behind are shut down only when the
 # loader is collected, 5 s each (DataLoader's join timeout): 10 s for whichever test comes next.
 @pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
@@ -248,7 +240,7 @@ def test_sotakit_train_finishes_on_a_faulty_folder_and_writes_the_report(tmp_pat
     # odd kinds are 16-40 px and the good ones 16 px; one good image breaks after the index pass
     load_image_folder(root)  # the index pass, cached like a previous run's
     late = root / "train" / "bee" / "3.png"
-    _corrupt_in_place(late)
+    corrupt_in_place(late)
     r = sotakit_train(root, tmp_path / "out", "--max-decode-errors", "0.05")
     assert r.returncode == 0, r.stderr[-2000:]
     # a note: on stderr since notes and results were parted (issue 9)
@@ -269,7 +261,7 @@ def test_sotakit_train_stops_past_the_threshold_with_the_flag_named(tmp_path, fo
     root = folder_factory(tmp_path / "d", per_class=(10, 2))
     load_image_folder(root)
     for name in ("2.png", "5.png"):
-        _corrupt_in_place(root / "train" / "dog" / name)
+        corrupt_in_place(root / "train" / "dog" / name)
     r = sotakit_train(root, tmp_path / "out", "--max-decode-errors", "0.04")  # 30 images: 1.2 allowed
     assert r.returncode == 2, r.stderr[-2000:]
     assert ("error: 2 of 30 images failed to decode during the run, more than the threshold "
