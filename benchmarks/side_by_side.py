@@ -130,20 +130,28 @@ def wall_time(command: list[str], out: Path, log: Path) -> float:
 
 
 def compare(name: str, reference: list[str], ours: list[str], *, pairs: int, work: Path,
-            warmup: int = 1) -> dict:
+            warmup: int = 1, floor: list[str] | None = None) -> dict:
     """Reference, sotakit, reference, sotakit, ... (A B A B, as the issue measured) over ``pairs`` pairs;
     the ratio of each pair is reference time / sotakit time. ``warmup`` untimed runs of each first, so
-    every timed run finds the images in the OS file cache (and any cache a script keeps of its own)."""
+    every timed run finds the images in the OS file cache (and any cache a script keeps of its own).
+    ``floor`` (floor_loop.py) runs third in each pair: reference time / floor time is the most any tool
+    could be ahead in that pair."""
     for i in range(warmup):
         wall_time(reference, work / f"{name}-ref", work / f"{name}-ref-warmup-{i}.log")
         wall_time(ours, work / f"{name}-sotakit", work / f"{name}-sotakit-warmup-{i}.log")
-    ref_t, our_t = [], []
+        if floor:
+            wall_time(floor, work / f"{name}-floor", work / f"{name}-floor-warmup-{i}.log")
+    ref_t, our_t, floor_t = [], [], []
     for i in range(pairs):
         ref_t.append(wall_time(reference, work / f"{name}-ref", work / f"{name}-ref-{i}.log"))
         our_t.append(wall_time(ours, work / f"{name}-sotakit", work / f"{name}-sotakit-{i}.log"))
-        print(f"{name} pair {i + 1}: reference {ref_t[-1]:.1f} s, sotakit {our_t[-1]:.1f} s", flush=True)
+        if floor:
+            floor_t.append(wall_time(floor, work / f"{name}-floor", work / f"{name}-floor-{i}.log"))
+        print(f"{name} pair {i + 1}: reference {ref_t[-1]:.1f} s, sotakit {our_t[-1]:.1f} s"
+              + (f", floor {floor_t[-1]:.1f} s" if floor else ""), flush=True)
     ratios = [r / o for r, o in zip(ref_t, our_t)]
-    return {"name": name, "ref": ref_t, "ours": our_t, "ratios": ratios}
+    return {"name": name, "ref": ref_t, "ours": our_t, "ratios": ratios, "floor": floor_t,
+            "floor_ratios": [r / f for r, f in zip(ref_t, floor_t)]}
 
 
 def _fmt(values: list[float], unit: str = "") -> str:
@@ -169,9 +177,22 @@ def report(results: list[dict], commands: dict[str, list[str]], *, folder: Path,
     for r in results:
         lines.append(f"| {r['name']} | {statistics.median(r['ref']):.1f} | "
                      f"{statistics.median(r['ours']):.1f} | {_fmt(r['ratios'], 'x')} |")
-    lines += ["", "raw seconds (reference; sotakit) per pair:"]
+    if any(r["floor"] for r in results):
+        lines += ["", "The floor (benchmarks/floor_loop.py: import torch and torchvision, resnet18 on the "
+                  "images decoded and resized beforehand, the same 46 steps, no augmentation, one "
+                  "evaluation, nothing written) in the same pairs; reference / floor is the most any tool "
+                  "could be ahead:",
+                  "",
+                  "| comparison | floor s (median) | reference / floor: median (min, max, n) | "
+                  "sotakit / floor (median) |", "|---|---|---|---|"]
+        for r in (r for r in results if r["floor"]):
+            ours = statistics.median(o / f for o, f in zip(r["ours"], r["floor"]))
+            lines.append(f"| {r['name']} | {statistics.median(r['floor']):.1f} | "
+                         f"{_fmt(r['floor_ratios'], 'x')} | {ours:.2f} |")
+    lines += ["", "raw seconds (reference; sotakit[; floor]) per pair:"]
     for r in results:
-        lines.append(f"- {r['name']}: " + ", ".join(f"{a:.1f}; {b:.1f}" for a, b in zip(r["ref"], r["ours"])))
+        runs = zip(r["ref"], r["ours"], *([r["floor"]] if r["floor"] else []))
+        lines.append(f"- {r['name']}: " + ", ".join("; ".join(f"{t:.1f}" for t in ts) for ts in runs))
     lines += ["", "commands (OUT: a fresh folder per run, also the working directory):", ""]
     for key, cmd in commands.items():
         lines += [f"{key}:", "", "    " + " ".join(cmd), ""]
@@ -190,6 +211,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=1,
                    help="untimed runs of each command before the pairs (default: 1)")
     p.add_argument("--only", choices=("torchvision", "timm"), help="run one comparison")
+    p.add_argument("--floor", action="store_true",
+                   help="also time benchmarks/floor_loop.py in every pair (float32 beside TorchVision, bf16 "
+                        "and channels-last beside timm): the least any tool could take")
     p.add_argument("--smoke", action="store_true",
                    help="run each command once on a 260 + 100 image copy of the folder (two training steps), "
                         "to check the commands work; no results file")
@@ -234,8 +258,16 @@ def main(argv: list[str] | None = None) -> None:
             t = wall_time(absolute(cmd, name), work / name, work / f"{name}.log")
             print(f"ok {t:6.1f} s  {key}  (log: {work / name}.log)", flush=True)
         return
+    floors = {}
+    if args.floor:
+        floor_py, cache = Path(__file__).with_name("floor_loop.py"), work / "floor.npz"
+        subprocess.run([sys.executable, str(floor_py), "--prepare", str(args.folder), str(cache)], check=True)
+        floors = {"torchvision": [sys.executable, str(floor_py), str(cache)],
+                  "timm": [sys.executable, str(floor_py), str(cache), "--bf16"]}
+        commands.update({f"floor (vs {k})": v for k, v in floors.items()})
     results = [compare(name, absolute(ref, f"{name}-ref"), absolute(ours, f"{name}-sotakit"),
-                       pairs=args.pairs, work=work, warmup=args.warmup) for name, ref, ours in comparisons]
+                       pairs=args.pairs, work=work, warmup=args.warmup, floor=floors.get(name))
+               for name, ref, ours in comparisons]
     sources = {"vision": _source(args.vision_refs), "timm": _source(args.timm_train)}
     text = report(results, commands, folder=args.folder, sources=sources, warmup=args.warmup)
     path = (Path(__file__).parent / "results"

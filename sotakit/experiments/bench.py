@@ -30,7 +30,7 @@ from ..models import build_model
 from ..recipes import Recipe, resolve, training_images
 from ..train import train_one_epoch
 from ..train.fit import amp_dtype_for, cpu_batch_workers, prepare_model, run_device, set_backend_flags
-from ..train.machine import cpu_name
+from ..train.machine import cpu_name, tune_for_machine
 from ..train.optim import build_optimizer, param_groups
 from ..train.progress import task_progress
 from ..train.recipe_kwargs import (
@@ -214,12 +214,15 @@ def bench_recipe(recipe: Recipe, *, seconds: float = 5.0, blocks: int = 3,
                                        fingerprint=data_fingerprint(bundle), progress=task_progress)
     notes += [cache_note] if cache_note else []
     device = run_device(recipe.device)
-    amp_dtype, amp_note = amp_dtype_for(**amp_kwargs(recipe), device=device)
-    notes += [amp_note] if amp_note else []
-    set_backend_flags(device, **backend_kwargs(recipe))
     built = model_build_kwargs(recipe, num_classes=len(bundle.classes), native_size=bundle.native_size)
     if small_input is not None:
         built["small_input"] = small_input
+    # The precision and memory format `sotakit train` would choose here (the machine probe, on a CPU).
+    recipe, probe_note = tune_for_machine(recipe, model=build_model(**built), device=device)
+    notes += [probe_note] if probe_note else []
+    amp_dtype, amp_note = amp_dtype_for(**amp_kwargs(recipe), device=device)
+    notes += [amp_note] if amp_note else []
+    set_backend_flags(device, **backend_kwargs(recipe))
     loaders = make_loaders(bundle, **loader_kwargs(recipe), pin_memory=device.type == "cuda",
                            batch_path_workers=cpu_batch_workers(device))
     set_data_epoch(loaders, epoch=0, skip_batches=0, **data_epoch_kwargs(recipe, epoch=0))

@@ -126,3 +126,25 @@ def test_bench_reads_a_folder_through_the_data_cache_as_fit_does(tmp_path, monke
     assert any(n.startswith("data cache: built (30 images decoded") for n in result.notes), result.notes
     again = bench_recipe(recipe, seconds=0.5, blocks=1)
     assert any(n.startswith("data cache: hit") for n in again.notes), again.notes
+
+
+def test_bench_measures_the_precision_and_format_the_machine_probe_gives_a_training_run(
+        tmp_path, monkeypatch, one_thread):
+    """`sotakit bench` asks the probe as `sotakit train` does, so its figures are of the run a user gets."""
+    from sotakit.experiments.bench import bench_recipe
+    from sotakit.recipes import make_recipe
+    from sotakit.train import machine
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("SOTAKIT_PROBE")
+    fake = machine.MachineProbe(cpu="fake AMX", native_bf16=True, channels_last_fp32=0.9,
+                                channels_last_bf16=1.3)
+    monkeypatch.setattr(machine, "probe_machine", lambda **kw: (fake, True))
+    gains = iter([1.4, 0.8])  # bf16 faster for the first bench's model, slower for the second's
+    monkeypatch.setattr(machine, "model_bf16_gain", lambda probe, model, **kw: (next(gains), True))
+    folder = make_image_folder(tmp_path / "imgs", per_class=(8, 2), size=20)
+    recipe = make_recipe(data=str(folder), model="resnet9_w16", batch_size=4, device="cpu", workers=0)
+    faster = bench_recipe(recipe, seconds=0.3, blocks=1)
+    assert "model resnet9_w16, bfloat16, channels-last" in faster.setting, faster.setting
+    assert any("machine probe (fake AMX)" in n and "--amp" in n for n in faster.notes), faster.notes
+    slower = bench_recipe(recipe, seconds=0.3, blocks=1)
+    assert "model resnet9_w16, float32, 0 loader workers" in slower.setting, slower.setting

@@ -22,9 +22,9 @@ OLD = MachineProbe(cpu="fake AVX2", native_bf16=False, channels_last_fp32=0.9, c
 BOTH = ("amp", "channels_last")
 
 
-def choose(probe, allowed=BOTH, amp=False, amp_dtype="bfloat16", channels_last=False, conv_net=True):
+def choose(probe, allowed=BOTH, amp=False, amp_dtype="bfloat16", channels_last=False, conv_net=True, **kw):
     return machine_choices(probe, allowed=allowed, amp=amp, amp_dtype=amp_dtype, channels_last=channels_last,
-                           conv_net=conv_net)
+                           conv_net=conv_net, **kw)
 
 
 def test_native_bf16_switches_on_amp_and_the_bf16_channels_last_gain_decides_the_format():
@@ -41,6 +41,65 @@ def test_native_bf16_switches_on_amp_and_the_bf16_channels_last_gain_decides_the
     assert choose(AMX, amp=True, allowed=("channels_last",))[0] == {"channels_last": True}
     assert choose(AMX, conv_net=False)[0] == {"amp": True}  # a ViT's one patch conv: the format stays
     assert choose(AMX, amp_dtype="float16")[0] == {}  # CPU autocast is bf16 only
+
+
+def test_a_model_that_is_slower_under_bf16_keeps_float32_and_its_format_follows():
+    """Native bf16 is not enough: resnet18 at 32 px ran slower under bf16 on an AMX Xeon (issue 14)."""
+    changes, note = choose(AMX, bf16_gain=0.9, model_label="resnet18 at 32 px")
+    assert changes == {}  # float32, and float32's channels-last gain (0.9x) keeps NCHW
+    assert "native bf16, but resnet18 at 32 px trains 0.90x as fast under bf16 autocast: float32" in note
+    assert "channels-last kept off (0.90x on a conv block)" in note
+    faster = MachineProbe(cpu="fake", native_bf16=True, channels_last_fp32=1.2, channels_last_bf16=1.3)
+    assert choose(faster, bf16_gain=1.04)[0] == {"channels_last": True}  # under BF16_GAIN: not worth it
+    changes, note = choose(AMX, bf16_gain=1.4, model_label="resnet9_w16 at 28 px")
+    assert changes == {"amp": True, "channels_last": True}
+    assert "native bf16, 1.40x on resnet9_w16 at 28 px: --amp" in note
+
+
+def test_the_model_check_is_cached_per_machine_model_and_input(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(machine, "measure_model", lambda model, **kw: calls.append(kw["size"]) or 0.8)
+    small = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1))
+    strided = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.Conv2d(4, 4, 3, padding=1))  # another stem
+    kw = dict(name="net", fp32_channels_last=False, bf16_channels_last=True)
+    assert machine.model_bf16_gain(AMX, small, size=32, **kw) == (0.8, False)
+    assert machine.model_bf16_gain(AMX, small, size=32, **kw) == (0.8, True)
+    machine.model_bf16_gain(AMX, small, size=64, **kw)
+    machine.model_bf16_gain(AMX, strided, size=32, **kw)
+    assert calls == [32, 64, 32]
+
+
+def test_the_model_check_leaves_the_model_the_random_stream_and_threads_alone():
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    expected = torch.rand(2)
+    torch.manual_seed(5)
+    nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    threads = torch.get_num_threads()
+    gain = machine.measure_model(model, size=16, fp32_channels_last=False, bf16_channels_last=True)
+    assert gain > 0 and torch.equal(torch.rand(2), expected) and torch.get_num_threads() == threads
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN statistics included
+    assert all(p.grad is None for p in model.parameters())
+    assert model[0].weight.is_contiguous()  # the run's model keeps its memory format
+
+
+def test_tune_for_machine_times_the_runs_model_before_it_switches_bf16_on(monkeypatch):
+    monkeypatch.delenv("SOTAKIT_PROBE")
+    monkeypatch.setattr(machine, "probe_machine", lambda **kw: (AMX, True))
+    seen = []
+    monkeypatch.setattr(machine, "model_bf16_gain", lambda probe, model, **kw: seen.append(kw) or (0.9, True))
+    convnet = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3))
+    r = make_recipe(device="cpu", model="resnet18", train_crop_size=32)
+    tuned, note = tune_for_machine(r, model=convnet, device=torch.device("cpu"))
+    assert tuned == r and "resnet18 at 32 px trains 0.90x as fast under bf16 autocast: float32" in note
+    # each precision timed in the format the probe would give it: AMX's 0.9x fp32 and 1.3x bf16 gains
+    assert seen == [dict(name="resnet18", size=32, fp32_channels_last=False, bf16_channels_last=True)]
+    seen.clear()
+    tune_for_machine(r.replace(amp=True), model=convnet, device=torch.device("cpu"))
+    assert seen == []  # bf16 already chosen by the recipe: nothing to decide, nothing timed
 
 
 def test_the_probe_runs_once_per_machine_and_is_read_from_the_cache(monkeypatch, tmp_path):
@@ -96,6 +155,7 @@ def test_the_probe_choice_is_stored_and_a_resume_keeps_it_on_a_machine_without_b
         image_folder, tmp_path, monkeypatch, one_thread):
     monkeypatch.delenv("SOTAKIT_PROBE")
     monkeypatch.setattr(machine, "probe_machine", lambda **kw: (AMX, True))
+    monkeypatch.setattr(machine, "model_bf16_gain", lambda probe, model, **kw: (1.3, True))
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         pytest.skip("this CPU cannot run bf16 autocast")
     kw = dict(epochs=2, use_deterministic_algorithms=True)
