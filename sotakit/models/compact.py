@@ -3,8 +3,8 @@
 ``resnet9`` is the ResNet-9 of Myrtle.ai's DAWNBench CIFAR-10 entry (D. Page, "How to train your
 ResNet", 2018), also the base of airbench: a conv stem, three stages that double the width and halve
 the resolution with max-pooling, a residual pair in stages one and three, a global max-pool and a
-linear head scaled by 0.125. ``width`` sets the stem width (64 in the original); the ``_w16``, ``_w24``
-and ``_w32`` variants fit a 2-core CPU.
+linear head scaled by 0.125. ``width`` sets the stem width (64 in the original); the ``_w16`` and
+``_w32`` variants fit a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -57,11 +57,6 @@ def resnet9(*, num_classes: int = 1000, **kw) -> nn.Module:
 @register_model()
 def resnet9_w32(*, num_classes: int = 1000, **kw) -> nn.Module:
     return _resnet9(num_classes, 32, **kw)
-
-
-@register_model()
-def resnet9_w24(*, num_classes: int = 1000, **kw) -> nn.Module:
-    return _resnet9(num_classes, 24, **kw)
 
 
 @register_model()
