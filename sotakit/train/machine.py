@@ -104,15 +104,7 @@ def _block_time(*, channels_last: bool, bf16: bool, reps: int = 5) -> float:
     if channels_last:
         block = block.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    best = float("inf")
-    for i in range(reps + 1):
-        t = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            y = block(x)
-        y.float().sum().backward()
-        if i:
-            best = min(best, time.perf_counter() - t)
-    return best
+    return _model_pass_time(block, x, bf16=bf16, reps=reps)
 
 
 def measure(bf16: bool) -> tuple[float, float]:
