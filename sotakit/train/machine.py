@@ -12,13 +12,13 @@ The probe reads the CPU's bf16 support from torch (``torch.cpu``: AVX512_BF16 or
 without them only emulates bf16, slower than float32) and times a small conv block, forward and
 backward, in both memory formats at each precision (about 0.2 s, on one thread: a second one
 spin-waits on a busy 2-core machine and the timings turn to noise). Native bf16 is not enough: on a
-Xeon with AMX, resnet18 at 32 px trained at 629 img/s under bf16 autocast against 698 in float32 (the
-small late feature maps pay the reorders and gain nothing). So before it switches bf16 on, the probe
+Xeon with AMX, resnet18 at 32 px trained at 629 img/s under bf16 autocast against 698 in float32
+(docs/performance.md). So before it switches bf16 on, the probe
 also times the run's own model, forward and backward at the run's crop size, in both precisions, and
-keeps float32 unless bf16 is at least ``BF16_GAIN`` faster (under a second for the CIFAR-sized models
-here, a few for a ResNet-50 at 224 px, whose batch shrinks to keep the work small). The results are
-cached under ``$XDG_CACHE_HOME/sotakit/machine/``, keyed by CPU, torch version and capability (and the
-model, input and memory format for the model check), so later runs read them.
+keeps float32 unless bf16 is at least ``BF16_GAIN`` faster (0.4 s for resnet9_w16 at 28 px, 1.2 s for
+resnet18 at 32 px, measured on a busy 2-core EPYC; larger inputs get a smaller batch, down to one
+image). The results are cached under ``$XDG_CACHE_HOME/sotakit/machine/``, keyed by CPU, torch version
+and capability (and the model, input and memory format for the model check), so later runs read them.
 """
 
 from __future__ import annotations
