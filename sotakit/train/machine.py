@@ -232,7 +232,7 @@ def machine_choices(probe: MachineProbe, *, allowed: tuple[str, ...], amp: bool,
     run_bf16 = changes.get("amp", amp) and amp_dtype == "bfloat16" and probe.native_bf16
     gain = probe.channels_last_bf16 if run_bf16 else probe.channels_last_fp32
     if "channels_last" in allowed and not channels_last:
-        if conv_net and gain >= CHANNELS_LAST_GAIN:
+        if channels_last_for(probe, bf16=run_bf16, channels_last=False, allowed=allowed, conv_net=conv_net):
             changes["channels_last"] = True
             said.append(f"channels-last {gain:.2f}x on a conv block: --channels-last")
         else:

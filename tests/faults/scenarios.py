@@ -459,7 +459,12 @@ def two_sweeps_one_dir(work: Path, rng: random.Random) -> Trial:
     args = ["sweep", *SWEEP, "--grid", "lr=0.05,0.1", "--epochs", "1", "--out", out]
     t0 = time.perf_counter()
     a = start_cli(*args)
-    time.sleep(1.0)
+    # Start the second once the first holds the lock (its pid is in the lock file): a fixed head start
+    # loses the race on a loaded machine, where the imports alone take longer than it.
+    lock, deadline = out / ".experiment.lock", time.monotonic() + 120
+    while (a.poll() is None and time.monotonic() < deadline
+           and f"process {a.pid} " not in (lock.read_text() if lock.is_file() else "")):
+        time.sleep(0.05)
     b = run_cli(*args)
     said_a, _ = a.communicate(timeout=600)
     lines = (out / "results.jsonl").read_text().splitlines()
