@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from cli_runner import cli_env, run_cli, start_cli
+from sotakit.experiments.runner import LOCK_FILE as EXPERIMENT_LOCK
 from sotakit.train.checkpoint import LAST, file_sha256, load_checkpoint, non_finite_keys, read_manifest
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -461,7 +462,7 @@ def two_sweeps_one_dir(work: Path, rng: random.Random) -> Trial:
     a = start_cli(*args)
     # Start the second once the first holds the lock (its pid is in the lock file): a fixed head start
     # loses the race on a loaded machine, where the imports alone take longer than it.
-    lock, deadline = out / ".experiment.lock", time.monotonic() + 120
+    lock, deadline = out / EXPERIMENT_LOCK, time.monotonic() + 120
     while (a.poll() is None and time.monotonic() < deadline
            and f"process {a.pid} " not in (lock.read_text() if lock.is_file() else "")):
         time.sleep(0.05)
